@@ -1,0 +1,47 @@
+# `make book` and `make test` do the whole set-up on a fresh machine: each creates
+# (or reuses) .venv and installs mmbook with the extras it needs from pyproject.toml.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mmbook-installed
+
+# Use the offline copy of the data beside the repository when there is one.
+ifeq ($(origin MMBOOK_DATA), undefined)
+ifneq ($(wildcard ../shared/data),)
+export MMBOOK_DATA := $(abspath ../shared/data)
+endif
+endif
+
+# Extra flags for the book build, e.g. BOOKFLAGS="-W -n --keep-going" (as in CI).
+BOOKFLAGS ?=
+
+.PHONY: install test unit nbval book lab clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[book,test]'
+	touch $(STAMP)
+
+# All tests: unit tests, then every notebook in quick mode under nbval, in parallel.
+# Tests never touch the network (MMBOOK_OFFLINE=1 forbids downloads).
+test: $(STAMP)
+	MMBOOK_QUICK=1 MMBOOK_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax tests book
+
+unit: $(STAMP)
+	MMBOOK_OFFLINE=1 $(BIN)/python -m pytest -n 2 tests
+
+nbval: $(STAMP)
+	MMBOOK_QUICK=1 MMBOOK_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax book
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . $(BOOKFLAGS)
+	@echo "Open _build/html/index.html"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab book/
+
+clean:
+	rm -rf _build

@@ -1,0 +1,241 @@
+"""The ``mmbook`` command line: ``mmbook env``, ``mmbook data``, ``mmbook train``.
+
+A bad flag value prints one line, ``mmbook: error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2
+TASKS = ("cifar10-captions",)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2, without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+class UsageError(Exception):
+    """A bad command-line value: reported as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _modalities(text: str) -> str:
+    from mmbook.multimodal import parse_modalities
+
+    try:
+        return "+".join(parse_modalities(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``mmbook`` command."""
+    from mmbook.fusion import FUSIONS
+    from mmbook.text import RECURRENT_KINDS
+
+    parser = _Parser(prog="mmbook", description="Tools for the mmbook textbook on multimodal deep learning.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    commands.add_parser("env", help="print the versions, device and mode in use")
+
+    data = commands.add_parser("data", help="locate, verify or download CIFAR-10")
+    data.add_argument("--root", type=Path, help="data directory (default: $MMBOOK_DATA or ~/.cache/mmbook/data)")
+    data.add_argument("--download", action="store_true", help="download the official files if no copy is found")
+    data.add_argument("--verify", action="store_true", help="decode every image and report the counts")
+
+    train = commands.add_parser("train", help="train a model and report its test accuracy")
+    train.add_argument("--task", choices=TASKS, default="cifar10-captions")
+    train.add_argument("--modalities", type=_modalities, default="image+text", help="image, text or image+text")
+    train.add_argument("--fusion", choices=sorted(FUSIONS), default="concat")
+    train.add_argument("--text-encoder", choices=sorted(RECURRENT_KINDS), default="rnn")
+    train.add_argument("--epochs", type=_non_negative_int, default=None, help="default: 10 (quick: 8)")
+    train.add_argument("--batch-size", type=_positive_int, default=None, help="default: 128 (quick: 64)")
+    train.add_argument("--lr", type=_positive_float, default=3e-3)
+    train.add_argument("--caption-noise", type=_probability, default=0.1)
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    train.add_argument("--seed", type=_non_negative_int, default=0)
+    train.add_argument("--quick", action="store_true", help="quick mode: small subset, few epochs")
+    train.add_argument("--data", type=Path, help="data directory (default: $MMBOOK_DATA)")
+    train.add_argument("--download", action="store_true", help="download CIFAR-10 if no copy is found")
+    train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
+    train.add_argument("--channels-last", action="store_true")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument("--checkpoint", type=Path, help="directory for a checkpoint after every epoch")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint")
+    train.add_argument("--json", type=Path, help="write the results as a JSON object to this path")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mmbook`` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "env":
+            return _env()
+        if args.command == "data":
+            return _data(args)
+        return _train(args)
+    except UsageError as error:
+        print(f"mmbook: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _env() -> int:
+    from mmbook.data import data_root, locate_cifar10
+    from mmbook.runtime import environment_report
+
+    print(environment_report())
+    found = locate_cifar10()
+    print(f"data: {data_root()} ({'CIFAR-10 ' + found[0] + ' at ' + str(found[1]) if found else 'no CIFAR-10 copy found'})")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from mmbook.data import DataNotFoundError, CorruptDataError, data_root, load_cifar10, locate_cifar10
+
+    root = args.root or data_root()
+    if args.root is not None and not args.root.is_dir() and not args.download:
+        raise UsageError(f"--root {args.root}: no such directory")
+    found = locate_cifar10(root)
+    if found is None and not args.download:
+        print(f"mmbook: error: no CIFAR-10 copy under {root}; run `mmbook data --download` or set MMBOOK_DATA", file=sys.stderr)
+        return 1
+    if found is not None:
+        print(f"CIFAR-10 ({found[0]}) at {found[1]}")
+    if args.verify or found is None:
+        try:
+            for split in ("train", "test"):
+                images = load_cifar10(split, root=root, download=args.download)
+                counts = images.labels.bincount(minlength=len(images.classes)).tolist()
+                print(f"{split}: {len(images)} images, per class {counts}")
+        except (DataNotFoundError, CorruptDataError) as error:
+            print(f"mmbook: error: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from mmbook.data import DataNotFoundError, CorruptDataError, DeviceLoader, load_captioned_cifar10
+    from mmbook.multimodal import captioned_cifar_model
+    from mmbook.runtime import is_quick, pick_device, seed_everything
+    from mmbook.training import fit
+
+    quick = args.quick or is_quick()
+    epochs = args.epochs if args.epochs is not None else (8 if quick else 10)
+    batch_size = args.batch_size or (64 if quick else 128)
+    if args.data is not None and not args.data.is_dir() and not args.download:
+        raise UsageError(f"--data {args.data}: no such directory (point it at a folder holding cifar10/ or use --download)")
+    if args.resume and args.checkpoint is None:
+        raise UsageError("--resume needs --checkpoint DIR")
+    try:
+        device = pick_device(args.device)
+    except ValueError as error:
+        raise UsageError(f"--device: {error}") from None
+
+    seed_everything(args.seed)
+    try:
+        data = load_captioned_cifar10(quick=quick, noise=args.caption_noise, seed=args.seed, root=args.data,
+                                      download=args.download, progress=not args.no_progress)
+    except (DataNotFoundError, CorruptDataError) as error:
+        print(f"mmbook: error: {error}", file=sys.stderr)
+        return 1
+    model = captioned_cifar_model(args.modalities, len(data.caption_vocab), fusion=args.fusion, text_encoder=args.text_encoder)
+    train_loader = DeviceLoader(data.train.tensors(), batch_size, shuffle=True, device=device, seed=args.seed,
+                                channels_last=args.channels_last)
+    test_loader = DeviceLoader(data.test.tensors(), 1000, device=device, channels_last=args.channels_last)
+    print(f"training {args.modalities} ({args.fusion}) on {len(data.train)} images, {epochs} epochs, device {device}")
+    started = time.perf_counter()
+    try:
+        history = fit(model, train_loader, test_loader, epochs=epochs, lr=args.lr, device=device, amp=args.amp,
+                      channels_last=args.channels_last, compile=args.compile, checkpoint_dir=args.checkpoint,
+                      resume=args.resume, progress=not args.no_progress,
+                      extra_state={"caption_vocab": data.caption_vocab.to_dict(), "modalities": args.modalities,
+                                   "fusion": args.fusion, "text_encoder": args.text_encoder})
+    except ValueError as error:  # e.g. an unreadable checkpoint
+        print(f"mmbook: error: {error}", file=sys.stderr)
+        return 1
+    wall = time.perf_counter() - started
+    result = {
+        "task": args.task,
+        "modalities": args.modalities,
+        "fusion": args.fusion,
+        "text_encoder": args.text_encoder,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "quick": quick,
+        "seed": args.seed,
+        "device": str(device),
+        "train_images": len(data.train),
+        "test_images": len(data.test),
+        "train_seconds": history.train_seconds,
+        "wall_seconds": wall,
+        "train_images_per_second": sum(r["images_per_second"] * r["train_seconds"] for r in history.records) / history.train_seconds
+        if history.train_seconds > 0 else 0.0,
+        "test_accuracy": history.last["test_accuracy"] if len(history) else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "history": history.records,
+        "torch": torch.__version__,
+    }
+    accuracy = result["test_accuracy"]
+    print(f"test accuracy {accuracy:.4f} | {history.train_seconds:.1f} s training | "
+          f"{result['train_images_per_second']:.0f} images/s" if accuracy is not None else "no epochs run")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

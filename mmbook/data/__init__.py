@@ -1,0 +1,22 @@
+"""Data: CIFAR-10 (offline copy or checked download), generated captions, batch loaders."""
+
+from mmbook.data.captioned import CaptionedCIFAR10, CaptionedSplit, load_captioned_cifar10
+from mmbook.data.captions import CaptionGenerator, caption_groups
+from mmbook.data.cifar10 import (
+    CIFAR10_CLASSES,
+    CorruptDataError,
+    DataNotFoundError,
+    ImageSet,
+    cache_dir,
+    data_root,
+    load_cifar10,
+    locate_cifar10,
+)
+from mmbook.data.loaders import DeviceLoader, augment_images, make_dataloader, normalize_images
+
+__all__ = [
+    "CIFAR10_CLASSES", "CaptionGenerator", "CaptionedCIFAR10", "CaptionedSplit", "CorruptDataError",
+    "DataNotFoundError", "DeviceLoader", "ImageSet", "augment_images", "cache_dir", "caption_groups",
+    "data_root", "load_captioned_cifar10", "load_cifar10", "locate_cifar10", "make_dataloader",
+    "normalize_images",
+]

@@ -1,0 +1,114 @@
+"""``MultimodalModel(encoders, fusion, head)``: the shape of every model in the book.
+
+A batch is a dict of tensors keyed by modality name, e.g.::
+
+    {"image": (B, 3, 32, 32) float, "text": (B, T) int64, "label": (B,) int64}
+
+Each encoder reads its own modality and returns features ``(B, D_m)``; the fusion
+turns the list of features into one tensor; the head maps it to logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mmbook.cnn import LeNet
+from mmbook.fusion import build_fusion
+from mmbook.text import TextEncoder
+
+MODALITIES = ("image", "text")
+
+
+class ClassifierHead(nn.Module):
+    """A small MLP from fused features to class logits.
+
+    ``(B, in_features) -> Linear -> ReLU -> Linear -> (B, num_classes)``.
+
+    The source sketch built its classifier for 128 inputs and ended in a ReLU;
+    this head takes whatever size the fusion produces and ends in raw logits, as
+    ``nn.CrossEntropyLoss`` expects.
+    """
+
+    def __init__(self, in_features: int, num_classes: int = 10, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        """``(B, in_features)`` -> ``(B, num_classes)`` logits."""
+        return self.net(fused)
+
+
+class MultimodalModel(nn.Module):
+    """Encoders, then a fusion, then a head.
+
+    Args:
+        encoders: modality name -> encoder module; each maps ``batch[name]`` to ``(B, D)``.
+            One encoder gives a unimodal model through the same code path.
+        fusion: maps the list of encoder outputs (in ``encoders`` order) to ``(B, F)``.
+        head: maps ``(B, F)`` to logits ``(B, C)``.
+    """
+
+    def __init__(self, encoders: Mapping[str, nn.Module], fusion: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        if not encoders:
+            raise ValueError("MultimodalModel needs at least one encoder")
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.fusion = fusion
+        self.head = head
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modality names this model reads, in order."""
+        return list(self.encoders.keys())
+
+    def encode(self, batch: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Run each encoder on its modality: a list of ``(B, D_m)`` features."""
+        missing = [name for name in self.encoders if name not in batch]
+        if missing:
+            raise KeyError(f"the batch has no {missing} entry; this model reads {self.modalities}, the batch has {sorted(batch)}")
+        return [encoder(batch[name]) for name, encoder in self.encoders.items()]
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Batch dict -> ``(B, C)`` logits."""
+        return self.head(self.fusion(self.encode(batch)))
+
+
+def parse_modalities(spec: str | Sequence[str]) -> list[str]:
+    """``"image+text"`` -> ``["image", "text"]``, checking each name."""
+    names = spec.split("+") if isinstance(spec, str) else list(spec)
+    unknown = [name for name in names if name not in MODALITIES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"modalities must be 'image', 'text' or 'image+text', got {spec!r}")
+    return [name for name in MODALITIES if name in names]
+
+
+def captioned_cifar_model(
+    modalities: str | Sequence[str],
+    vocab_size: int,
+    fusion: str = "concat",
+    text_encoder: str = "rnn",
+    feature_size: int = 10,
+    num_classes: int = 10,
+) -> MultimodalModel:
+    """The worked example's model: LeNet for images, an RNN for captions, fused, classified.
+
+    Args:
+        modalities: ``"image"``, ``"text"`` or ``"image+text"``.
+        vocab_size: size of the caption vocabulary.
+        fusion: fusion name (see :data:`mmbook.fusion.FUSIONS`).
+        text_encoder: recurrent kind for the text branch (``rnn``, ``lstm``, ``gru``).
+        feature_size: the output size of each branch (10, as in the source).
+        num_classes: number of classes.
+    """
+    encoders: dict[str, nn.Module] = {}
+    for name in parse_modalities(modalities):
+        if name == "image":
+            encoders["image"] = LeNet(out_features=feature_size)
+        else:
+            encoders["text"] = TextEncoder(vocab_size, kind=text_encoder, out_features=feature_size)
+    fusion_module = build_fusion(fusion, [feature_size] * len(encoders))
+    head = ClassifierHead(fusion_module.out_features, num_classes)
+    return MultimodalModel(encoders, fusion_module, head)

@@ -1,0 +1,83 @@
+"""The book's figures: training curves, image grids with captions, confusion matrices."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+
+from mmbook.data.loaders import CIFAR10_MEAN, CIFAR10_STD
+
+
+def plot_history(histories: Mapping[str, object], metrics: Sequence[str] = ("train_loss", "test_accuracy")):
+    """Plot metrics against epoch, one line per run.
+
+    Args:
+        histories: run name -> :class:`mmbook.training.History`.
+        metrics: which columns to plot, one panel each.
+
+    Returns:
+        The matplotlib figure.
+    """
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        for name, history in histories.items():
+            records = [r for r in history.records if metric in r]  # type: ignore[attr-defined]
+            axis.plot([r["epoch"] for r in records], [r[metric] for r in records], marker="o", label=name)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric.replace("_", " "))
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend()
+    figure.tight_layout()
+    return figure
+
+
+def to_displayable(images: torch.Tensor) -> torch.Tensor:
+    """Images ``(B, 3, H, W)``, uint8 or normalized float -> float ``(B, H, W, 3)`` in ``[0, 1]``."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    else:
+        mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+        images = (images.detach().float().cpu() * std + mean).clamp(0, 1)
+    return images.permute(0, 2, 3, 1).cpu()
+
+
+def show_images(images: torch.Tensor, titles: Sequence[str] = (), columns: int = 4, width: float = 3.2):
+    """A grid of images ``(B, 3, H, W)`` with wrapped titles (e.g. label and caption). Returns the figure."""
+    import textwrap
+
+    images = to_displayable(images)
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, width * 1.15 * rows), squeeze=False)
+    for k, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if k < len(images):
+            axis.imshow(images[k])
+            if k < len(titles):
+                axis.set_title("\n".join(textwrap.wrap(titles[k], 28)), fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts ``(C, C)``: row = true class, column = predicted class."""
+    index = labels.long() * num_classes + predictions.long()
+    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], title: str = ""):
+    """Draw a confusion matrix, normalized per true class. Returns the figure."""
+    rates = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
+    figure, axis = plt.subplots(figsize=(5.2, 4.6))
+    image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+    axis.set_yticks(range(len(classes)), classes, fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if title:
+        axis.set_title(title)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    return figure

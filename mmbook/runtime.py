@@ -1,0 +1,116 @@
+"""Runtime helpers: which device to use, seeding, quick mode, an environment report.
+
+Every chapter starts by calling :func:`environment_report`, so a reader always
+sees which device and which mode produced the numbers on the page.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+
+import numpy as np
+import torch
+
+QUICK_ENV_VAR = "MMBOOK_QUICK"
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+def is_quick() -> bool:
+    """Return True when quick mode is on (``MMBOOK_QUICK=1``).
+
+    Quick mode shrinks data and epochs so that every notebook runs in about a
+    minute; tests and CI use it. Full mode produces the published numbers.
+
+    Raises:
+        ValueError: if the variable holds something other than a yes/no word.
+    """
+    raw = os.environ.get(QUICK_ENV_VAR, "").strip().lower()
+    if raw in _TRUE_WORDS:
+        return True
+    if raw in _FALSE_WORDS:
+        return False
+    raise ValueError(
+        f"{QUICK_ENV_VAR}={raw!r} is not understood; expected one of "
+        f"{sorted(_TRUE_WORDS | _FALSE_WORDS - {''})}. Set {QUICK_ENV_VAR}=1 for quick mode "
+        f"or unset it for full mode."
+    )
+
+
+def mode_name() -> str:
+    """``"quick"`` or ``"full"``, for printing."""
+    return "quick" if is_quick() else "full"
+
+
+def pick_device(preferred: str | torch.device | None = None) -> torch.device:
+    """Choose the device to train on: CUDA, then Apple MPS, then CPU.
+
+    Args:
+        preferred: ``None`` or ``"auto"`` picks automatically; otherwise a device
+            string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
+
+    Raises:
+        ValueError: if the preferred device is not a device name or is not
+            available on this machine.
+    """
+    if preferred is None or str(preferred) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(preferred)
+    except RuntimeError as error:
+        raise ValueError(
+            f"unknown device {preferred!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps' was asked for but Apple MPS is not available here; use 'auto' or 'cpu'")
+    if device.type not in {"cpu", "cuda", "mps"}:
+        raise ValueError(f"device {preferred!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'mps'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and all GPUs) with ``seed``.
+
+    With the same seed, training on the CPU gives identical metrics run to run.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def device_description(device: torch.device) -> str:
+    """A short human description of ``device``, e.g. ``"cuda (NVIDIA H100)"``."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    return device.type
+
+
+def environment_report(device: torch.device | None = None) -> str:
+    """One line saying which versions, device and mode are in use.
+
+    Example: ``mmbook 0.1.0 | torch 2.14.1 | python 3.11.7 | device cpu (2 threads, x86_64) | mode full``
+    """
+    from mmbook import __version__
+
+    device = device or pick_device()
+    return (
+        f"mmbook {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
+        f"device {device_description(device)} | mode {mode_name()}"
+    )

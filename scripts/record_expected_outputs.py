@@ -1,0 +1,64 @@
+"""Execute notebooks in quick mode, record checked outputs, and strip all outputs.
+
+Usage::
+
+    python scripts/record_expected_outputs.py book/ch07_worked_example/worked_example.ipynb [...]
+    python scripts/record_expected_outputs.py --strip-only NOTEBOOK [...]
+
+For every cell marked ``# NBVAL_CHECK_OUTPUT`` the text it printed is stored in
+``metadata["mmbook"]["expected_output"]``; the conftest hook hands it to nbval.
+Then every output and execution count is removed, so the notebook is committed
+clean, as the book and the tests expect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def stream_text(cell) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            parts.append(output["text"])
+        elif output.get("output_type") in {"execute_result", "display_data", "error"} or output.get("name") == "stderr":
+            raise SystemExit(f"a NBVAL_CHECK_OUTPUT cell may only print to stdout; it produced {output.get('output_type')}:\n{cell.source}")
+    return "".join(parts)
+
+
+def strip(notebook) -> None:
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata.pop("execution", None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--strip-only", action="store_true", help="only remove outputs; execute nothing")
+    args = parser.parse_args()
+    os.environ["MMBOOK_QUICK"] = "1"
+    for path in args.notebooks:
+        notebook = nbformat.read(path, as_version=4)
+        if not args.strip_only:
+            NotebookClient(notebook, timeout=600, kernel_name="python3",
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            for cell in notebook.cells:
+                if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in cell.source:
+                    cell.metadata.setdefault("mmbook", {})["expected_output"] = stream_text(cell)
+        strip(notebook)
+        nbformat.write(notebook, path)
+        print(f"{path}: {'stripped' if args.strip_only else 'recorded and stripped'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
