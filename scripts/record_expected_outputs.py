@@ -38,6 +38,8 @@ def strip(notebook) -> None:
             cell.outputs = []
             cell.execution_count = None
         cell.metadata.pop("execution", None)
+    # Progress bars leave ipywidgets state behind; it is output too.
+    notebook.metadata.pop("widgets", None)
 
 
 def main() -> int:
