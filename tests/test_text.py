@@ -9,8 +9,9 @@ from torch import nn
 from mmbook.cli import build_parser, main
 from mmbook.multimodal import captioned_cifar_model
 from mmbook.text import (
-    RECURRENT_KINDS, TEXT_ENCODER_KINDS, MemoryTaskGenerator, PositionalEncoding, TextEncoder, UNK_ID,
-    check_attention, check_gru_cell, check_lstm_cell, check_rnn_cell, make_memory_task, text_encoder,
+    RECURRENT_KINDS, TEXT_ENCODER_KINDS, MemoryTaskGenerator, PositionalEncoding, TextClassifier, TextEncoder, UNK_ID,
+    check_attention, check_gru_cell, check_lstm_cell, check_rnn_cell, make_memory_task, predict_text, text_encoder,
+    train_text_classifier,
 )
 from mmbook.text.memory import MEMORY_OPENINGS, TEST_OFFSET
 
@@ -271,3 +272,34 @@ def test_checkers_reject_wrong_implementations():
         check_attention(lambda q, k, v, mask=None: _attention(q, k, v, None))
     with pytest.raises(AssertionError, match="no padding mask: weights differs"):
         check_attention(lambda q, k, v, mask=None: _attention(q * q.shape[-1] ** 0.5, k, v, mask))
+
+
+# ---------------------------------------------------------------- training helper
+
+def _tiny_run(kind: str):
+    train, test, vocab = make_memory_task(64, 32, 6, 10, seed=0)
+    torch.manual_seed(0)
+    model = TextClassifier(TextEncoder(len(vocab), kind=kind, embed_dim=8, hidden_size=8, num_heads=2), 10)
+    report = train_text_classifier(model, train.tokens, train.labels, epochs=2, batch_size=16, progress=False)
+    return model, report, train, test
+
+
+@pytest.mark.parametrize("kind", ["gru", "transformer"])
+def test_train_text_classifier_is_deterministic(kind):
+    model_a, report_a, train, test = _tiny_run(kind)
+    model_b, report_b, _, _ = _tiny_run(kind)
+    assert report_a.losses == report_b.losses and len(report_a.losses) == 2
+    assert report_a.train_tokens == 2 * int(train.lengths.sum())
+    assert report_a.tokens_per_second > 0
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
+        assert torch.equal(a, b)
+    predictions = predict_text(model_a, test.tokens, batch_size=10)
+    assert predictions.shape == (32,) and predictions.dtype == torch.int64
+
+
+def test_train_text_classifier_errors():
+    model = TextClassifier(TextEncoder(VOCAB, kind="rnn"), 3)
+    with pytest.raises(ValueError, match=r"expected tokens \(N, T\) and labels \(N,\)"):
+        train_text_classifier(model, _tokens(), torch.zeros(2, dtype=torch.long), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="epochs and batch_size must be positive"):
+        train_text_classifier(model, _tokens(), torch.zeros(3, dtype=torch.long), epochs=0, progress=False)
