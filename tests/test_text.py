@@ -18,6 +18,15 @@ from mmbook.text.memory import MEMORY_OPENINGS, TEST_OFFSET
 VOCAB = 30
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread is faster, and immune to a busy machine's thread contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tokens() -> torch.Tensor:
     """Three right-padded texts of lengths 4, 2 and 5: ``(3, 5)``."""
     return torch.tensor([[5, 6, 7, 8, 0], [3, 9, 0, 0, 0], [2, 4, 6, 8, 10]])
