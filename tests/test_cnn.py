@@ -212,7 +212,7 @@ def test_fastcnn_config_validates():
 
 def test_train_fastcnn_learns_and_is_deterministic():
     data = tiny_cifar(128)
-    config = FastCNNConfig(epochs=4, batch_size=32, widths=(4, 8, 8), lr=0.2)
+    config = FastCNNConfig(epochs=4, batch_size=16, widths=(8, 8, 8), lr=0.4)
     first = train_fastcnn(data, data, config, device="cpu", progress=False)
     second = train_fastcnn(data, data, config, device="cpu", progress=False)
     assert len(first.history) == 4
@@ -258,3 +258,66 @@ def test_bench_loader_runs_both_loops_on_tiny_data():
     assert "speed-up" in result.table()
     with pytest.raises(ValueError, match="uint8"):
         bench_loader(data["image"].float(), data["label"])
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def tiny_imagefolder(tmp_path, monkeypatch):
+    """A 100-image CIFAR-10 look-alike in the ImageFolder layout (10 JPEGs per class and split)."""
+    import numpy as np
+    from PIL import Image
+
+    from mmbook.data import CIFAR10_CLASSES
+
+    generator = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label, name in enumerate(CIFAR10_CLASSES):
+            folder = tmp_path / "data" / "cifar10" / split / name
+            folder.mkdir(parents=True)
+            for k in range(10):
+                pixels = np.clip(label * 25 + generator.integers(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{k:04d}.jpg")
+    monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MMBOOK_OFFLINE", "1")
+    monkeypatch.delenv("MMBOOK_QUICK", raising=False)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("model", ["lenet", "fastcnn"])
+def test_cli_trains_image_models(tiny_imagefolder, tmp_path, model, capsys):
+    import json
+
+    from mmbook.cli import main
+
+    out = tmp_path / f"{model}.json"
+    status = main(["train", "--task", "cifar10", "--model", model, "--epochs", "1", "--batch-size", "20",
+                   "--data", str(tiny_imagefolder), "--device", "cpu", "--no-progress", "--json", str(out)])
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == model and result["train_images"] == 100 and result["epochs"] == 1
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_image_model_values(tiny_imagefolder, capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "cifar10", "--model", "resnet50"]) == 2
+    assert "invalid choice: 'resnet50'" in capsys.readouterr().err
+    assert main(["train", "--task", "cifar10", "--fusion", "concat", "--modalities", "text",
+                 "--data", str(tiny_imagefolder)]) == 2
+    assert "apply to --task cifar10-captions" in capsys.readouterr().err
+    assert main(["bench", "loader", "--batch-size", "0"]) == 2
+    assert "must be a positive whole number" in capsys.readouterr().err
+
+
+def test_cli_bench_loader_prints_the_ratio(tiny_imagefolder, capsys):
+    from mmbook.cli import main
+
+    status = main(["bench", "loader", "--data", str(tiny_imagefolder), "--baseline-images", "8",
+                   "--batch-size", "16", "--device", "cpu"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "speed-up (fast / baseline):" in out and "images/s" in out
