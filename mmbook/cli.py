@@ -1,4 +1,4 @@
-"""The ``mmbook`` command line: ``mmbook env``, ``mmbook data``, ``mmbook train``.
+"""The ``mmbook`` command line: ``mmbook env``, ``mmbook data``, ``mmbook train``, ``mmbook bench``.
 
 A bad flag value prints one line, ``mmbook: error: ...``, and exits with status 2.
 """
@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 EXIT_USAGE = 2
-TASKS = ("cifar10-captions",)
+TASKS = ("cifar10-captions", "cifar10")
+IMAGE_MODELS = ("fastcnn", "lenet")  # --task cifar10 (the CNN chapter)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--text-encoder", choices=list(TEXT_ENCODER_KINDS), default="rnn")
     train.add_argument("--epochs", type=_non_negative_int, default=None, help="default: 10 (quick: 8)")
     train.add_argument("--batch-size", type=_positive_int, default=None, help="default: 128 (quick: 64)")
-    train.add_argument("--lr", type=_positive_float, default=3e-3)
+    train.add_argument("--model", choices=IMAGE_MODELS, default="fastcnn", help="image model for --task cifar10")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help="peak learning rate (default: 3e-3; fastcnn: 0.4)")
     train.add_argument("--caption-noise", type=_probability, default=0.1)
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     train.add_argument("--seed", type=_non_negative_int, default=0)
@@ -111,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint")
     train.add_argument("--json", type=Path, help="write the results as a JSON object to this path")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    bench = commands.add_parser("bench", help="benchmarks: `mmbook bench loader`")
+    bench.add_argument("what", choices=("loader",), help="loader: the source's DataLoader loop against the fast path")
+    bench.add_argument("--baseline-images", type=_positive_int, default=None,
+                       help="stop the slow baseline after this many images (default: one whole epoch)")
+    bench.add_argument("--batch-size", type=_positive_int, default=512, help="batch size of the fast path")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    bench.add_argument("--quick", action="store_true", help="quick mode: 5,000 training images")
+    bench.add_argument("--data", type=Path, help="data directory (default: $MMBOOK_DATA)")
+    bench.add_argument("--download", action="store_true", help="download CIFAR-10 if no copy is found")
+    bench.add_argument("--json", type=Path, help="write the results as a JSON object to this path")
     return parser
 
 
@@ -122,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             return _env()
         if args.command == "data":
             return _data(args)
+        if args.command == "bench":
+            return _bench(args)
+        if args.task == "cifar10":
+            return _train_cifar10(args)
         return _train(args)
     except UsageError as error:
         print(f"mmbook: error: {error}", file=sys.stderr)
@@ -198,7 +216,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"training {args.modalities} ({args.fusion}) on {len(data.train)} images, {epochs} epochs, device {device}")
     started = time.perf_counter()
     try:
-        history = fit(model, train_loader, test_loader, epochs=epochs, lr=args.lr, device=device, amp=args.amp,
+        history = fit(model, train_loader, test_loader, epochs=epochs, lr=args.lr or 3e-3, device=device, amp=args.amp,
                       channels_last=args.channels_last, compile=args.compile, checkpoint_dir=args.checkpoint,
                       resume=args.resume, progress=not args.no_progress,
                       extra_state={"caption_vocab": data.caption_vocab.to_dict(), "modalities": args.modalities,
@@ -234,6 +252,115 @@ def _train(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _load_cifar10_or_fail(args: argparse.Namespace, quick: bool):
+    """Both CIFAR-10 splits, or ``None`` after printing a one-line error."""
+    from mmbook.data import CorruptDataError, DataNotFoundError, load_cifar10
+
+    if args.data is not None and not args.data.is_dir() and not args.download:
+        raise UsageError(f"--data {args.data}: no such directory (point it at a folder holding cifar10/ or use --download)")
+    try:
+        return tuple(load_cifar10(split, quick=quick, root=args.data, download=args.download) for split in ("train", "test"))
+    except (DataNotFoundError, CorruptDataError) as error:
+        print(f"mmbook: error: {error}", file=sys.stderr)
+        return None
+
+
+def _train_cifar10(args: argparse.Namespace) -> int:
+    """``mmbook train --task cifar10 --model fastcnn|lenet``: the CNN chapter's image-only models."""
+    import torch
+
+    from mmbook.runtime import is_quick, pick_device, seed_everything
+
+    quick = args.quick or is_quick()
+    if args.checkpoint is not None or args.resume:
+        raise UsageError("--checkpoint/--resume are for --task cifar10-captions; cifar10 runs take minutes")
+    if args.modalities != "image+text" or args.fusion != "concat" or args.text_encoder != "rnn":
+        raise UsageError("--modalities/--fusion/--text-encoder apply to --task cifar10-captions, not cifar10")
+    try:
+        device = pick_device(args.device)
+    except ValueError as error:
+        raise UsageError(f"--device: {error}") from None
+    splits = _load_cifar10_or_fail(args, quick)
+    if splits is None:
+        return 1
+    train_set, test_set = splits
+    train = {"image": train_set.images, "label": train_set.labels}
+    test = {"image": test_set.images, "label": test_set.labels}
+    seed_everything(args.seed)
+    started = time.perf_counter()
+    if args.model == "fastcnn":
+        from mmbook.cnn import count_parameters
+        from mmbook.fastcnn import FastCNNConfig, train_fastcnn
+
+        config = FastCNNConfig(epochs=args.epochs or (2 if quick else 8), batch_size=args.batch_size or 512,
+                               lr=args.lr or 0.4, amp=args.amp, channels_last=True, compile=args.compile, seed=args.seed)
+        print(f"training fastcnn on {len(train_set)} images, {config.epochs} epochs, device {device}")
+        outcome = train_fastcnn(train, test, config, device=device, progress=not args.no_progress)
+        epochs, batch_size, seconds = config.epochs, config.batch_size, outcome.train_seconds
+        accuracy, images_per_second = outcome.test_accuracy_tta, outcome.images_per_second
+        extra = {"test_accuracy_no_tta": outcome.test_accuracy, "history": outcome.history}
+        parameters = count_parameters(outcome.model)
+    else:
+        from mmbook.cnn import ImageClassifier, LeNet, count_parameters
+        from mmbook.data import DeviceLoader
+        from mmbook.training import fit
+
+        epochs, batch_size = args.epochs or (3 if quick else 15), args.batch_size or 256
+        train_loader = DeviceLoader(train, batch_size, shuffle=True, augment=True, crop_padding=0, device=device,
+                                    seed=args.seed, channels_last=True)
+        test_loader = DeviceLoader(test, 1000, device=device, channels_last=True)
+        model = ImageClassifier(LeNet())
+        print(f"training lenet on {len(train_set)} images, {epochs} epochs, device {device}")
+        history = fit(model, train_loader, test_loader, epochs=epochs, lr=args.lr or 3e-3, optimizer="adamw",
+                      device=device, amp=args.amp, channels_last=True, compile=args.compile,
+                      progress=not args.no_progress, description="lenet")
+        seconds = history.train_seconds
+        accuracy = history.last["test_accuracy"] if len(history) else None
+        images_per_second = len(train_set) * len(history) / seconds if seconds > 0 else 0.0
+        extra = {"history": history.records}
+        parameters = count_parameters(model)
+    wall = time.perf_counter() - started
+    result = {"task": args.task, "model": args.model, "epochs": epochs, "batch_size": batch_size, "quick": quick,
+              "seed": args.seed, "device": str(device), "train_images": len(train_set), "test_images": len(test_set),
+              "train_seconds": seconds, "wall_seconds": wall, "train_images_per_second": images_per_second,
+              "test_accuracy": accuracy, "parameters": parameters, "torch": torch.__version__, **extra}
+    print(f"test accuracy {accuracy:.4f} | {seconds:.1f} s training | {images_per_second:.0f} images/s"
+          if accuracy is not None else "no epochs run")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """``mmbook bench loader``: one epoch of LeNet, the source's loop against mmbook's fast path."""
+    from mmbook.bench import bench_loader
+    from mmbook.runtime import environment_report, is_quick, pick_device
+
+    try:
+        device = pick_device(args.device)
+    except ValueError as error:
+        raise UsageError(f"--device: {error}") from None
+    splits = _load_cifar10_or_fail(args, args.quick or is_quick())
+    if splits is None:
+        return 1
+    train_set = splits[0]
+    print(environment_report(device))
+    print(f"one epoch of LeNet on {len(train_set)} CIFAR-10 training images, two ways (this takes a while)")
+    result = bench_loader(train_set.images, train_set.labels, device=device, baseline_images=args.baseline_images,
+                          fast_batch_size=args.batch_size)
+    print(result.table())
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "device": result.device, "baseline_images": result.baseline_images,
+            "baseline_seconds": result.baseline_seconds, "baseline_images_per_second": result.baseline_images_per_second,
+            "fast_images": result.fast_images, "fast_seconds": result.fast_seconds,
+            "fast_images_per_second": result.fast_images_per_second, "fast_batch_size": result.fast_batch_size,
+            "ratio": result.ratio}, indent=2))
     return 0
 
 

@@ -70,3 +70,243 @@ def check_images(images: torch.Tensor, size: int = 32) -> None:
 def lenet(out_features: int = 10) -> LeNet:
     """Build the worked example's LeNet image branch."""
     return LeNet(out_features=out_features)
+
+
+# ---------------------------------------------------------------------------
+# Wrapping an image network so that it reads a batch dict, like every model in the book.
+# ---------------------------------------------------------------------------
+
+
+class ImageClassifier(nn.Module):
+    """Reads ``batch["image"]`` and returns logits, so an image network fits :func:`mmbook.training.fit`.
+
+    Shapes: ``batch["image"]`` ``(B, 3, 32, 32)`` float -> ``(B, num_classes)`` logits.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, batch) -> torch.Tensor:
+        """Batch dict with an ``"image"`` entry -> ``(B, num_classes)`` logits."""
+        if not isinstance(batch, dict) or "image" not in batch:
+            got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise KeyError(f"expected a batch dict with an 'image' entry (B, 3, 32, 32), got {got}")
+        return self.network(batch["image"])
+
+
+# ---------------------------------------------------------------------------
+# A small modern CNN: VGG-style blocks with BatchNorm (chapter "Going deeper").
+# ---------------------------------------------------------------------------
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm and ReLU, the second one residual.
+
+    ``x = relu(bn1(conv1(x)))``, then ``x = x + relu(bn2(conv2(x)))``.
+
+    Shapes: ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``.
+
+    The convolutions have no bias: the BatchNorm that follows would cancel it. The
+    residual (skip) connection lets the gradient reach the earlier layers directly,
+    which makes the short training runs of this chapter converge faster (He et al., 2016).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, H, W)`` -> ``(B, C_out, H, W)``."""
+        x = F.relu(self.norm1(self.conv1(x)))
+        return x + F.relu(self.norm2(self.conv2(x)))
+
+
+class SmallCNN(nn.Module):
+    """A small modern CNN for 32x32 images, sized for CPUs.
+
+    Shapes (default widths)::
+
+        input   (B, 3, 32, 32)
+        stem    (B, 24, 31, 31)   2x2 convolution, no padding (whitened in fastcnn), ReLU
+        pool    (B, 24, 15, 15)
+        block1  (B, 32, 15, 15)   -> max-pool (B, 32, 7, 7)
+        block2  (B, 64, 7, 7)     -> max-pool (B, 64, 3, 3)
+        block3  (B, 128, 3, 3)    -> global max-pool (B, 128)
+        head    (B, num_classes)
+
+    Pooling right after the cheap stem means every 3x3 convolution runs on at most
+    15x15 pixels: a quarter of the work of starting at 32x32, which is what makes
+    the network trainable to 80% on two CPU cores in minutes.
+
+    Args:
+        widths: output channels of the three blocks.
+        stem_channels: output channels of the 2x2 stem convolution.
+        num_classes: number of logits.
+        logit_scale: the head's output is multiplied by this; a small value (airbench
+            uses 1/9) keeps the early logits small, which trains more stably at high
+            learning rates with label smoothing.
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, int, int] = (32, 64, 128),
+        stem_channels: int = 24,
+        num_classes: int = 10,
+        logit_scale: float = 1 / 9,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 3 or any(int(w) <= 0 for w in widths):
+            raise ValueError(f"widths must be three positive channel counts, e.g. (32, 64, 128); got {widths!r}")
+        if stem_channels <= 0:
+            raise ValueError(f"stem_channels must be positive, got {stem_channels}")
+        self.out_features = num_classes
+        self.logit_scale = logit_scale
+        self.stem = nn.Conv2d(3, stem_channels, kernel_size=2, padding=0, bias=True)
+        self.block1 = ConvBlock(stem_channels, widths[0])
+        self.block2 = ConvBlock(widths[0], widths[1])
+        self.block3 = ConvBlock(widths[1], widths[2])
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, 32, 32)`` -> pooled features ``(B, widths[-1])``."""
+        check_images(images)
+        x = F.max_pool2d(F.relu(self.stem(images)), 2)
+        x = F.max_pool2d(self.block1(x), 2)
+        x = F.max_pool2d(self.block2(x), 2)
+        x = self.block3(x)
+        return torch.amax(x, dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, 32, 32)`` float images -> ``(B, num_classes)`` logits."""
+        return self.head(self.features(images)) * self.logit_scale
+
+
+def small_cnn(num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 128)) -> SmallCNN:
+    """Build the chapter's small modern CNN."""
+    return SmallCNN(widths=widths, num_classes=num_classes)
+
+
+# ---------------------------------------------------------------------------
+# Counting FLOPs.
+# ---------------------------------------------------------------------------
+
+
+def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Forward-pass FLOPs per image of the convolutions and linear layers of ``model``.
+
+    One multiply-accumulate counts as 2 FLOPs (the usual convention). Normalization,
+    activations and pooling are left out: they are a few percent of the total.
+    Training costs about three times this (forward, plus two matrix products backward).
+
+    Args:
+        model: a network taking an image batch ``(B, *image_shape)``.
+        image_shape: ``(C, H, W)`` of one image.
+
+    Returns:
+        FLOPs for one image, as an int.
+    """
+    if len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
+    total = 0
+
+    def conv_hook(module: nn.Conv2d, inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel_h, kernel_w = module.kernel_size
+        per_output = (module.in_channels // module.groups) * kernel_h * kernel_w
+        total += 2 * per_output * output[0].numel()
+
+    def linear_hook(module: nn.Linear, inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        total += 2 * module.in_features * module.out_features * (output[0].numel() // module.out_features)
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+    was_training = model.training
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *image_shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return total
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (elements) of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# ---------------------------------------------------------------------------
+# Exercise checkers.
+# ---------------------------------------------------------------------------
+
+# (batch, in_channels, height, width, out_channels, kernel, stride, padding, bias)
+_CONV2D_CASES = (
+    (1, 1, 5, 5, 1, 3, 1, 0, False),
+    (2, 3, 8, 8, 4, 3, 1, 1, True),
+    (2, 3, 9, 7, 2, 3, 2, 0, True),
+    (1, 2, 8, 8, 3, 5, 2, 2, False),
+    (3, 4, 6, 10, 5, (3, 1), (1, 2), (1, 0), True),
+)
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def check_conv2d(conv2d, atol: float = 1e-4, verbose: bool = True) -> None:
+    """Check a reader's ``conv2d(images, weight, bias, stride, padding)`` against ``F.conv2d``.
+
+    The function must take ``images`` ``(B, C_in, H, W)``, ``weight``
+    ``(C_out, C_in, kH, kW)``, ``bias`` ``(C_out,)`` or ``None``, ``stride`` and
+    ``padding`` (an int or a pair ``(rows, columns)``), and return ``(B, C_out, H_out, W_out)``
+    with ``H_out = (H + 2 * padding - kH) // stride + 1`` (the same for the width).
+
+    Raises:
+        AssertionError: naming the first case that fails and what differs.
+    """
+    if not callable(conv2d):
+        raise TypeError(f"check_conv2d expects a function, got {type(conv2d).__name__}")
+    generator = torch.Generator().manual_seed(0)
+    for batch, c_in, height, width, c_out, kernel, stride, padding, has_bias in _CONV2D_CASES:
+        kernel_h, kernel_w = _pair(kernel)
+        images = torch.randn(batch, c_in, height, width, generator=generator)
+        weight = torch.randn(c_out, c_in, kernel_h, kernel_w, generator=generator)
+        bias = torch.randn(c_out, generator=generator) if has_bias else None
+        case = (f"images {tuple(images.shape)}, weight {tuple(weight.shape)}, bias {'yes' if has_bias else 'None'}, "
+                f"stride={stride}, padding={padding}")
+        expected = F.conv2d(images, weight, bias, stride=stride, padding=padding)
+        try:
+            got = conv2d(images.clone(), weight.clone(), None if bias is None else bias.clone(), stride, padding)
+        except Exception as error:
+            raise AssertionError(f"conv2d raised {error.__class__.__name__}: {error}\n  case: {case}") from error
+        if not isinstance(got, torch.Tensor):
+            raise AssertionError(f"conv2d must return a torch.Tensor, got {type(got).__name__}\n  case: {case}")
+        if tuple(got.shape) != tuple(expected.shape):
+            raise AssertionError(
+                f"wrong output shape {tuple(got.shape)}, expected {tuple(expected.shape)}\n  case: {case}\n"
+                f"  hint: H_out = (H + 2 * padding - kH) // stride + 1; pad both sides before sliding the kernel"
+            )
+        difference = (got.double() - expected.double()).abs().max().item()
+        if not difference <= atol:
+            hint = ""
+            if bias is not None and torch.allclose(got.double(), (expected - bias.view(1, -1, 1, 1)).double(), atol=atol):
+                hint = "\n  hint: the bias is missing (add bias[c] to every value of output channel c)"
+            elif torch.allclose(got.double(), F.conv2d(images, weight.flip(2, 3), bias, stride=stride,
+                                                       padding=padding).double(), atol=atol):
+                hint = "\n  hint: you flipped the kernel (true convolution); deep learning's conv is a cross-correlation"
+            raise AssertionError(f"values differ from F.conv2d by up to {difference:.3g} (tolerance {atol})\n  case: {case}{hint}")
+    if verbose:
+        print(f"All checks passed ({len(_CONV2D_CASES)} cases against torch.nn.functional.conv2d).")

@@ -1,0 +1,323 @@
+"""Tests of mmbook.cnn, mmbook.fastcnn and mmbook.bench (tiny data, CPU, no network)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from mmbook.cnn import (
+    ConvBlock,
+    ImageClassifier,
+    LeNet,
+    SmallCNN,
+    check_conv2d,
+    count_flops,
+    count_parameters,
+    small_cnn,
+)
+from mmbook.fastcnn import FastCNNConfig, build_fastcnn, evaluate_images, patch_whitening_weights, train_fastcnn
+
+
+def reference_conv2d(images, weight, bias, stride, padding):
+    return F.conv2d(images, weight, bias, stride=stride, padding=padding)
+
+
+def unfold_conv2d(images, weight, bias, stride, padding):
+    """A correct from-scratch conv2d: unfold plus matrix product."""
+    stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    padding = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    batch, _, height, width = images.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    columns = F.unfold(images, (kernel_h, kernel_w), stride=stride, padding=padding)
+    out = weight.view(out_channels, -1) @ columns
+    if bias is not None:
+        out = out + bias.view(1, -1, 1)
+    out_h = (height + 2 * padding[0] - kernel_h) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - kernel_w) // stride[1] + 1
+    return out.view(batch, out_channels, out_h, out_w)
+
+
+def tiny_cifar(n: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    # Class-dependent mean colour, so that a model can learn something in a few steps.
+    base = (labels.view(-1, 1, 1, 1).float() * 25).expand(n, 3, 32, 32)
+    noise = torch.randint(0, 30, (n, 3, 32, 32), generator=generator).float()
+    return {"image": (base + noise).clamp(0, 255).to(torch.uint8), "label": labels}
+
+
+# --- models ---------------------------------------------------------------------------
+
+
+def test_small_cnn_shapes_and_features():
+    model = small_cnn()
+    images = torch.randn(4, 3, 32, 32)
+    assert model(images).shape == (4, 10)
+    assert model.features(images).shape == (4, 128)
+    assert SmallCNN(widths=(8, 16, 24), num_classes=5)(images).shape == (4, 5)
+
+
+def test_conv_block_keeps_the_size():
+    block = ConvBlock(3, 8)
+    assert block(torch.randn(2, 3, 16, 16)).shape == (2, 8, 16, 16)
+
+
+def test_small_cnn_rejects_bad_widths_and_images():
+    with pytest.raises(ValueError, match="three positive channel counts"):
+        SmallCNN(widths=(32, 64))
+    with pytest.raises(ValueError, match=r"add a batch dimension"):
+        small_cnn()(torch.randn(3, 32, 32))
+    with pytest.raises(TypeError, match="normalize_images"):
+        small_cnn()(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_image_classifier_reads_the_image_entry():
+    torch.manual_seed(0)
+    network = LeNet()
+    model = ImageClassifier(network)
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model({"image": images, "label": torch.zeros(2)}), network(images))
+    with pytest.raises(KeyError, match="'image' entry"):
+        model({"text": images})
+
+
+def test_models_are_deterministic_given_the_seed():
+    torch.manual_seed(1)
+    first = small_cnn()
+    torch.manual_seed(1)
+    second = small_cnn()
+    images = torch.randn(2, 3, 32, 32)
+    first.eval(), second.eval()
+    torch.testing.assert_close(first(images), second(images))
+
+
+# --- FLOPs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [LeNet, small_cnn])
+def test_count_flops_agrees_with_torch_flop_counter(build):
+    model = build()
+    with FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, 3, 32, 32))
+    assert count_flops(model) == counter.get_total_flops()
+
+
+def test_count_flops_by_hand_for_lenet():
+    # conv1: 6*28*28 outputs x 3*5*5 MACs; conv2: 16*10*10 x 6*5*5; fc: 400*120 + 120*84 + 84*10.
+    macs = 6 * 28 * 28 * 75 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+    assert count_flops(LeNet()) == 2 * macs
+
+
+def test_count_flops_leaves_mode_and_hooks_as_they_were():
+    model = LeNet().train()
+    count_flops(model)
+    assert model.training
+    assert all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        count_flops(model, (32, 32))
+
+
+def test_count_parameters():
+    model = nn.Linear(3, 2)
+    assert count_parameters(model) == 8
+    model.bias.requires_grad_(False)
+    assert count_parameters(model, trainable_only=True) == 6
+    assert count_parameters(LeNet()) == 62006
+
+
+# --- checker ----------------------------------------------------------------------------
+
+
+def test_check_conv2d_accepts_correct_implementations(capsys):
+    check_conv2d(reference_conv2d)
+    check_conv2d(unfold_conv2d)
+    assert "All checks passed" in capsys.readouterr().out
+
+
+def test_check_conv2d_rejects_missing_bias():
+    def no_bias(images, weight, bias, stride, padding):
+        return F.conv2d(images, weight, None, stride=stride, padding=padding)
+
+    with pytest.raises(AssertionError, match="bias is missing"):
+        check_conv2d(no_bias)
+
+
+def test_check_conv2d_rejects_ignored_stride():
+    def no_stride(images, weight, bias, stride, padding):
+        return F.conv2d(images, weight, bias, stride=1, padding=padding)
+
+    with pytest.raises(AssertionError, match=r"(?s)wrong output shape .*stride=2"):
+        check_conv2d(no_stride)
+
+
+def test_check_conv2d_rejects_flipped_kernel_and_errors():
+    def flipped(images, weight, bias, stride, padding):
+        return F.conv2d(images, weight.flip(2, 3), bias, stride=stride, padding=padding)
+
+    with pytest.raises(AssertionError, match="flipped the kernel"):
+        check_conv2d(flipped)
+
+    def broken(images, weight, bias, stride, padding):
+        raise IndexError("oops")
+
+    with pytest.raises(AssertionError, match="raised IndexError: oops"):
+        check_conv2d(broken)
+    with pytest.raises(TypeError, match="expects a function"):
+        check_conv2d(42)
+
+
+# --- fastcnn ----------------------------------------------------------------------------
+
+
+def test_patch_whitening_decorrelates_patches():
+    generator = torch.Generator().manual_seed(0)
+    # Correlated channels: the second and third channels are mostly copies of the first.
+    first = torch.randn(200, 1, 8, 8, generator=generator)
+    images = torch.cat([first, first + 0.1 * torch.randn(200, 1, 8, 8, generator=generator),
+                        first + 0.3 * torch.randn(200, 1, 8, 8, generator=generator)], dim=1)
+    weights = patch_whitening_weights(images, kernel_size=2, eps=0.0)
+    assert weights.shape == (24, 3, 2, 2)
+    outputs = F.conv2d(images, weights[:12])  # (N, 12, 7, 7)
+    flat = outputs.permute(0, 2, 3, 1).reshape(-1, 12)
+    covariance = torch.cov(flat.T)
+    torch.testing.assert_close(covariance, torch.eye(12), atol=0.05, rtol=0)
+    torch.testing.assert_close(weights[12:], -weights[:12])
+
+
+def test_patch_whitening_rejects_uint8():
+    with pytest.raises(ValueError, match="normalized float images"):
+        patch_whitening_weights(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_build_fastcnn_freezes_the_whitened_stem():
+    data = tiny_cifar()
+    model = build_fastcnn(FastCNNConfig(widths=(8, 8, 8)), data["image"])
+    assert not model.stem.weight.requires_grad
+    assert model.stem.weight.shape == (24, 3, 2, 2)
+    with pytest.raises(ValueError, match="needs the training images"):
+        build_fastcnn(FastCNNConfig())
+
+
+def test_fastcnn_config_validates():
+    with pytest.raises(ValueError, match="epochs"):
+        FastCNNConfig(epochs=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        FastCNNConfig(batch_size=1)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        FastCNNConfig(label_smoothing=1.5)
+
+
+def test_train_fastcnn_learns_and_is_deterministic():
+    data = tiny_cifar(128)
+    config = FastCNNConfig(epochs=4, batch_size=16, widths=(8, 8, 8), lr=0.4)
+    first = train_fastcnn(data, data, config, device="cpu", progress=False)
+    second = train_fastcnn(data, data, config, device="cpu", progress=False)
+    assert len(first.history) == 4
+    assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
+    assert first.test_accuracy > 0.3  # chance is 0.1; colours separate the classes
+    assert first.test_accuracy_tta is not None
+    assert first.test_accuracy == second.test_accuracy
+    assert first.history[-1]["train_loss"] == second.history[-1]["train_loss"]
+
+
+def test_train_fastcnn_rejects_float_images():
+    data = tiny_cifar()
+    data["image"] = data["image"].float()
+    with pytest.raises(TypeError, match="must be uint8"):
+        train_fastcnn(data, config=FastCNNConfig(epochs=1), device="cpu", progress=False)
+
+
+def test_evaluate_images_with_tta_on_a_mirror_symmetric_model():
+    from mmbook.data import DeviceLoader
+
+    data = tiny_cifar(32)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))
+    loader = DeviceLoader(data, 16)
+    # Average pooling ignores left-right order, so flip TTA cannot change the prediction.
+    assert evaluate_images(model, loader, tta=False) == evaluate_images(model, loader, tta=True)
+
+
+# --- benchmark --------------------------------------------------------------------------
+
+
+def test_bench_loader_runs_both_loops_on_tiny_data():
+    from mmbook.bench import SourceStyleCIFAR10, bench_loader
+
+    data = tiny_cifar(40)
+    dataset = SourceStyleCIFAR10(data["image"], data["label"])
+    image, label = dataset[3]
+    assert image.shape == (3, 32, 32) and label == 3
+    torch.testing.assert_close(image, data["image"][3].float() / 255 * 2 - 1)
+    result = bench_loader(data["image"], data["label"], device="cpu", baseline_images=20, fast_batch_size=8)
+    assert result.baseline_images == 20
+    assert result.fast_images == 40
+    assert result.ratio > 0
+    assert "speed-up" in result.table()
+    with pytest.raises(ValueError, match="uint8"):
+        bench_loader(data["image"].float(), data["label"])
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def tiny_imagefolder(tmp_path, monkeypatch):
+    """A 100-image CIFAR-10 look-alike in the ImageFolder layout (10 JPEGs per class and split)."""
+    import numpy as np
+    from PIL import Image
+
+    from mmbook.data import CIFAR10_CLASSES
+
+    generator = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label, name in enumerate(CIFAR10_CLASSES):
+            folder = tmp_path / "data" / "cifar10" / split / name
+            folder.mkdir(parents=True)
+            for k in range(10):
+                pixels = np.clip(label * 25 + generator.integers(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{k:04d}.jpg")
+    monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MMBOOK_OFFLINE", "1")
+    monkeypatch.delenv("MMBOOK_QUICK", raising=False)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("model", ["lenet", "fastcnn"])
+def test_cli_trains_image_models(tiny_imagefolder, tmp_path, model, capsys):
+    import json
+
+    from mmbook.cli import main
+
+    out = tmp_path / f"{model}.json"
+    status = main(["train", "--task", "cifar10", "--model", model, "--epochs", "1", "--batch-size", "20",
+                   "--data", str(tiny_imagefolder), "--device", "cpu", "--no-progress", "--json", str(out)])
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == model and result["train_images"] == 100 and result["epochs"] == 1
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_image_model_values(tiny_imagefolder, capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "cifar10", "--model", "resnet50"]) == 2
+    assert "invalid choice: 'resnet50'" in capsys.readouterr().err
+    assert main(["train", "--task", "cifar10", "--fusion", "concat", "--modalities", "text",
+                 "--data", str(tiny_imagefolder)]) == 2
+    assert "apply to --task cifar10-captions" in capsys.readouterr().err
+    assert main(["bench", "loader", "--batch-size", "0"]) == 2
+    assert "must be a positive whole number" in capsys.readouterr().err
+
+
+def test_cli_bench_loader_prints_the_ratio(tiny_imagefolder, capsys):
+    from mmbook.cli import main
+
+    status = main(["bench", "loader", "--data", str(tiny_imagefolder), "--baseline-images", "8",
+                   "--batch-size", "16", "--device", "cpu"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "speed-up (fast / baseline):" in out and "images/s" in out
