@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--caption-noise", type=_probability, default=0.1)
     train.add_argument("--label-smoothing", type=_probability, default=0.0, help="cifar10-captions: label smoothing")
     train.add_argument("--scenes", type=_positive_int, default=None,
-                       help="scene-* tasks: training scenes (default 8000, quick 1500; test scenes: at most 1000, quick 300)")
+                       help="scene-* tasks: training scenes (default 8000, quick 600; test scenes: at most 1000, quick 200)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     train.add_argument("--seed", type=_non_negative_int, default=0)
     train.add_argument("--quick", action="store_true", help="quick mode: small subset, few epochs")

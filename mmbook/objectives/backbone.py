@@ -27,7 +27,7 @@ class SceneBackbone(nn.Module):
         width: channels ``w`` of the patch embedding; the output has ``2w`` channels.
     """
 
-    def __init__(self, width: int = 48) -> None:
+    def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.out_channels = 2 * width
         self.stride = 8

@@ -36,7 +36,7 @@ class GridDetector(nn.Module):
         width: backbone width.
     """
 
-    def __init__(self, num_classes: int = 10, width: int = 48) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.backbone = SceneBackbone(width)

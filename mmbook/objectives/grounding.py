@@ -54,7 +54,7 @@ class GroundingModel(nn.Module):
         grid: grid size ``S`` (8 for 64x64 scenes).
     """
 
-    def __init__(self, vocab_size: int, mode: str = "image+text", width: int = 48, grid: int = 8) -> None:
+    def __init__(self, vocab_size: int, mode: str = "image+text", width: int = 32, grid: int = 8) -> None:
         super().__init__()
         if mode not in GROUNDING_MODES:
             raise ValueError(f"mode must be one of {GROUNDING_MODES}, got {mode!r}")

@@ -40,7 +40,7 @@ class SceneTagger(nn.Module):
         width: backbone width.
     """
 
-    def __init__(self, vocab_size: int, num_tags: int, fused: bool = True, hidden: int = 64, width: int = 48) -> None:
+    def __init__(self, vocab_size: int, num_tags: int, fused: bool = True, hidden: int = 64, width: int = 32) -> None:
         super().__init__()
         self.fused = fused
         self.embedding = nn.Embedding(vocab_size, 32, padding_idx=PAD_ID)

@@ -26,7 +26,7 @@ from mmbook.objectives.tagging import SceneTagger, decode_tags, entity_scores, t
 
 SCENE_TASKS = ("scene-detection", "scene-grounding", "scene-tagging")
 # Scenes per split (train, test): full and quick mode.
-SCENE_COUNTS = {False: (8000, 1000), True: (1500, 300)}
+SCENE_COUNTS = {False: (8000, 1000), True: (600, 200)}
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SceneTask:
     min_objects: int
 
 
-def build_scene_task(name: str, modalities: str = "image+text", vocab_size: int | None = None, width: int = 48) -> SceneTask:
+def build_scene_task(name: str, modalities: str = "image+text", vocab_size: int | None = None, width: int = 32) -> SceneTask:
     """Build task ``name`` (one of :data:`SCENE_TASKS`).
 
     Args:
