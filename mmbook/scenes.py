@@ -57,7 +57,7 @@ TAG_TYPES = ("LEFT", "RIGHT", "ABSENT", "REL", "LOC")
 IMAGE_TAG_TYPES = ("LEFT", "RIGHT", "ABSENT")
 TAGS: tuple[str, ...] = ("O",) + tuple(f"{p}-{t}" for t in TAG_TYPES for p in ("B", "I"))
 TAG_PAD = -100  # padding in tag tensors: ignored by cross_entropy
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # bump whenever the generator's output changes, so old caches are rebuilt
 
 
 def scene_vocabulary() -> Vocabulary:
@@ -140,7 +140,9 @@ def make_scenes(
         source_images: uint8 ``(M, 3, 32, 32)`` images to paste.
         source_labels: int64 ``(M,)`` their labels (0..9); every class must occur.
         seed: the seed; the same arguments always give the same scenes.
-        min_objects: the fewest objects per scene (1..4); counts are uniform in ``min_objects..4``.
+        min_objects: the fewest objects per scene (1..4). The number asked for is uniform in
+            ``min_objects..4``; when the last object finds no room, the scene keeps one fewer (never
+            fewer than ``min_objects``), so 4-object scenes are a little rarer than the others.
     """
     if not isinstance(num_scenes, int) or num_scenes <= 0:
         raise ValueError(f"num_scenes must be a positive int, got {num_scenes!r}")
@@ -166,6 +168,8 @@ def make_scenes(
     for i in range(num_scenes):
         wanted = int(rng.integers(min_objects, MAX_OBJECTS + 1))
         placed = _place_boxes(rng, wanted)
+        while len(placed) < min_objects:  # a big first object can leave no room: lay the scene out again
+            placed = _place_boxes(rng, wanted)
         k = len(placed)
         counts[i] = k
         scene_classes = rng.choice(num_classes, size=k, replace=False)
