@@ -20,7 +20,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,19 @@ from torch.nn import functional as F
 from mmbook.runtime import pick_device
 
 CHECKPOINT_NAME = "last.pt"
+# Custom objectives (see mmbook.objectives): ``loss_fn(output, batch) -> scalar loss`` and
+# ``accuracy_fn(output, batch) -> (number correct, number counted)``.
+LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
+AccuracyFn = Callable[[Any, Mapping[str, torch.Tensor]], "tuple[torch.Tensor | int, int]"]
+
+
+def _batch_size(batch: Mapping[str, torch.Tensor]) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def _default_accuracy(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    labels = batch["label"]
+    return (logits.argmax(dim=1) == labels).sum(), int(labels.shape[0])
 _CHECKPOINT_FORMAT = 1
 
 
@@ -105,29 +118,44 @@ def evaluate(
     loader: Iterable[Mapping[str, torch.Tensor]],
     device: torch.device | str | None = None,
     amp: bool | None = None,
+    loss_fn: LossFn | None = None,
+    accuracy_fn: AccuracyFn | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy loss and accuracy of ``model`` over ``loader``.
+    """Mean loss and accuracy of ``model`` over ``loader``.
+
+    Args:
+        loss_fn: ``loss_fn(output, batch)``; default cross-entropy against ``batch["label"]``.
+        accuracy_fn: ``accuracy_fn(output, batch) -> (correct, counted)``; default top-1 accuracy
+            against ``batch["label"]`` when ``loss_fn`` is the default, else no accuracy (NaN).
 
     Returns:
-        ``{"loss": float, "accuracy": float}`` with accuracy in ``[0, 1]``.
+        ``{"loss": float, "accuracy": float}`` with accuracy in ``[0, 1]`` (NaN if not defined).
     """
     device = pick_device(device)
     amp = resolve_amp(amp, device)
     was_training = model.training
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
+    if accuracy_fn is None and loss_fn is None:
+        accuracy_fn = _default_accuracy
+    total_loss, correct, counted, count = 0.0, 0, 0, 0
     for batch in loader:
         batch = _to_device(batch, device)
         with _autocast(device, amp):
-            logits = model(batch)
-        labels = batch["label"]
-        total_loss += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == labels).sum())
-        count += int(labels.shape[0])
+            output = model(batch)
+        size = _batch_size(batch)
+        if loss_fn is None:
+            total_loss += float(F.cross_entropy(output.float(), batch["label"], reduction="sum"))
+        else:
+            total_loss += float(loss_fn(output, batch)) * size
+        if accuracy_fn is not None:
+            right, seen = accuracy_fn(output, batch)
+            correct += int(right)
+            counted += int(seen)
+        count += size
     model.train(was_training)
     if count == 0:
         raise ValueError("the evaluation loader yielded no samples")
-    return {"loss": total_loss / count, "accuracy": correct / count}
+    return {"loss": total_loss / count, "accuracy": correct / counted if counted else float("nan")}
 
 
 @torch.no_grad()
@@ -200,6 +228,8 @@ def fit(
     progress: bool = True,
     live_plot: bool = False,
     description: str = "training",
+    loss_fn: LossFn | None = None,
+    accuracy_fn: AccuracyFn | None = None,
 ) -> History:
     """Train ``model`` on ``train_loader`` for ``epochs`` epochs; evaluate on ``test_loader`` each epoch.
 
@@ -224,6 +254,11 @@ def fit(
         progress: show a ``tqdm`` progress bar.
         live_plot: in a notebook, redraw loss and accuracy curves after every epoch.
         description: the progress bar's label.
+        loss_fn: for objectives other than classification, ``loss_fn(output, batch) -> scalar``
+            (e.g. :func:`mmbook.objectives.detection_loss`); the model may then return any output.
+            Default: cross-entropy of the logits against ``batch["label"]`` with ``label_smoothing``.
+        accuracy_fn: ``accuracy_fn(output, batch) -> (correct, counted)`` for the accuracy columns;
+            default top-1 accuracy for the default loss, none (NaN) for a custom ``loss_fn``.
 
     Returns:
         The :class:`History` of all epochs (including resumed ones).
@@ -234,6 +269,10 @@ def fit(
         raise ValueError(f"lr must be positive, got {lr}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    if loss_fn is not None and label_smoothing:
+        raise ValueError("label_smoothing applies to the default cross-entropy loss; put it in your loss_fn instead")
+    if accuracy_fn is None and loss_fn is None:
+        accuracy_fn = _default_accuracy
     device = pick_device(device)
     amp = resolve_amp(amp, device)
     model.to(device)
@@ -289,22 +328,28 @@ def fit(
             started = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
-            seen = 0
+            seen, counted = 0, 0
             for batch in train_loader:
                 batch = _to_device(batch, device)
-                labels = batch["label"]
                 with _autocast(device, amp):
                     logits = step_model(batch)
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+                    if loss_fn is None:
+                        loss = F.cross_entropy(logits.float(), batch["label"], label_smoothing=label_smoothing)
+                    else:
+                        loss = loss_fn(logits, batch)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
                 scheduler.step()
                 # Accumulate on the device; reading a value back every step would stall a GPU.
-                loss_sum += loss.detach() * labels.shape[0]
-                correct += (logits.detach().argmax(dim=1) == labels).sum()
-                seen += int(labels.shape[0])
+                size = _batch_size(batch)
+                loss_sum += loss.detach() * size
+                if accuracy_fn is not None:
+                    right, batch_counted = accuracy_fn(logits.detach(), batch)
+                    correct += right
+                    counted += int(batch_counted)
+                seen += size
                 bar.update(1)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -312,13 +357,13 @@ def fit(
             record = {
                 "epoch": epoch + 1,
                 "train_loss": float(loss_sum) / max(seen, 1),
-                "train_accuracy": float(correct) / max(seen, 1),
+                "train_accuracy": float(correct) / counted if counted else float("nan"),
                 "lr": float(opt.param_groups[0]["lr"]),
                 "train_seconds": seconds,
                 "images_per_second": seen / seconds if seconds > 0 else float("nan"),
             }
             if test_loader is not None:
-                metrics = evaluate(step_model, test_loader, device, amp)
+                metrics = evaluate(step_model, test_loader, device, amp, loss_fn=loss_fn, accuracy_fn=accuracy_fn)
                 record["test_loss"], record["test_accuracy"] = metrics["loss"], metrics["accuracy"]
             history.records.append(record)
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}",
