@@ -376,6 +376,11 @@ def test_take_and_train_captioned_on_tiny_data():
     batch["image"] = (batch["image"].abs() * 40).clamp(0, 255).to(torch.uint8)
     part = take(batch, 0, 12)
     assert {k: v.shape[0] for k, v in part.items()} == {"image": 12, "text": 12, "label": 12}
+    sorted_labels = {"label": torch.arange(100) // 10}  # sorted by class, like the stored data sets
+    first, second = take(sorted_labels, 0, 50)["label"], take(sorted_labels, 50, 100)["label"]
+    assert len(first.unique()) == 10  # not just the first classes
+    assert torch.equal(torch.sort(torch.cat([first, second])).values, sorted_labels["label"])  # disjoint slices
+    assert torch.equal(first, take(sorted_labels, 0, 50)["label"])  # the same order every call
     run = train_captioned(part, take(batch, 12), 20, fusion="gmu", epochs=1, batch_size=6, modality_dropout=0.5,
                           progress=False)
     assert isinstance(run.model.fusion, ModalityDropout)
