@@ -203,7 +203,7 @@ def fit_reliability_estimator(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     freeze(estimator)
     return losses
 
