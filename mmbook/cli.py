@@ -78,7 +78,7 @@ def _modalities(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mmbook`` command."""
     from mmbook.fusion import FUSIONS
-    from mmbook.text import RECURRENT_KINDS
+    from mmbook.text import TEXT_ENCODER_KINDS
 
     parser = _Parser(prog="mmbook", description="Tools for the mmbook textbook on multimodal deep learning.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--task", choices=TASKS, default="cifar10-captions")
     train.add_argument("--modalities", type=_modalities, default="image+text", help="image, text or image+text")
     train.add_argument("--fusion", choices=sorted(FUSIONS), default="concat")
-    train.add_argument("--text-encoder", choices=sorted(RECURRENT_KINDS), default="rnn")
+    train.add_argument("--text-encoder", choices=list(TEXT_ENCODER_KINDS), default="rnn")
     train.add_argument("--epochs", type=_non_negative_int, default=None, help="default: 10 (quick: 8)")
     train.add_argument("--batch-size", type=_positive_int, default=None, help="default: 128 (quick: 64)")
     train.add_argument("--lr", type=_positive_float, default=3e-3)

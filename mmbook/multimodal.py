@@ -93,7 +93,7 @@ def captioned_cifar_model(
     feature_size: int = 10,
     num_classes: int = 10,
 ) -> MultimodalModel:
-    """The worked example's model: LeNet for images, an RNN for captions, fused, classified.
+    """The worked example's model: LeNet for images, a text encoder for captions, fused, classified.
 
     Args:
         modalities: ``"image"``, ``"text"`` or ``"image+text"``.
@@ -102,7 +102,8 @@ def captioned_cifar_model(
             region and token encoders (:class:`~mmbook.fusion.ImageRegionEncoder`,
             :class:`~mmbook.fusion.TokenEncoder`); late fusions get no head; ``two_stage``
             builds an untrained estimator: train it with :func:`mmbook.fusion.fit_two_stage`.
-        text_encoder: recurrent kind for the text branch (``rnn``, ``lstm``, ``gru``).
+        text_encoder: kind of the text branch (``rnn``, ``lstm``, ``gru`` or ``transformer``;
+            see :data:`mmbook.text.TEXT_ENCODER_KINDS`).
         feature_size: the output size of each branch (10, as in the source).
         num_classes: number of classes.
     """

@@ -66,6 +66,23 @@ class History:
         return float(sum(self.column("train_seconds")))
 
 
+def one_cycle(total_steps: int, warmup_fraction: float = 0.25):
+    """A triangular one-cycle schedule (Smith & Topin, 2019), as a ``LambdaLR`` factor.
+
+    The factor rises linearly from ``1/warmup`` to 1 over the first quarter of the
+    steps, then falls linearly towards 0 at the last step. A large learning rate in
+    the middle of training, and a small one at the end, converges in few epochs.
+    """
+    warmup = max(1, int(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
 def _autocast(device: torch.device, amp: bool):
     if not amp:
         return contextlib.nullcontext()
@@ -195,7 +212,7 @@ def fit(
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         optimizer: ``"adamw"`` or ``"sgd"`` (with Nesterov momentum).
         momentum: SGD momentum.
-        schedule: ``"onecycle"`` (warm up, then anneal; converges fast) or ``"constant"``.
+        schedule: ``"onecycle"`` (see :func:`one_cycle`; converges fast) or ``"constant"``.
         label_smoothing: cross-entropy label smoothing.
         device: ``None`` picks CUDA, then MPS, then CPU.
         amp: mixed precision; ``None`` means on for CUDA (bf16 where supported).
@@ -231,9 +248,7 @@ def fit(
     else:
         raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
     if schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.25
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(max(1, epochs * steps_per_epoch)))
     elif schedule == "constant":
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     else:
@@ -245,6 +260,14 @@ def fit(
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
+        # The learning-rate schedule depends on the planned length of the run, so a
+        # run can only be resumed with the same number of epochs.
+        if state.get("planned_epochs") != epochs:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} belongs to a run of {state.get('planned_epochs')} epochs, "
+                f"not {epochs}; resume with epochs={state.get('planned_epochs')} (CLI: --epochs "
+                f"{state.get('planned_epochs')}), or start a new run in another checkpoint directory"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -307,6 +330,7 @@ def fit(
                     "optimizer": opt.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "history": history.records,
+                    "planned_epochs": epochs,
                     "torch_rng": torch.get_rng_state(),
                     "loader_rng": loader_generator.get_state() if loader_generator is not None else None,
                     "extra": extra_state or {},

@@ -38,6 +38,8 @@ def strip(notebook) -> None:
             cell.outputs = []
             cell.execution_count = None
         cell.metadata.pop("execution", None)
+    # Progress bars leave ipywidgets state behind; it is output too.
+    notebook.metadata.pop("widgets", None)
 
 
 def main() -> int:
@@ -49,7 +51,7 @@ def main() -> int:
     for path in args.notebooks:
         notebook = nbformat.read(path, as_version=4)
         if not args.strip_only:
-            NotebookClient(notebook, timeout=600, kernel_name="python3",
+            NotebookClient(notebook, timeout=3600, kernel_name="python3",
                            resources={"metadata": {"path": str(path.parent)}}).execute()
             for cell in notebook.cells:
                 if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in cell.source:

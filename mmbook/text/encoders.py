@@ -1,11 +1,21 @@
 """Text encoders: token ids ``(B, T)`` in, one feature vector ``(B, D)`` per text out.
 
+One family, :class:`TextEncoder`, with four kinds:
+
+- ``rnn``, ``lstm``, ``gru``: an embedding, a recurrent network read left to right
+  (and right to left if ``bidirectional``), and the final hidden state;
+- ``transformer``: an embedding, sinusoidal positions, a Transformer encoder whose
+  self-attention ignores padded tokens, and the mean over the real tokens.
+
 Padding is recognised by id 0 (``<pad>``) and must follow the tokens. The
-recurrent encoders pack the sequence (``pack_padded_sequence``), so the
-features of a caption do not depend on how much padding follows it.
+recurrent encoders pack the sequence (``pack_padded_sequence``) and the
+Transformer masks padded keys and pools over real tokens only, so for every
+kind the features of a caption do not depend on how much padding follows it.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -14,6 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from mmbook.text.vocab import PAD_ID
 
 RECURRENT_KINDS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+TEXT_ENCODER_KINDS = ("rnn", "lstm", "gru", "transformer")
 
 
 def lengths_from_padding(tokens: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
@@ -49,24 +60,86 @@ def check_tokens(tokens: torch.Tensor, vocab_size: int) -> None:
         )
 
 
+def _check_lengths(tokens: torch.Tensor, found: torch.Tensor, lengths: torch.Tensor | None,
+                   mask: torch.Tensor | None, pad_id: int) -> None:
+    """Check optional ``lengths`` ``(B,)`` and ``mask`` ``(B, T)`` against the padding in ``tokens``."""
+    batch = tokens.shape[0]
+    if lengths is not None:
+        if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise TypeError("lengths must be an integer tensor of shape (B,), one token count per text")
+        if lengths.shape != (batch,):
+            raise ValueError(f"lengths must have shape (B,) = ({batch},) to match the tokens {tuple(tokens.shape)}, "
+                             f"got {tuple(lengths.shape)}")
+        bad = (lengths.to(found.device) != found).nonzero().flatten()
+        if bad.numel():
+            row = int(bad[0])
+            raise ValueError(
+                f"lengths disagree with the padding in the token ids: text {row} has {int(found[row])} tokens "
+                f"before the padding (id {pad_id}) but lengths[{row}] = {int(lengths[row])}. Pass the lengths "
+                f"returned by Vocabulary.encode_batch, or leave lengths out (they are read from the padding)."
+            )
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError("mask must be a bool tensor of shape (B, T), True at real tokens")
+        if mask.shape != tokens.shape:
+            raise ValueError(f"mask must have the shape of the tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}")
+        if not torch.equal(mask.to(tokens.device), tokens != pad_id):
+            raise ValueError(f"mask disagrees with the padding in the token ids: it must be True exactly where "
+                             f"the id is not {pad_id} (<pad>)")
+
+
+class PositionalEncoding(nn.Module):
+    """Add the sinusoidal position code of :cite:`vaswani2017attention` to ``(B, T, D)`` embeddings.
+
+    ``code[t, 2i] = sin(t / 10000^(2i/D))`` and ``code[t, 2i+1] = cos(t / 10000^(2i/D))``.
+
+    Args:
+        dim: the embedding size ``D``.
+        max_len: the longest sequence accepted.
+    """
+
+    def __init__(self, dim: int, max_len: int = 512) -> None:
+        super().__init__()
+        position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
+        frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        code = torch.zeros(max_len, dim)
+        code[:, 0::2] = torch.sin(position * frequency)
+        code[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+        self.register_buffer("code", code, persistent=False)  # (max_len, D)
+        self.max_len = max_len
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        """``(B, T, D)`` -> ``(B, T, D)``, the position code added."""
+        steps = embedded.shape[1]
+        if steps > self.max_len:
+            raise ValueError(f"texts of {steps} tokens are longer than the {self.max_len} positions this encoder "
+                             f"knows; truncate them (encode_batch(max_len=...)) or build it with a larger max_len")
+        return embedded + self.code[:steps]
+
+
 class TextEncoder(nn.Module):
-    """A recurrent text encoder: embedding, then an RNN, LSTM or GRU, then a linear layer.
+    """A text encoder: embedding, then an RNN, LSTM, GRU or Transformer, then a linear layer.
 
     Shapes::
 
         tokens     (B, T)   int64 ids, right-padded with 0
         embedded   (B, T, embed_dim)
-        final hidden state per direction -> (B, hidden_size * directions)
+        recurrent: final hidden state per direction -> (B, hidden_size * directions)
+        transformer: mean over real tokens of the encoder output -> (B, hidden_size)
         output     (B, out_features)
 
     Args:
         vocab_size: number of token ids.
-        kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        kind: ``"rnn"``, ``"lstm"``, ``"gru"`` or ``"transformer"``.
         embed_dim: size of the word embeddings.
-        hidden_size: size of the recurrent state.
-        out_features: size of the output feature; ``None`` returns the hidden state.
-        bidirectional: also read the text right to left.
+        hidden_size: size of the recurrent state, or the Transformer's model width.
+        out_features: size of the output feature; ``None`` returns the pooled state.
+        bidirectional: also read the text right to left (recurrent kinds only).
         pad_id: the padding id.
+        num_layers: stacked recurrent layers or Transformer encoder blocks.
+        num_heads: attention heads (Transformer only; must divide ``hidden_size``).
+        dropout: dropout inside the Transformer blocks.
+        max_len: longest text the Transformer accepts (positions).
     """
 
     def __init__(
@@ -78,30 +151,62 @@ class TextEncoder(nn.Module):
         out_features: int | None = 10,
         bidirectional: bool = False,
         pad_id: int = PAD_ID,
+        num_layers: int = 1,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        max_len: int = 512,
     ) -> None:
         super().__init__()
-        if kind not in RECURRENT_KINDS:
-            raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {sorted(RECURRENT_KINDS)}")
+        if kind not in TEXT_ENCODER_KINDS:
+            raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {list(TEXT_ENCODER_KINDS)}")
+        if not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(f"vocab_size must be an int >= 2 (<pad> and <unk> at least), got {vocab_size!r}")
         self.kind = kind
         self.vocab_size = vocab_size
         self.pad_id = pad_id
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        # batch_first=True: our tensors are (B, T, E). The source sketch forgot this,
-        # so the RNN read the batch as time and failed with a hidden-size error.
-        self.rnn = RECURRENT_KINDS[kind](embed_dim, hidden_size, batch_first=True, bidirectional=bidirectional)
-        state_size = hidden_size * (2 if bidirectional else 1)
+        if kind == "transformer":
+            if bidirectional:
+                raise ValueError("bidirectional applies to the recurrent kinds (rnn, lstm, gru); a Transformer "
+                                 "already sees the whole text at once. Leave bidirectional=False.")
+            if hidden_size % num_heads:
+                raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+            self.input_proj = nn.Linear(embed_dim, hidden_size) if embed_dim != hidden_size else nn.Identity()
+            self.positions = PositionalEncoding(hidden_size, max_len)
+            layer = nn.TransformerEncoderLayer(hidden_size, num_heads, dim_feedforward=2 * hidden_size,
+                                               dropout=dropout, batch_first=True, norm_first=True)
+            self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(hidden_size)
+            state_size = hidden_size
+        else:
+            # batch_first=True: our tensors are (B, T, E). The source sketch forgot this,
+            # so the RNN read the batch as time and failed with a hidden-size error.
+            self.rnn = RECURRENT_KINDS[kind](embed_dim, hidden_size, num_layers=num_layers, batch_first=True,
+                                             bidirectional=bidirectional)
+            state_size = hidden_size * (2 if bidirectional else 1)
         self.proj = nn.Linear(state_size, out_features) if out_features is not None else nn.Identity()
         self.out_features = out_features if out_features is not None else state_size
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` token ids -> ``(B, out_features)`` features."""
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T)`` token ids -> ``(B, out_features)`` features.
+
+        Args:
+            tokens: ``(B, T)`` integer ids, right-padded with ``pad_id``.
+            lengths: optional ``(B,)`` token counts; checked against the padding.
+            mask: optional ``(B, T)`` bool, True at real tokens; checked against the padding.
+        """
         check_tokens(tokens, self.vocab_size)
         tokens = tokens.long()
-        lengths = lengths_from_padding(tokens, self.pad_id)
+        found = lengths_from_padding(tokens, self.pad_id)
+        _check_lengths(tokens, found, lengths, mask, self.pad_id)
+        # An all-padding text is given length 1: it then reads one padding embedding (all zeros).
+        found = found.clamp(min=1)
         embedded = self.embedding(tokens)  # (B, T, E)
-        # Packing makes the RNN stop at each text's last real token. An all-padding
-        # text is given length 1: it then reads one padding embedding (all zeros).
-        packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        if self.kind == "transformer":
+            return self.proj(self._transformer_features(embedded, found))
+        # Packing makes the RNN stop at each text's last real token.
+        packed = pack_padded_sequence(embedded, found.cpu(), batch_first=True, enforce_sorted=False)
         _, hidden = self.rnn(packed)
         if isinstance(hidden, tuple):  # the LSTM returns (h, c)
             hidden = hidden[0]
@@ -110,7 +215,49 @@ class TextEncoder(nn.Module):
         final = torch.cat(list(hidden[-directions:]), dim=1)  # (B, H * directions)
         return self.proj(final)
 
+    def _real_tokens(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` bool, True at the first ``lengths[b]`` positions of each row."""
+        steps = torch.arange(embedded.shape[1], device=embedded.device)
+        return steps.unsqueeze(0) < lengths.to(embedded.device).unsqueeze(1)
+
+    def _transformer_features(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, T, E)`` embeddings -> ``(B, hidden_size)``: encoder, then the mean over real tokens."""
+        real = self._real_tokens(embedded, lengths)  # (B, T)
+        x = self.positions(self.input_proj(embedded))  # (B, T, D)
+        x = self.transformer(x, src_key_padding_mask=~real)  # padded keys get no attention
+        x = self.norm(x)
+        weights = real.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1)
+
+    @torch.no_grad()
+    def attention_maps(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Self-attention weights of a ``transformer`` encoder, for plotting.
+
+        Args:
+            tokens: ``(B, T)`` right-padded ids.
+
+        Returns:
+            ``(num_layers, B, num_heads, T, T)``: row ``i`` of a map is how much token ``i``
+            attends to each token; padded keys get weight 0.
+        """
+        if self.kind != "transformer":
+            raise ValueError(f"attention maps exist only for kind='transformer', this encoder is {self.kind!r}")
+        check_tokens(tokens, self.vocab_size)
+        tokens = tokens.long()
+        lengths = lengths_from_padding(tokens, self.pad_id).clamp(min=1)
+        embedded = self.embedding(tokens)
+        real = self._real_tokens(embedded, lengths)
+        x = self.positions(self.input_proj(embedded))
+        maps = []
+        for layer in self.transformer.layers:
+            query = layer.norm1(x) if layer.norm_first else x
+            _, weights = layer.self_attn(query, query, query, key_padding_mask=~real, need_weights=True,
+                                         average_attn_weights=False)
+            maps.append(weights)  # (B, heads, T, T)
+            x = layer(x, src_key_padding_mask=~real)
+        return torch.stack(maps)
+
 
 def text_encoder(vocab_size: int, kind: str = "rnn", out_features: int | None = 10, **kwargs) -> TextEncoder:
-    """Build a text encoder of the given ``kind`` (``rnn``, ``lstm`` or ``gru``)."""
+    """Build a text encoder of the given ``kind`` (``rnn``, ``lstm``, ``gru`` or ``transformer``)."""
     return TextEncoder(vocab_size, kind=kind, out_features=out_features, **kwargs)

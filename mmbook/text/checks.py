@@ -1,0 +1,128 @@
+"""Checkers for the text chapter's exercises.
+
+Each checker runs the reader's function on a few random cases, compares it with
+``torch.nn`` and either prints ``All checks passed`` or raises ``AssertionError``
+with a message that says which case failed and how. Weights follow PyTorch's
+layout, so a reader can test a cell written from scratch against ``nn.LSTM`` etc.
+
+Gate order in the stacked weights (as in ``torch.nn``)::
+
+    RNN   weight_ih (H, I)
+    LSTM  weight_ih (4H, I): input, forget, cell candidate (g), output
+    GRU   weight_ih (3H, I): reset, update, new
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+TOLERANCE = 1e-5
+# (batch, input size, hidden size) of the cases each checker tries.
+_CELL_CASES = ((1, 3, 4), (5, 7, 6), (8, 16, 32))
+
+
+def _close(name: str, case: str, got, expected: torch.Tensor) -> None:
+    """Assert ``got`` is a tensor shaped like ``expected`` and equal within TOLERANCE."""
+    if not isinstance(got, torch.Tensor):
+        raise AssertionError(f"{case}: {name} should be a torch.Tensor, got {type(got).__name__}")
+    if got.shape != expected.shape:
+        raise AssertionError(f"{case}: {name} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+    diff = (got.detach().double() - expected.detach().double()).abs().max().item()
+    if not diff <= TOLERANCE:
+        raise AssertionError(f"{case}: {name} differs from torch.nn by up to {diff:.3g} (allowed {TOLERANCE:g}). "
+                             f"Check the formula, the gate order and the weight layout (x @ W.T + b).")
+
+
+def _call(fn: Callable, case: str, *args):
+    try:
+        return fn(*args)
+    except Exception as error:  # the reader's bug, reported with the case it came from
+        shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+        raise AssertionError(f"{case}: your function raised {type(error).__name__}: {error} "
+                             f"(arguments had shapes {shapes})") from error
+
+
+def _cell_cases(cell_type: type[nn.Module]):
+    generator = torch.Generator().manual_seed(0)
+    for batch, inputs, hidden in _CELL_CASES:
+        torch.manual_seed(int(torch.randint(0, 10_000, (1,), generator=generator)))
+        cell = cell_type(inputs, hidden)
+        x = torch.randn(batch, inputs, generator=generator)
+        h = torch.randn(batch, hidden, generator=generator)
+        c = torch.randn(batch, hidden, generator=generator)
+        yield f"case batch={batch}, input={inputs}, hidden={hidden}", cell, x, h, c
+
+
+def check_rnn_cell(fn: Callable[..., torch.Tensor]) -> None:
+    """Check ``fn(x, h, weight_ih, weight_hh, bias_ih, bias_hh) -> h_next`` against ``nn.RNNCell`` (tanh).
+
+    Shapes: ``x (B, I)``, ``h (B, H)``, ``weight_ih (H, I)``, ``weight_hh (H, H)``,
+    biases ``(H,)``; returns ``(B, H)``.
+    """
+    with torch.no_grad():
+        for case, cell, x, h, _ in _cell_cases(nn.RNNCell):
+            got = _call(fn, case, x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            _close("h_next", case, got, cell(x, h))
+    print("All checks passed: your RNN cell matches nn.RNNCell.")
+
+
+def check_lstm_cell(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Check ``fn(x, (h, c), weight_ih, weight_hh, bias_ih, bias_hh) -> (h_next, c_next)`` against ``nn.LSTMCell``.
+
+    Shapes: ``x (B, I)``, ``h`` and ``c (B, H)``, ``weight_ih (4H, I)``, ``weight_hh (4H, H)``,
+    biases ``(4H,)``; returns two ``(B, H)`` tensors. Gate order: input, forget, g, output.
+    """
+    with torch.no_grad():
+        for case, cell, x, h, c in _cell_cases(nn.LSTMCell):
+            got = _call(fn, case, x, (h, c), cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            if not isinstance(got, tuple) or len(got) != 2:
+                raise AssertionError(f"{case}: an LSTM cell should return a pair (h_next, c_next), "
+                                     f"got {type(got).__name__}")
+            h_ref, c_ref = cell(x, (h, c))
+            _close("c_next", case, got[1], c_ref)
+            _close("h_next", case, got[0], h_ref)
+    print("All checks passed: your LSTM cell matches nn.LSTMCell.")
+
+
+def check_gru_cell(fn: Callable[..., torch.Tensor]) -> None:
+    """Check ``fn(x, h, weight_ih, weight_hh, bias_ih, bias_hh) -> h_next`` against ``nn.GRUCell``.
+
+    Shapes: ``x (B, I)``, ``h (B, H)``, ``weight_ih (3H, I)``, ``weight_hh (3H, H)``,
+    biases ``(3H,)``; returns ``(B, H)``. Gate order: reset, update, new.
+    """
+    with torch.no_grad():
+        for case, cell, x, h, _ in _cell_cases(nn.GRUCell):
+            got = _call(fn, case, x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            _close("h_next", case, got, cell(x, h))
+    print("All checks passed: your GRU cell matches nn.GRUCell.")
+
+
+def check_attention(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Check scaled dot-product attention ``fn(q, k, v, key_padding_mask=None) -> (output, weights)``.
+
+    Shapes: ``q (B, Tq, d)``, ``k (B, Tk, d)``, ``v (B, Tk, dv)``, ``key_padding_mask (B, Tk)`` bool,
+    True at padded keys (as in ``nn.MultiheadAttention``); returns ``output (B, Tq, dv)`` and
+    ``weights (B, Tq, Tk)``, rows summing to 1 with 0 on padded keys.
+    """
+    generator = torch.Generator().manual_seed(1)
+    for batch, tq, tk, d, dv in ((1, 1, 1, 2, 3), (3, 4, 6, 8, 5), (2, 7, 7, 16, 16)):
+        q, k, v = (torch.randn(batch, t, size, generator=generator) for t, size in ((tq, d), (tk, d), (tk, dv)))
+        lengths = torch.randint(1, tk + 1, (batch,), generator=generator)
+        padding = torch.arange(tk).unsqueeze(0) >= lengths.unsqueeze(1)  # (B, Tk)
+        for mask in (None, padding):
+            case = f"case B={batch}, Tq={tq}, Tk={tk}, d={d}, dv={dv}, {'with' if mask is not None else 'no'} padding mask"
+            got = _call(fn, case, q, k, v, mask)
+            if not isinstance(got, tuple) or len(got) != 2:
+                raise AssertionError(f"{case}: attention should return a pair (output, weights), got {type(got).__name__}")
+            keep = None if mask is None else ~mask.unsqueeze(1)  # (B, 1, Tk), True = attend
+            expected = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+            scores = q @ k.transpose(1, 2) / d ** 0.5
+            if mask is not None:
+                scores = scores.masked_fill(mask.unsqueeze(1), float("-inf"))
+            _close("weights", case, got[1], scores.softmax(dim=-1))
+            _close("output", case, got[0], expected)
+    print("All checks passed: your attention matches torch's scaled_dot_product_attention.")

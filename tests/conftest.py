@@ -1,0 +1,38 @@
+"""Fixtures for the unit tests: a tiny CIFAR-10-shaped ImageFolder built in a temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmbook.data.cifar10 import CIFAR10_CLASSES
+
+
+def write_imagefolder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """Write ``root/cifar10/<split>/<class>/NNNN.png``; each class has its own mean colour, so it is learnable."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for label, name in enumerate(CIFAR10_CLASSES):
+            folder = root / "cifar10" / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.array([label * 25, 255 - label * 25, (label * 70) % 256], dtype=np.float64)
+            for i in range(count):
+                noise = rng.normal(0, 20, size=(32, 32, 3))
+                pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny data root (6 train and 2 test images per class), with MMBOOK_DATA and MMBOOK_CACHE pointed at it."""
+    root = write_imagefolder(tmp_path / "data", {"train": 6, "test": 2})
+    monkeypatch.setenv("MMBOOK_DATA", str(root))
+    monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MMBOOK_OFFLINE", "1")
+    # Quick mode keeps a fixed number per class; make it fit the tiny data.
+    monkeypatch.setattr("mmbook.data.cifar10.QUICK_PER_CLASS", {"train": 4, "test": 2})
+    return root

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from mmbook.runtime import environment_report, is_quick, mode_name, pick_device, seed_everything
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("ON", True), ("0", False), ("", False), ("no", False)])
+def test_is_quick_reads_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("MMBOOK_QUICK", value)
+    assert is_quick() is expected
+    assert mode_name() == ("quick" if expected else "full")
+
+
+def test_is_quick_rejects_unclear_values(monkeypatch):
+    monkeypatch.setenv("MMBOOK_QUICK", "maybe")
+    with pytest.raises(ValueError, match="MMBOOK_QUICK"):
+        is_quick()
+
+
+def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device(None) == torch.device("cuda")
+
+
+def test_pick_device_explains_unavailable_or_unknown_devices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("gpu0")
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_seed_everything_makes_draws_repeatable():
+    seed_everything(3)
+    first = torch.rand(5)
+    seed_everything(3)
+    assert torch.equal(first, torch.rand(5))
+    with pytest.raises(ValueError):
+        seed_everything(-1)
+
+
+def test_environment_report_is_one_line_with_device_and_mode(monkeypatch):
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    report = environment_report(torch.device("cpu"))
+    assert "\n" not in report
+    assert "device cpu" in report and "mode quick" in report and "torch" in report
