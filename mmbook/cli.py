@@ -207,6 +207,10 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"--data {args.data}: no such directory (point it at a folder holding cifar10/ or use --download)")
     if args.resume and args.checkpoint is None:
         raise UsageError("--resume needs --checkpoint DIR")
+    if args.fusion == "cross_attention" and args.modalities != "image+text":
+        raise UsageError(f"--fusion cross_attention needs --modalities image+text, got {args.modalities}")
+    if args.fusion == "two_stage" and (args.modalities != "image+text" or args.checkpoint is not None):
+        raise UsageError("--fusion two_stage needs --modalities image+text and does not support --checkpoint")
     try:
         device = pick_device(args.device)
     except ValueError as error:
@@ -225,13 +229,17 @@ def _train(args: argparse.Namespace) -> int:
     test_loader = DeviceLoader(data.test.tensors(), 1000, device=device, channels_last=args.channels_last)
     print(f"training {args.modalities} ({args.fusion}) on {len(data.train)} images, {epochs} epochs, device {device}")
     started = time.perf_counter()
+    history, stage1_seconds = None, 0.0
+    if args.fusion == "two_stage":
+        model, history, stage1_seconds = _train_two_stage(args, data, device, batch_size, epochs)
     try:
-        history = fit(model, train_loader, test_loader, epochs=epochs, lr=args.lr or 3e-3, device=device, amp=args.amp,
-                      label_smoothing=args.label_smoothing,
-                      channels_last=args.channels_last, compile=args.compile, checkpoint_dir=args.checkpoint,
-                      resume=args.resume, progress=not args.no_progress,
-                      extra_state={"caption_vocab": data.caption_vocab.to_dict(), "modalities": args.modalities,
-                                   "fusion": args.fusion, "text_encoder": args.text_encoder})
+        if history is None:
+            history = fit(model, train_loader, test_loader, epochs=epochs, lr=args.lr or 3e-3, device=device, amp=args.amp,
+                          label_smoothing=args.label_smoothing,
+                          channels_last=args.channels_last, compile=args.compile, checkpoint_dir=args.checkpoint,
+                          resume=args.resume, progress=not args.no_progress,
+                          extra_state={"caption_vocab": data.caption_vocab.to_dict(), "modalities": args.modalities,
+                                       "fusion": args.fusion, "text_encoder": args.text_encoder})
     except ValueError as error:  # e.g. an unreadable checkpoint
         print(f"mmbook: error: {error}", file=sys.stderr)
         return 1
@@ -248,7 +256,7 @@ def _train(args: argparse.Namespace) -> int:
         "device": str(device),
         "train_images": len(data.train),
         "test_images": len(data.test),
-        "train_seconds": history.train_seconds,
+        "train_seconds": history.train_seconds + stage1_seconds,  # two_stage: both stages
         "wall_seconds": wall,
         "train_images_per_second": sum(r["images_per_second"] * r["train_seconds"] for r in history.records) / history.train_seconds
         if history.train_seconds > 0 else 0.0,
@@ -449,6 +457,32 @@ def torch_version() -> str:
     import torch
 
     return torch.__version__
+
+
+def _train_two_stage(args: argparse.Namespace, data, device, batch_size: int, epochs: int):
+    """``--fusion two_stage``: unimodal models, a reliability estimator on held-out training data, then the fused model."""
+    import torch
+
+    from mmbook.data import DeviceLoader
+    from mmbook.fusion import fit_two_stage
+    from mmbook.multimodal import captioned_cifar_model
+
+    tensors = data.train.tensors()
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(args.seed))
+    heldout = len(order) // 10
+    fit_part = {k: v[order[heldout:]] for k, v in tensors.items()}
+    held_part = {k: v[order[:heldout]] for k, v in tensors.items()}
+    unimodal = {name: captioned_cifar_model(name, len(data.caption_vocab), text_encoder=args.text_encoder)
+                for name in ("image", "text")}
+    result = fit_two_stage(
+        unimodal,
+        DeviceLoader(fit_part, batch_size, shuffle=True, device=device, seed=args.seed),
+        DeviceLoader(held_part, 1000, device=device),
+        DeviceLoader(data.test.tensors(), 1000, device=device),
+        epochs=epochs, lr=args.lr or 3e-3, device=device, amp=args.amp, progress=not args.no_progress,
+    )
+    stage1_seconds = sum(h.train_seconds for h in result.unimodal_histories.values())
+    return result.model, result.history, stage1_seconds
 
 
 if __name__ == "__main__":

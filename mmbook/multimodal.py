@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mmbook.cnn import LeNet
-from mmbook.fusion import build_fusion
+from mmbook.fusion import FUSIONS, ImageRegionEncoder, TokenEncoder, build_fusion
 from mmbook.text import TextEncoder
 
 MODALITIES = ("image", "text")
@@ -98,18 +98,32 @@ def captioned_cifar_model(
     Args:
         modalities: ``"image"``, ``"text"`` or ``"image+text"``.
         vocab_size: size of the caption vocabulary.
-        fusion: fusion name (see :data:`mmbook.fusion.FUSIONS`).
+        fusion: fusion name (see :data:`mmbook.fusion.FUSIONS`). ``cross_attention`` uses
+            region and token encoders (:class:`~mmbook.fusion.ImageRegionEncoder`,
+            :class:`~mmbook.fusion.TokenEncoder`); late fusions get no head; ``two_stage``
+            builds an untrained estimator: train it with :func:`mmbook.fusion.fit_two_stage`.
         text_encoder: kind of the text branch (``rnn``, ``lstm``, ``gru`` or ``transformer``;
             see :data:`mmbook.text.TEXT_ENCODER_KINDS`).
         feature_size: the output size of each branch (10, as in the source).
         num_classes: number of classes.
     """
     encoders: dict[str, nn.Module] = {}
-    for name in parse_modalities(modalities):
+    names = parse_modalities(modalities)
+    if getattr(FUSIONS.get(fusion), "needs_sequences", False):
+        # Cross-attention reads region and token features (B, L, D), not one vector per modality.
+        if names != list(MODALITIES):
+            raise ValueError(f"fusion {fusion!r} needs both modalities ('image+text'), got {'+'.join(names)!r}")
+        encoders["image"] = ImageRegionEncoder(out_features=16)
+        encoders["text"] = TokenEncoder(vocab_size, kind=text_encoder, out_features=16)
+    for name in names:
+        if name in encoders:
+            continue
         if name == "image":
             encoders["image"] = LeNet(out_features=feature_size)
         else:
             encoders["text"] = TextEncoder(vocab_size, kind=text_encoder, out_features=feature_size)
-    fusion_module = build_fusion(fusion, [feature_size] * len(encoders))
-    head = ClassifierHead(fusion_module.out_features, num_classes)
+    sizes = [encoder.out_features for encoder in encoders.values()]
+    fusion_module = build_fusion(fusion, sizes, num_classes=num_classes)
+    # A late fusion already returns class logits: no head after it.
+    head = nn.Identity() if getattr(fusion_module, "produces_logits", False) else ClassifierHead(fusion_module.out_features, num_classes)
     return MultimodalModel(encoders, fusion_module, head)

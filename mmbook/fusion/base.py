@@ -1,4 +1,4 @@
-"""Fusion: combine a list of modality features into one tensor.
+"""The fusion interface, its input checks, and concatenation (early fusion).
 
 Every fusion module has the same interface, so any of them can sit in
 :class:`mmbook.multimodal.MultimodalModel`::
@@ -52,13 +52,3 @@ class ConcatFusion(nn.Module):
         """List of ``(B, D_i)`` tensors -> ``(B, sum D_i)``."""
         check_features(features, self.in_features)
         return torch.cat(list(features), dim=1)
-
-
-FUSIONS: dict[str, type[nn.Module]] = {"concat": ConcatFusion}
-
-
-def build_fusion(name: str, in_features: Sequence[int]) -> nn.Module:
-    """Build the fusion called ``name`` (see :data:`FUSIONS`) for the given feature sizes."""
-    if name not in FUSIONS:
-        raise ValueError(f"unknown fusion {name!r}; expected one of {sorted(FUSIONS)}")
-    return FUSIONS[name](in_features)

@@ -1,0 +1,99 @@
+"""Fusion: combine a list of modality features into one tensor.
+
+Every fusion module has the same interface, so any of them can sit in
+:class:`mmbook.multimodal.MultimodalModel`::
+
+    fusion(features: list[Tensor (B, D_i)]) -> Tensor (B, fusion.out_features)
+
+``out_features`` is known at construction from the input sizes, so the head that
+follows can be built to match. Two class attributes tell a model builder what a
+fusion needs: ``produces_logits = True`` (late fusion: no head after it) and
+``needs_sequences = True`` (cross-attention: region and token features
+``(B, L_i, D_i)`` instead of vectors).
+
+=================  ============================================  =========================
+name               class                                         module
+=================  ============================================  =========================
+concat             :class:`ConcatFusion`                         :mod:`mmbook.fusion.base`
+weighted           :class:`GlobalWeightFusion`                   :mod:`mmbook.fusion.weighted`
+gmu                :class:`GatedMultimodalUnit`                  :mod:`mmbook.fusion.weighted`
+two_stage          :class:`TwoStageFusion`                       :mod:`mmbook.fusion.weighted`
+late_average       :class:`AverageLateFusion`                    :mod:`mmbook.fusion.late`
+late_learned       :class:`LearnedLateFusion`                    :mod:`mmbook.fusion.late`
+tfn                :class:`TensorFusion`                         :mod:`mmbook.fusion.tensor`
+lowrank_tfn        :class:`LowRankTensorFusion`                  :mod:`mmbook.fusion.tensor`
+cross_attention    :class:`CrossAttentionFusion`                 :mod:`mmbook.fusion.attention`
+=================  ============================================  =========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from mmbook.fusion.aids import (
+    ModalityDropout,
+    extract_features,
+    linear_probe,
+    mean_modality_weights,
+    missing_modalities,
+    modality_dropout_mask,
+)
+from mmbook.fusion.attention import CrossAttentionFusion, ImageRegionEncoder, TokenEncoder, check_sequences
+from mmbook.fusion.base import ConcatFusion, check_features
+from mmbook.fusion.checks import check_fusion_module
+from mmbook.fusion.experiments import Run, take, train_captioned
+from mmbook.fusion.late import AverageLateFusion, LateFusion, LearnedLateFusion
+from mmbook.fusion.robustness import area_under_curve, corrupt_images, noisy_caption_tokens
+from mmbook.fusion.tensor import LowRankTensorFusion, TensorFusion
+from mmbook.fusion.two_stage import TwoStageResult, fit_two_stage
+from mmbook.fusion.weighted import (
+    GatedMultimodalUnit,
+    GlobalWeightFusion,
+    ReliabilityEstimator,
+    TwoStageFusion,
+    fit_reliability_estimator,
+    freeze,
+    reliability_targets,
+)
+
+FUSIONS: dict[str, type[nn.Module]] = {
+    "concat": ConcatFusion,
+    "weighted": GlobalWeightFusion,
+    "gmu": GatedMultimodalUnit,
+    "two_stage": TwoStageFusion,
+    "late_average": AverageLateFusion,
+    "late_learned": LearnedLateFusion,
+    "tfn": TensorFusion,
+    "lowrank_tfn": LowRankTensorFusion,
+    "cross_attention": CrossAttentionFusion,
+}
+
+
+def build_fusion(name: str, in_features: Sequence[int], num_classes: int | None = None, **options) -> nn.Module:
+    """Build the fusion called ``name`` (see :data:`FUSIONS`) for the given feature sizes.
+
+    Args:
+        name: a key of :data:`FUSIONS`.
+        in_features: the feature size of each modality.
+        num_classes: passed on to fusions that produce logits (late fusion); ignored by the others.
+        options: keyword arguments of the fusion class (e.g. ``hidden=64``).
+    """
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion {name!r}; expected one of {sorted(FUSIONS)}")
+    cls = FUSIONS[name]
+    if num_classes is not None and getattr(cls, "produces_logits", False):
+        options["num_classes"] = num_classes
+    return cls(in_features, **options)
+
+
+__all__ = [
+    "FUSIONS", "AverageLateFusion", "ConcatFusion", "CrossAttentionFusion", "GatedMultimodalUnit", "GlobalWeightFusion",
+    "ImageRegionEncoder", "LateFusion", "LearnedLateFusion", "LowRankTensorFusion", "ModalityDropout",
+    "ReliabilityEstimator", "Run", "TensorFusion", "TokenEncoder", "TwoStageFusion", "TwoStageResult", "area_under_curve",
+    "build_fusion", "check_features", "check_fusion_module", "check_sequences", "corrupt_images", "extract_features",
+    "fit_reliability_estimator", "fit_two_stage", "freeze", "linear_probe", "mean_modality_weights",
+    "missing_modalities", "modality_dropout_mask", "noisy_caption_tokens", "reliability_targets", "take",
+    "train_captioned",
+]

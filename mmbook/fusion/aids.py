@@ -1,0 +1,194 @@
+"""Training and evaluation aids that work with any fusion.
+
+- :class:`ModalityDropout`: wraps a fusion; during training it blanks one
+  modality's features for a random subset of samples, so the model learns to
+  cope when a modality is missing and cannot lean on one modality alone.
+- :func:`missing_modalities`: a context manager that blanks modalities at test time.
+- :func:`mean_modality_weights`: the average modality weights of a weighting fusion over a data set.
+- :func:`extract_features` and :func:`linear_probe`: how much one branch knows on its own.
+
+A missing modality is represented by zero features, at training (modality
+dropout) and at test time alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _blank(features: Sequence[torch.Tensor], drop: torch.Tensor) -> list[torch.Tensor]:
+    """Zero ``features[m][b]`` where ``drop[b, m]`` is True. ``drop``: ``(B, M)`` bool."""
+    out = []
+    for m, x in enumerate(features):
+        keep = (~drop[:, m]).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        out.append(x * keep)
+    return out
+
+
+def modality_dropout_mask(batch_size: int, num_modalities: int, p: float, generator: torch.Generator | None = None,
+                          device: torch.device | str | None = None) -> torch.Tensor:
+    """Which modality to drop for each sample: a ``(B, M)`` bool mask.
+
+    With probability ``p`` a sample loses exactly one modality, chosen uniformly;
+    a sample never loses all of them. With one modality nothing is dropped.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"modality dropout probability must lie in [0, 1], got {p}")
+    mask = torch.zeros(batch_size, num_modalities, dtype=torch.bool, device=device)
+    if num_modalities < 2 or p == 0.0:
+        return mask
+    dropped = torch.rand(batch_size, generator=generator, device=device) < p
+    which = torch.randint(0, num_modalities, (batch_size,), generator=generator, device=device)
+    mask[torch.arange(batch_size, device=device), which] = dropped
+    return mask
+
+
+class ModalityDropout(nn.Module):
+    """Wrap a fusion so that, in training mode, a random modality is blanked per sample.
+
+    ``ModalityDropout(fusion, p)`` behaves like ``fusion`` (same ``out_features``, same
+    input and output shapes); in ``train()`` mode each sample loses one modality
+    (its features set to zero) with probability ``p``. In ``eval()`` mode it changes
+    nothing. Use it as ``model.fusion = ModalityDropout(model.fusion, p=0.5)``.
+
+    Args:
+        fusion: any fusion module.
+        p: probability that a sample loses one modality.
+    """
+
+    def __init__(self, fusion: nn.Module, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"modality dropout probability must lie in [0, 1], got {p}")
+        self.fusion = fusion
+        self.p = p
+        self.out_features = fusion.out_features
+        self.in_features = getattr(fusion, "in_features", None)
+        self.produces_logits = getattr(fusion, "produces_logits", False)
+        self.needs_sequences = getattr(fusion, "needs_sequences", False)
+
+    @property
+    def last_weights(self) -> torch.Tensor | None:
+        """The wrapped fusion's ``last_weights``, if it has them."""
+        return getattr(self.fusion, "last_weights", None)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Same as the wrapped fusion; in training, with modalities dropped."""
+        if self.training and self.p > 0:
+            drop = modality_dropout_mask(features[0].shape[0], len(features), self.p, device=features[0].device)
+            features = _blank(features, drop)
+        return self.fusion(features)
+
+
+def _fusion_of(model: nn.Module) -> nn.Module:
+    fusion = getattr(model, "fusion", None)
+    if fusion is None:
+        raise TypeError(f"expected a MultimodalModel (with a .fusion), got {type(model).__name__}")
+    return fusion
+
+
+@contextlib.contextmanager
+def missing_modalities(model: nn.Module, names: str | Sequence[str]) -> Iterator[None]:
+    """Within the block, the given modalities reach the fusion as zero features (missing).
+
+    Example::
+
+        with missing_modalities(model, "text"):
+            accuracy = evaluate(model, test_loader)["accuracy"]
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    modalities = list(model.encoders.keys())
+    unknown = [n for n in names if n not in modalities]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; this model reads {modalities}")
+    indices = [modalities.index(n) for n in names]
+
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        features = list(args[0])
+        for i in indices:
+            features[i] = torch.zeros_like(features[i])
+        return (features,) + tuple(args[1:])
+
+    handle = _fusion_of(model).register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def mean_modality_weights(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]],
+                          device: torch.device | str | None = None) -> torch.Tensor:
+    """Average of the fusion's per-sample ``last_weights`` ``(B, M)`` over a loader: ``(M,)``.
+
+    Works for every fusion that records ``last_weights`` (global weights, GMU gates,
+    two-stage weights, learned late mixing).
+    """
+    fusion = _fusion_of(model)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = None, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        model(batch)
+        weights = getattr(fusion, "last_weights", None)
+        if weights is None:
+            raise TypeError(f"{type(fusion).__name__} records no last_weights; use a weighting fusion")
+        total = weights.sum(dim=0) if total is None else total + weights.sum(dim=0)
+        count += weights.shape[0]
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("the loader yielded no samples")
+    return (total / count).cpu()
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], modality: str,
+                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one encoder over a loader: features ``(N, D)`` (flattened if the encoder gives more dims) and labels ``(N,)``."""
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    feats, labels = [], []
+    for batch in loader:
+        feats.append(encoder(batch[modality].to(device)).flatten(1).float().cpu())
+        labels.append(batch["label"].cpu())
+    encoder.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                 test_labels: torch.Tensor, steps: int = 300, lr: float = 0.05, seed: int = 0) -> float:
+    """Test accuracy of a linear classifier trained on frozen features.
+
+    Args:
+        train_features: ``(N, D)``; train_labels: ``(N,)``.
+        test_features: ``(N', D)``; test_labels: ``(N',)``.
+        steps: full-batch Adam steps (features are standardized first).
+
+    Returns:
+        Accuracy in ``[0, 1]``.
+    """
+    if train_features.ndim != 2 or test_features.ndim != 2 or train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(f"expected features (N, D) and (N', D), got {tuple(train_features.shape)} and {tuple(test_features.shape)}")
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = train_features.mean(0), train_features.std(0).clamp(min=1e-6)
+    x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    weight = (torch.randn(x_train.shape[1], num_classes, generator=generator) * 0.01).requires_grad_()
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = F.cross_entropy(x_train @ weight + bias, train_labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return float(((x_test @ weight + bias).argmax(1) == test_labels).float().mean())

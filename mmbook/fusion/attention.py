@@ -1,0 +1,168 @@
+"""Cross-attention fusion: text tokens attend to image regions.
+
+This fusion needs *sets* of features, not one vector per modality: one vector per
+image region and one per caption token. Two encoders provide them:
+
+- :class:`ImageRegionEncoder`: LeNet's convolutional trunk gives a 5x5 grid of
+  16-channel cells = 25 regions, plus one "global" region (LeNet's pooled feature),
+  each projected to ``out_features``: ``(B, 3, 32, 32) -> (B, 26, out_features)``.
+- :class:`TokenEncoder`: the recurrent encoder's output at *every* step:
+  ``(B, T) -> (B, T, out_features)``, with padding positions set to exactly zero.
+
+The fusion interface stays the same (a list of tensors in, one tensor out); the
+tensors are just 3-d. Padding is recognised as all-zero rows, which the token
+encoder guarantees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from mmbook.cnn import LeNet, check_images
+from mmbook.text import RECURRENT_KINDS, check_tokens, lengths_from_padding
+from mmbook.text.vocab import PAD_ID
+
+
+class ImageRegionEncoder(nn.Module):
+    """LeNet as a region encoder: ``(B, 3, 32, 32)`` -> ``(B, 26, out_features)``.
+
+    Regions 0..24 are the cells of LeNet's last 5x5 feature map (16 channels each,
+    plus a learned position embedding); region 25 is LeNet's global feature.
+
+    Args:
+        out_features: size of each region vector.
+    """
+
+    num_regions = 26
+
+    def __init__(self, out_features: int = 16) -> None:
+        super().__init__()
+        self.lenet = LeNet(out_features=out_features)
+        self.cell_proj = nn.Linear(16, out_features)
+        self.position = nn.Parameter(torch.zeros(25, out_features))
+        nn.init.normal_(self.position, std=0.1)
+        self.out_features = out_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, 32, 32)`` -> ``(B, 26, out_features)``."""
+        check_images(images)
+        lenet = self.lenet
+        grid = lenet.pool(F.relu(lenet.conv2(lenet.pool(F.relu(lenet.conv1(images))))))  # (B, 16, 5, 5)
+        cells = self.cell_proj(grid.flatten(2).transpose(1, 2)) + self.position  # (B, 25, D)
+        x = torch.flatten(grid, 1)
+        pooled = lenet.fc3(F.relu(lenet.fc2(F.relu(lenet.fc1(x)))))  # (B, D)
+        return torch.cat([cells, pooled.unsqueeze(1)], dim=1)
+
+
+class TokenEncoder(nn.Module):
+    """A recurrent encoder that returns one vector per token: ``(B, T)`` -> ``(B, T, out_features)``.
+
+    Embedding, then an RNN/LSTM/GRU run over the packed sequence, then a linear
+    layer at every step. Padding positions come out as exactly zero vectors, so a
+    fusion can rebuild the mask with ``features.abs().sum(-1) > 0``.
+
+    Args:
+        vocab_size: number of token ids.
+        kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        embed_dim: word-embedding size.
+        hidden_size: recurrent state size.
+        out_features: size of each token vector.
+    """
+
+    def __init__(self, vocab_size: int, kind: str = "rnn", embed_dim: int = 32, hidden_size: int = 64,
+                 out_features: int = 16, pad_id: int = PAD_ID) -> None:
+        super().__init__()
+        if kind not in RECURRENT_KINDS:
+            raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {sorted(RECURRENT_KINDS)}")
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.rnn = RECURRENT_KINDS[kind](embed_dim, hidden_size, batch_first=True)
+        self.proj = nn.Linear(hidden_size, out_features)
+        self.out_features = out_features
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` right-padded ids -> ``(B, T, out_features)``, zeros at padding."""
+        check_tokens(tokens, self.vocab_size)
+        tokens = tokens.long()
+        lengths = lengths_from_padding(tokens, self.pad_id)
+        packed = pack_padded_sequence(self.embedding(tokens), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        outputs, _ = self.rnn(packed)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=tokens.shape[1])  # (B, T, H)
+        mask = (tokens != self.pad_id).unsqueeze(2)
+        return self.proj(outputs) * mask
+
+
+def check_sequences(features: Sequence[torch.Tensor], in_features: Sequence[int]) -> None:
+    """Raise a clear error unless ``features`` are tensors ``(B, L_m, D_m)`` with one B."""
+    if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):
+        raise TypeError("fusion expects a list of feature tensors, one per modality")
+    if len(features) != len(in_features):
+        raise ValueError(f"fusion was built for {len(in_features)} modalities, got {len(features)} feature tensors")
+    shapes = [tuple(f.shape) for f in features]
+    for i, (feature, size) in enumerate(zip(features, in_features)):
+        if feature.ndim != 3 or feature.shape[2] != size:
+            raise ValueError(
+                f"modality {i}: expected a sequence of features (B, L, {size}), got {tuple(feature.shape)}; all shapes: "
+                f"{shapes}. Cross-attention needs region/token features: use ImageRegionEncoder and TokenEncoder."
+            )
+    if len({shape[0] for shape in shapes}) > 1:
+        raise ValueError(f"all modalities must have the same batch size, got shapes {shapes}")
+
+
+class CrossAttentionFusion(nn.Module):
+    """Text tokens attend to image regions; the attended tokens are pooled.
+
+    Shapes (image first, text second, as in the book's models)::
+
+        regions   r   (B, R, D_img)   -> keys and values  k = W_k r      (B, R, hidden)
+        tokens    t   (B, T, D_txt)   -> queries          q = W_q t      (B, T, hidden)
+        attended  a = MultiheadAttention(q, k, k)                        (B, T, hidden)
+        h = LayerNorm(q + a)                                             (B, T, hidden)
+        text part   = mean of h over real (non-padding) tokens           (B, hidden)
+        image part  = mean of k over regions                             (B, hidden)
+        output = [text part; image part]                                 (B, 2 * hidden)
+
+    The image part keeps the output informative when a caption is missing (all
+    tokens padding). ``last_attention`` holds the attention weights ``(B, T, R)``
+    of the last call, averaged over heads.
+
+    Args:
+        in_features: ``[D_img, D_txt]``, the region and token sizes.
+        hidden: attention width.
+        heads: number of attention heads (must divide ``hidden``).
+    """
+
+    needs_sequences = True
+
+    def __init__(self, in_features: Sequence[int], hidden: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.in_features = [int(d) for d in in_features]
+        if len(self.in_features) != 2:
+            raise ValueError(f"CrossAttentionFusion fuses exactly two modalities (image regions, text tokens), got {len(self.in_features)}")
+        if hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        self.key_proj = nn.Linear(self.in_features[0], hidden)
+        self.query_proj = nn.Linear(self.in_features[1], hidden)
+        self.attention = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.out_features = 2 * hidden
+        self.last_attention: torch.Tensor | None = None
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[(B, R, D_img), (B, T, D_txt)]`` -> ``(B, 2 * hidden)``."""
+        check_sequences(features, self.in_features)
+        regions, tokens = features
+        mask = (tokens.abs().sum(dim=2) > 0).unsqueeze(2).float()  # (B, T, 1): 1 for real tokens
+        keys = self.key_proj(regions)
+        queries = self.query_proj(tokens)
+        attended, weights = self.attention(queries, keys, keys, need_weights=True)
+        self.last_attention = weights.detach()
+        h = self.norm(queries + attended)
+        text_part = (h * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return torch.cat([text_part, keys.mean(dim=1)], dim=1)

@@ -1,0 +1,263 @@
+"""Weighted fusion with learned modality weights, in three forms.
+
+All three project each modality to a common size ``hidden`` and return a weighted
+sum ``(B, hidden)``; they differ in where the weights come from:
+
+- :class:`GlobalWeightFusion`: one learned weight per modality (softmax), the same
+  for every sample.
+- :class:`GatedMultimodalUnit`: a per-sample, per-unit gate computed from the
+  inputs (Arevalo et al., 2017).
+- :class:`TwoStageFusion`: per-sample weights from a separately trained, then
+  frozen, :class:`ReliabilityEstimator` (see :func:`fit_reliability_estimator`).
+
+Each keeps the weights of its last forward pass in ``last_weights``, a ``(B, M)``
+tensor whose rows sum to 1, so the weights can be read off
+(:func:`mmbook.fusion.mean_modality_weights` averages them over a data set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmbook.fusion.base import check_features
+
+
+def _sizes(in_features: Sequence[int], name: str) -> list[int]:
+    sizes = [int(d) for d in in_features]
+    if not sizes or any(d <= 0 for d in sizes):
+        raise ValueError(f"{name} needs one positive feature size per modality, got {list(in_features)}")
+    return sizes
+
+
+class GlobalWeightFusion(nn.Module):
+    """One learned weight per modality over features projected to a common size.
+
+    Shapes::
+
+        x_m                     (B, D_m)      for each modality m
+        p_m = LayerNorm(W_m x_m) (B, hidden)   same scale for every modality
+        alpha = softmax(w)      (M,)          w: one learned logit per modality
+        output = sum_m alpha_m p_m   (B, hidden)
+
+    The LayerNorm (without learned scale) matters: without it, a projection could
+    grow to undo a small weight, and the weights would say nothing about how much
+    each modality is used. Because the modalities are *summed* into the same
+    ``hidden`` units, the head cannot undo the mixing either.
+
+    Args:
+        in_features: feature size of each modality.
+        hidden: the common size.
+    """
+
+    def __init__(self, in_features: Sequence[int], hidden: int = 32) -> None:
+        super().__init__()
+        self.in_features = _sizes(in_features, "GlobalWeightFusion")
+        self.projections = nn.ModuleList(nn.Linear(d, hidden) for d in self.in_features)
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.weight_logits = nn.Parameter(torch.zeros(len(self.in_features)))
+        self.out_features = hidden
+        self.last_weights: torch.Tensor | None = None
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The modality weights ``softmax(w)``, shape ``(M,)``, detached."""
+        return F.softmax(self.weight_logits.detach(), dim=0)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """List of ``(B, D_m)`` -> ``(B, hidden)``."""
+        check_features(features, self.in_features)
+        alpha = F.softmax(self.weight_logits, dim=0)  # (M,)
+        projected = torch.stack([self.norm(proj(x)) for proj, x in zip(self.projections, features)], dim=1)  # (B, M, H)
+        self.last_weights = alpha.detach().expand(projected.shape[0], -1)
+        return (alpha.view(1, -1, 1) * projected).sum(dim=1)
+
+
+class GatedMultimodalUnit(nn.Module):
+    """Gated Multimodal Unit (Arevalo et al., 2017).
+
+    For two modalities, exactly the paper's equations::
+
+        h_v = tanh(W_v x_v)          (B, hidden)
+        h_t = tanh(W_t x_t)          (B, hidden)
+        z   = sigmoid(W_z [x_v; x_t]) (B, hidden)   one gate per sample and unit
+        h   = z * h_v + (1 - z) * h_t
+
+    For M modalities the gate becomes a softmax over modalities per unit
+    (for M = 2 that is the same family: softmax of two logits = sigmoid of their
+    difference). ``last_gates`` holds the gates ``(B, M, hidden)`` of the last
+    call; ``last_weights`` their mean over units ``(B, M)``; for two modalities
+    ``last_weights[:, 0]`` is the mean gate z on the first modality.
+
+    Args:
+        in_features: feature size of each modality.
+        hidden: size of h.
+    """
+
+    def __init__(self, in_features: Sequence[int], hidden: int = 32) -> None:
+        super().__init__()
+        self.in_features = _sizes(in_features, "GatedMultimodalUnit")
+        num = len(self.in_features)
+        self.hidden = hidden
+        self.transforms = nn.ModuleList(nn.Linear(d, hidden, bias=False) for d in self.in_features)
+        gate_outputs = hidden if num == 2 else hidden * num
+        self.gate = nn.Linear(sum(self.in_features), gate_outputs, bias=False) if num > 1 else None
+        self.out_features = hidden
+        self.last_gates: torch.Tensor | None = None
+        self.last_weights: torch.Tensor | None = None
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """List of ``(B, D_m)`` -> ``(B, hidden)``."""
+        check_features(features, self.in_features)
+        h = torch.stack([torch.tanh(t(x)) for t, x in zip(self.transforms, features)], dim=1)  # (B, M, H)
+        batch, num = h.shape[0], h.shape[1]
+        if self.gate is None:
+            gates = torch.ones_like(h)
+        elif num == 2:
+            z = torch.sigmoid(self.gate(torch.cat(list(features), dim=1)))  # (B, H)
+            gates = torch.stack([z, 1 - z], dim=1)
+        else:
+            gates = F.softmax(self.gate(torch.cat(list(features), dim=1)).view(batch, num, self.hidden), dim=1)
+        self.last_gates = gates.detach()
+        self.last_weights = gates.detach().mean(dim=2)
+        return (gates * h).sum(dim=1)
+
+
+class ReliabilityEstimator(nn.Module):
+    """Predicts how much to trust each modality, sample by sample.
+
+    Each modality gets a small MLP that scores its own features; a softmax over
+    modalities turns the scores into weights::
+
+        features [(B, D_m)] -> scores (B, M) -> softmax -> weights (B, M)
+
+    Train it with :func:`fit_reliability_estimator` on held-out data, then freeze it.
+    """
+
+    def __init__(self, in_features: Sequence[int], hidden: int = 16) -> None:
+        super().__init__()
+        self.in_features = _sizes(in_features, "ReliabilityEstimator")
+        self.scorers = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1)) for d in self.in_features
+        )
+
+    def scores(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Unnormalised scores ``(B, M)``."""
+        check_features(features, self.in_features)
+        return torch.cat([scorer(x) for scorer, x in zip(self.scorers, features)], dim=1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """List of ``(B, D_m)`` -> weights ``(B, M)``, rows summing to 1."""
+        return F.softmax(self.scores(features), dim=1)
+
+
+def reliability_targets(true_class_probs: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Target weights ``(N, M)`` from each unimodal model's probability of the true class ``(N, M)``.
+
+    A modality gets weight in proportion to how much probability its own model put
+    on the right answer: ``w_m = (p_m + eps) / sum_k (p_k + eps)``.
+    """
+    if true_class_probs.ndim != 2:
+        raise ValueError(f"expected probabilities of shape (N, M), got {tuple(true_class_probs.shape)}")
+    p = true_class_probs.float().clamp(0, 1) + eps
+    return p / p.sum(dim=1, keepdim=True)
+
+
+def fit_reliability_estimator(
+    estimator: ReliabilityEstimator,
+    features: Sequence[torch.Tensor],
+    true_class_probs: torch.Tensor,
+    steps: int = 300,
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> list[float]:
+    """Stage 1 of two-stage fusion: fit ``estimator`` to held-out reliability, then freeze it.
+
+    Args:
+        estimator: the estimator to train (modified in place, then frozen).
+        features: per-modality held-out features ``[(N, D_m)]``, from the unimodal encoders.
+        true_class_probs: ``(N, M)``, each unimodal model's probability of the true label.
+        steps: full-batch Adam steps.
+        lr: learning rate.
+        seed: seed for the initial weights' shuffle-free training (kept for repeatability).
+
+    Returns:
+        The loss (cross-entropy against the soft targets) at every step.
+    """
+    torch.manual_seed(seed)
+    features = [f.detach().float() for f in features]
+    targets = reliability_targets(true_class_probs).to(features[0].device)
+    if targets.shape != (features[0].shape[0], len(features)):
+        raise ValueError(f"true_class_probs must be (N, M) = ({features[0].shape[0]}, {len(features)}), got {tuple(true_class_probs.shape)}")
+    for p in estimator.parameters():
+        p.requires_grad_(True)
+    estimator.train()
+    optimizer = torch.optim.Adam(estimator.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        log_w = F.log_softmax(estimator.scores(features), dim=1)
+        loss = -(targets * log_w).sum(dim=1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    freeze(estimator)
+    return losses
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop training ``module``: no gradients, and eval mode."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.eval()
+    return module
+
+
+class TwoStageFusion(nn.Module):
+    """Weighted fusion whose per-sample weights come from a frozen, separately trained estimator.
+
+    Shapes::
+
+        weights = estimator(x)                 (B, M)   frozen; trained before, on held-out data
+        p_m     = LayerNorm(W_m x_m)           (B, hidden)
+        output  = sum_m weights[:, m] * p_m    (B, hidden)
+
+    Only the projections (and the head after this module) train in stage 2. The
+    estimator reads the same features as the fusion, so the encoders in front of
+    it must be the ones it was fitted on (frozen as well; see
+    :func:`mmbook.fusion.two_stage.fit_two_stage`).
+
+    Args:
+        in_features: feature size of each modality.
+        hidden: the common size.
+        estimator: a fitted :class:`ReliabilityEstimator`; a fresh (untrained) one if None.
+    """
+
+    def __init__(self, in_features: Sequence[int], hidden: int = 32, estimator: ReliabilityEstimator | None = None) -> None:
+        super().__init__()
+        self.in_features = _sizes(in_features, "TwoStageFusion")
+        self.estimator = freeze(estimator if estimator is not None else ReliabilityEstimator(self.in_features))
+        if self.estimator.in_features != self.in_features:
+            raise ValueError(f"the estimator was built for features {self.estimator.in_features}, the fusion for {self.in_features}")
+        self.projections = nn.ModuleList(nn.Linear(d, hidden) for d in self.in_features)
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.out_features = hidden
+        self.last_weights: torch.Tensor | None = None
+
+    def train(self, mode: bool = True) -> "TwoStageFusion":
+        """Switch mode, but keep the frozen estimator in eval mode."""
+        super().train(mode)
+        self.estimator.eval()
+        return self
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """List of ``(B, D_m)`` -> ``(B, hidden)``."""
+        check_features(features, self.in_features)
+        with torch.no_grad():
+            weights = self.estimator([x.detach() for x in features])  # (B, M)
+        self.last_weights = weights
+        projected = torch.stack([self.norm(proj(x)) for proj, x in zip(self.projections, features)], dim=1)
+        return (weights.unsqueeze(2) * projected).sum(dim=1)
