@@ -29,44 +29,25 @@ class UsageError(Exception):
     """A bad command-line value: reported as one line, exit status 2."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
-    return value
+def _checked_number(convert, is_valid, kind: str, requirement: str):
+    """An argparse ``type=`` that converts a flag value and checks it, with a one-line message."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not is_valid(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+_positive_int = _checked_number(int, lambda v: v > 0, "a whole number", "a positive whole number")
+_non_negative_int = _checked_number(int, lambda v: v >= 0, "a whole number", "zero or more")
+_probability = _checked_number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", "in [0, 1]")
+_positive_float = _checked_number(float, lambda v: v > 0, "a number", "positive")
 
 
 def _modalities(text: str) -> str:
@@ -190,12 +171,30 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_from_flag(name: str):
+    """The device that ``--device`` names (``auto`` picks CUDA, then MPS, then CPU)."""
+    from mmbook.runtime import pick_device
+
+    try:
+        return pick_device(name)
+    except ValueError as error:
+        raise UsageError(f"--device: {error}") from None
+
+
+def _check_data_and_resume_flags(args: argparse.Namespace) -> None:
+    """Flag checks that every training task shares; a bad value raises :class:`UsageError`."""
+    if args.data is not None and not args.data.is_dir() and not args.download:
+        raise UsageError(f"--data {args.data}: no such directory (point it at a folder holding cifar10/ or use --download)")
+    if args.resume and args.checkpoint is None:
+        raise UsageError("--resume needs --checkpoint DIR")
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
     from mmbook.data import DataNotFoundError, CorruptDataError, DeviceLoader, load_captioned_cifar10
     from mmbook.multimodal import captioned_cifar_model
-    from mmbook.runtime import is_quick, pick_device, seed_everything
+    from mmbook.runtime import is_quick, seed_everything
     from mmbook.training import fit
 
     quick = args.quick or is_quick()
@@ -203,18 +202,12 @@ def _train(args: argparse.Namespace) -> int:
         args.modalities = "image+text"
     epochs = args.epochs if args.epochs is not None else (8 if quick else 10)
     batch_size = args.batch_size or (64 if quick else 128)
-    if args.data is not None and not args.data.is_dir() and not args.download:
-        raise UsageError(f"--data {args.data}: no such directory (point it at a folder holding cifar10/ or use --download)")
-    if args.resume and args.checkpoint is None:
-        raise UsageError("--resume needs --checkpoint DIR")
+    _check_data_and_resume_flags(args)
     if args.fusion == "cross_attention" and args.modalities != "image+text":
         raise UsageError(f"--fusion cross_attention needs --modalities image+text, got {args.modalities}")
     if args.fusion == "two_stage" and (args.modalities != "image+text" or args.checkpoint is not None):
         raise UsageError("--fusion two_stage needs --modalities image+text and does not support --checkpoint")
-    try:
-        device = pick_device(args.device)
-    except ValueError as error:
-        raise UsageError(f"--device: {error}") from None
+    device = _device_from_flag(args.device)
 
     seed_everything(args.seed)
     try:
@@ -291,17 +284,14 @@ def _train_cifar10(args: argparse.Namespace) -> int:
     """``mmbook train --task cifar10 --model fastcnn|lenet``: the CNN chapter's image-only models."""
     import torch
 
-    from mmbook.runtime import is_quick, pick_device, seed_everything
+    from mmbook.runtime import is_quick, seed_everything
 
     quick = args.quick or is_quick()
     if args.checkpoint is not None or args.resume:
         raise UsageError("--checkpoint/--resume are for --task cifar10-captions; cifar10 runs take minutes")
     if args.modalities is not None or args.fusion != "concat" or args.text_encoder != "rnn" or args.label_smoothing:
         raise UsageError("--modalities/--fusion/--text-encoder/--label-smoothing apply to --task cifar10-captions, not cifar10")
-    try:
-        device = pick_device(args.device)
-    except ValueError as error:
-        raise UsageError(f"--device: {error}") from None
+    device = _device_from_flag(args.device)
     splits = _load_cifar10_or_fail(args, quick)
     if splits is None:
         return 1
@@ -357,12 +347,9 @@ def _train_cifar10(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     """``mmbook bench loader``: one epoch of LeNet, the source's loop against mmbook's fast path."""
     from mmbook.bench import bench_loader
-    from mmbook.runtime import environment_report, is_quick, pick_device
+    from mmbook.runtime import environment_report, is_quick
 
-    try:
-        device = pick_device(args.device)
-    except ValueError as error:
-        raise UsageError(f"--device: {error}") from None
+    device = _device_from_flag(args.device)
     splits = _load_cifar10_or_fail(args, args.quick or is_quick())
     if splits is None:
         return 1
@@ -387,7 +374,7 @@ def _train_scenes(args: argparse.Namespace) -> int:
     """``mmbook train --task scene-detection|scene-grounding|scene-tagging``: an objective on synthetic scenes."""
     from mmbook.data import CorruptDataError, DataNotFoundError, DeviceLoader
     from mmbook.objectives.tasks import SCENE_COUNTS, build_scene_task, scene_metrics
-    from mmbook.runtime import is_quick, pick_device, seed_everything
+    from mmbook.runtime import is_quick, seed_everything
     from mmbook.scenes import load_scenes, scene_vocabulary
     from mmbook.training import fit
 
@@ -398,16 +385,10 @@ def _train_scenes(args: argparse.Namespace) -> int:
     train_count, test_count = SCENE_COUNTS[quick]
     if args.scenes is not None:
         train_count, test_count = args.scenes, min(test_count, args.scenes)
-    if args.data is not None and not args.data.is_dir() and not args.download:
-        raise UsageError(f"--data {args.data}: no such directory (point it at a folder holding cifar10/ or use --download)")
-    if args.resume and args.checkpoint is None:
-        raise UsageError("--resume needs --checkpoint DIR")
+    _check_data_and_resume_flags(args)
     if args.label_smoothing:
         raise UsageError("--label-smoothing applies to --task cifar10-captions only")
-    try:
-        device = pick_device(args.device)
-    except ValueError as error:
-        raise UsageError(f"--device: {error}") from None
+    device = _device_from_flag(args.device)
     seed_everything(args.seed)
     try:
         task = build_scene_task(args.task, modalities, len(scene_vocabulary()))
