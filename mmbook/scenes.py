@@ -41,7 +41,7 @@ import torch
 from torch.nn import functional as F
 
 from mmbook.data.cifar10 import CIFAR10_CLASSES, cache_dir, load_cifar10
-from mmbook.text.vocab import PAD_ID, Vocabulary
+from mmbook.text.vocab import Vocabulary
 
 CANVAS = 64
 MAX_OBJECTS = 4
