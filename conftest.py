@@ -9,12 +9,14 @@ prints. ``scripts/record_expected_outputs.py`` writes that metadata.
 
 from __future__ import annotations
 
-import os
 
+import matplotlib
 import pytest
 from nbformat.v4 import new_output
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Plots in unit tests need no screen. (Not MPLBACKEND: kernels would inherit it, and a
+# kernel with the Agg backend shows no figures.)
+matplotlib.use("Agg")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
