@@ -9,7 +9,6 @@ prints. ``scripts/record_expected_outputs.py`` writes that metadata.
 
 from __future__ import annotations
 
-
 import matplotlib
 import pytest
 from nbformat.v4 import new_output
