@@ -31,6 +31,14 @@ def check_features(features: Sequence[torch.Tensor], in_features: Sequence[int])
         raise ValueError(f"all modalities must have the same batch size, got shapes {shapes}")
 
 
+def feature_sizes(in_features: Sequence[int], name: str) -> list[int]:
+    """The per-modality feature sizes as ints; a clear error unless there is at least one, all positive."""
+    sizes = [int(d) for d in in_features]
+    if not sizes or any(d <= 0 for d in sizes):
+        raise ValueError(f"{name} needs one positive feature size per modality, got {list(in_features)}")
+    return sizes
+
+
 class ConcatFusion(nn.Module):
     """Concatenation (early, feature-level) fusion.
 
@@ -43,9 +51,7 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, in_features: Sequence[int]) -> None:
         super().__init__()
-        if not in_features:
-            raise ValueError("ConcatFusion needs at least one modality")
-        self.in_features = [int(d) for d in in_features]
+        self.in_features = feature_sizes(in_features, "ConcatFusion")
         self.out_features = sum(self.in_features)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:

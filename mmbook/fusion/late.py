@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbook.fusion.base import check_features
+from mmbook.fusion.base import check_features, feature_sizes
 
 
 class LateFusion(nn.Module):
@@ -44,9 +44,7 @@ class LateFusion(nn.Module):
         super().__init__()
         if mixing not in ("average", "learned"):
             raise ValueError(f"mixing must be 'average' or 'learned', got {mixing!r}")
-        self.in_features = [int(d) for d in in_features]
-        if not self.in_features:
-            raise ValueError("LateFusion needs at least one modality")
+        self.in_features = feature_sizes(in_features, "LateFusion")
         self.mixing = mixing
         self.classifiers = nn.ModuleList(
             nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)) for d in self.in_features

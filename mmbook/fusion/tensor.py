@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mmbook.fusion.base import check_features
+from mmbook.fusion.base import check_features, feature_sizes
 
 
 def _with_one(x: torch.Tensor) -> torch.Tensor:
@@ -40,9 +40,7 @@ class TensorFusion(nn.Module):
 
     def __init__(self, in_features: Sequence[int]) -> None:
         super().__init__()
-        self.in_features = [int(d) for d in in_features]
-        if not self.in_features:
-            raise ValueError("TensorFusion needs at least one modality")
+        self.in_features = feature_sizes(in_features, "TensorFusion")
         self.out_features = math.prod(d + 1 for d in self.in_features)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -75,9 +73,7 @@ class LowRankTensorFusion(nn.Module):
 
     def __init__(self, in_features: Sequence[int], rank: int = 4, hidden: int = 32) -> None:
         super().__init__()
-        self.in_features = [int(d) for d in in_features]
-        if not self.in_features:
-            raise ValueError("LowRankTensorFusion needs at least one modality")
+        self.in_features = feature_sizes(in_features, "LowRankTensorFusion")
         if rank <= 0:
             raise ValueError(f"rank must be positive, got {rank}")
         self.rank = rank

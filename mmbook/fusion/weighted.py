@@ -23,14 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbook.fusion.base import check_features
-
-
-def _sizes(in_features: Sequence[int], name: str) -> list[int]:
-    sizes = [int(d) for d in in_features]
-    if not sizes or any(d <= 0 for d in sizes):
-        raise ValueError(f"{name} needs one positive feature size per modality, got {list(in_features)}")
-    return sizes
+from mmbook.fusion.base import check_features, feature_sizes
 
 
 class GlobalWeightFusion(nn.Module):
@@ -55,7 +48,7 @@ class GlobalWeightFusion(nn.Module):
 
     def __init__(self, in_features: Sequence[int], hidden: int = 32) -> None:
         super().__init__()
-        self.in_features = _sizes(in_features, "GlobalWeightFusion")
+        self.in_features = feature_sizes(in_features, "GlobalWeightFusion")
         self.projections = nn.ModuleList(nn.Linear(d, hidden) for d in self.in_features)
         self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
         self.weight_logits = nn.Parameter(torch.zeros(len(self.in_features)))
@@ -99,7 +92,7 @@ class GatedMultimodalUnit(nn.Module):
 
     def __init__(self, in_features: Sequence[int], hidden: int = 32) -> None:
         super().__init__()
-        self.in_features = _sizes(in_features, "GatedMultimodalUnit")
+        self.in_features = feature_sizes(in_features, "GatedMultimodalUnit")
         num = len(self.in_features)
         self.hidden = hidden
         self.transforms = nn.ModuleList(nn.Linear(d, hidden, bias=False) for d in self.in_features)
@@ -139,7 +132,7 @@ class ReliabilityEstimator(nn.Module):
 
     def __init__(self, in_features: Sequence[int], hidden: int = 16) -> None:
         super().__init__()
-        self.in_features = _sizes(in_features, "ReliabilityEstimator")
+        self.in_features = feature_sizes(in_features, "ReliabilityEstimator")
         self.scorers = nn.ModuleList(
             nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1)) for d in self.in_features
         )
@@ -238,7 +231,7 @@ class TwoStageFusion(nn.Module):
 
     def __init__(self, in_features: Sequence[int], hidden: int = 32, estimator: ReliabilityEstimator | None = None) -> None:
         super().__init__()
-        self.in_features = _sizes(in_features, "TwoStageFusion")
+        self.in_features = feature_sizes(in_features, "TwoStageFusion")
         self.estimator = freeze(estimator if estimator is not None else ReliabilityEstimator(self.in_features))
         if self.estimator.in_features != self.in_features:
             raise ValueError(f"the estimator was built for features {self.estimator.in_features}, the fusion for {self.in_features}")
