@@ -10,7 +10,10 @@ on the same device, and report images per second:
   batch, ``CrossEntropyLoss``, ``SGD(lr=0.001, momentum=0.9)`` and ``loss.item()`` per step;
 * **fast** -- mmbook's path: the whole set on the device in a :class:`DeviceLoader`
   (uint8, normalized per batch on the device), batches of 512, channels-last LeNet and
-  the book's :func:`mmbook.training.fit` loop.
+  the book's :func:`mmbook.training.fit` loop (optionally with bf16/fp16 autocast, ``amp``);
+* **ceiling** -- the same LeNet training step repeated on one fixed batch that is already
+  in memory: no shuffling, no indexing, no normalization. No loader can beat it, so it is
+  the most any data path could reach with this model on this device.
 
 Where the time goes in the baseline: 12,500 Python steps per epoch, each paying for
 four PIL round trips, collation, inter-process queues and ten tiny kernel launches.
@@ -28,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmbook.cnn import ImageClassifier, LeNet
 from mmbook.data.loaders import DeviceLoader
 from mmbook.runtime import pick_device, seed_everything
-from mmbook.training import fit
+from mmbook.training import _autocast, fit, resolve_amp
 
 
 class SourceStyleCIFAR10(Dataset):
@@ -66,6 +69,8 @@ class LoaderBenchResult:
     fast_images: int
     fast_seconds: float
     fast_batch_size: int
+    fast_amp: bool = False
+    ceiling_images_per_second: float | None = None
 
     @property
     def baseline_images_per_second(self) -> float:
@@ -81,15 +86,19 @@ class LoaderBenchResult:
 
     def table(self) -> str:
         """A printable table of the result."""
+        amp_note = ", amp" if self.fast_amp else ""
         return "\n".join([
             f"device: {self.device}",
             f"{'loop':<44}{'images':>8}{'seconds':>10}{'images/s':>11}",
             f"{'baseline: DataLoader(bs=4, workers=2), SGD':<44}{self.baseline_images:>8}"
             f"{self.baseline_seconds:>10.1f}{self.baseline_images_per_second:>11.0f}",
-            f"{f'fast: DeviceLoader(bs={self.fast_batch_size}), fit()':<44}{self.fast_images:>8}"
+            f"{f'fast: DeviceLoader(bs={self.fast_batch_size}), fit(){amp_note}':<44}{self.fast_images:>8}"
             f"{self.fast_seconds:>10.1f}{self.fast_images_per_second:>11.0f}",
             f"speed-up (fast / baseline): {self.ratio:.1f}x",
-        ])
+        ] + ([
+            f"ceiling (LeNet step on one fixed batch, no data path): {self.ceiling_images_per_second:.0f} images/s, "
+            f"{self.ceiling_images_per_second / self.baseline_images_per_second:.1f}x the baseline",
+        ] if self.ceiling_images_per_second is not None else []))
 
 
 def run_source_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
@@ -119,8 +128,11 @@ def run_source_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.de
 
 
 def run_fast_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                  batch_size: int = 512) -> tuple[int, float]:
-    """One epoch of LeNet with mmbook's fast path; return (images seen, seconds of training)."""
+                  batch_size: int = 512, amp: bool | None = None) -> tuple[int, float]:
+    """One epoch of LeNet with mmbook's fast path; return (images seen, seconds of training).
+
+    ``amp=None`` means mixed precision on CUDA only (see :func:`mmbook.training.resolve_amp`).
+    """
     loader = DeviceLoader({"image": images, "label": labels}, batch_size, shuffle=True, device=device,
                           channels_last=True)
     model = ImageClassifier(LeNet())
@@ -128,19 +140,58 @@ def run_fast_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.devi
     warm = DeviceLoader({"image": images[: 2 * batch_size], "label": labels[: 2 * batch_size]}, batch_size,
                         device=device, channels_last=True)
     fit(ImageClassifier(LeNet()), warm, epochs=1, optimizer="sgd", lr=0.05, device=device, channels_last=True,
-        progress=False)
+        amp=amp, progress=False)
     history = fit(model, loader, epochs=1, optimizer="sgd", lr=0.05, device=device, channels_last=True,
-                  progress=False)
+                  amp=amp, progress=False)
     return len(loader.tensors["label"]), history.train_seconds
 
 
+def run_step_ceiling(device: torch.device, batch_size: int = 512, steps: int = 40,
+                     amp: bool | None = None) -> float:
+    """Images per second of LeNet's training step alone, repeated on one fixed in-memory batch.
+
+    This is an upper bound for *any* data path: everything a loader does (shuffle, gather,
+    normalize, augment) only adds to it. On two CPU cores LeNet's step is compute-bound,
+    so this number, divided by the baseline's images/s, caps the ratio the benchmark can show.
+    """
+    amp = resolve_amp(amp, device)
+    model = LeNet().to(device).to(memory_format=torch.channels_last)
+    images = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        with _autocast(device, amp):
+            loss = nn.functional.cross_entropy(model(images).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):  # warm-up: allocations and kernel selection
+        step()
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _synchronize(device)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bench_loader(images: torch.Tensor, labels: torch.Tensor, device: torch.device | str | None = None,
-                 baseline_images: int | None = None, fast_batch_size: int = 512, seed: int = 0) -> LoaderBenchResult:
+                 baseline_images: int | None = None, fast_batch_size: int = 512, seed: int = 0,
+                 amp: bool | None = None, ceiling: bool = True) -> LoaderBenchResult:
     """Run both loops on ``images`` uint8 ``(N, 3, 32, 32)`` / ``labels`` ``(N,)`` and compare.
 
     Args:
         baseline_images: stop the (slow) baseline after this many images; ``None`` runs the whole epoch.
         fast_batch_size: batch size of the fast path.
+        amp: mixed precision in the fast path; ``None`` means on CUDA only.
+        ceiling: also time the bare training step on a fixed batch (see :func:`run_step_ceiling`).
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"expected uint8 images (N, 3, 32, 32), got {images.dtype} {tuple(images.shape)}")
@@ -148,9 +199,12 @@ def bench_loader(images: torch.Tensor, labels: torch.Tensor, device: torch.devic
     seed_everything(seed)
     base_seen, base_seconds = run_source_loop(images, labels, device, max_images=baseline_images)
     seed_everything(seed)
-    fast_seen, fast_seconds = run_fast_loop(images, labels, device, batch_size=fast_batch_size)
+    fast_seen, fast_seconds = run_fast_loop(images, labels, device, batch_size=fast_batch_size, amp=amp)
+    ceiling_rate = run_step_ceiling(device, batch_size=fast_batch_size, amp=amp) if ceiling else None
     return LoaderBenchResult(device=str(device), baseline_images=base_seen, baseline_seconds=base_seconds,
-                             fast_images=fast_seen, fast_seconds=fast_seconds, fast_batch_size=fast_batch_size)
+                             fast_images=fast_seen, fast_seconds=fast_seconds, fast_batch_size=fast_batch_size,
+                             fast_amp=resolve_amp(amp, device), ceiling_images_per_second=ceiling_rate)
 
 
-__all__ = ["LoaderBenchResult", "SourceStyleCIFAR10", "bench_loader", "run_fast_loop", "run_source_loop"]
+__all__ = ["LoaderBenchResult", "SourceStyleCIFAR10", "bench_loader", "run_fast_loop", "run_source_loop",
+           "run_step_ceiling"]

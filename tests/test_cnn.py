@@ -256,6 +256,12 @@ def test_bench_loader_runs_both_loops_on_tiny_data():
     assert result.fast_images == 40
     assert result.ratio > 0
     assert "speed-up" in result.table()
+    assert result.ceiling_images_per_second > 0 and "ceiling" in result.table()
+    assert not result.fast_amp  # amp defaults to off on CPU
+    with_amp = bench_loader(data["image"], data["label"], device="cpu", baseline_images=8, fast_batch_size=8,
+                            amp=True, ceiling=False)
+    assert with_amp.fast_amp and with_amp.ceiling_images_per_second is None
+    assert "amp" in with_amp.table() and "ceiling" not in with_amp.table()
     with pytest.raises(ValueError, match="uint8"):
         bench_loader(data["image"].float(), data["label"])
 
@@ -320,4 +326,4 @@ def test_cli_bench_loader_prints_the_ratio(tiny_imagefolder, capsys):
                    "--batch-size", "16", "--device", "cpu"])
     assert status == 0
     out = capsys.readouterr().out
-    assert "speed-up (fast / baseline):" in out and "images/s" in out
+    assert "speed-up (fast / baseline):" in out and "images/s" in out and "ceiling" in out

@@ -203,6 +203,20 @@ def test_modality_dropout_mask_drops_at_most_one_modality_at_rate_p():
         modality_dropout_mask(3, 2, 1.5)
 
 
+def test_modality_dropout_mask_with_one_probability_per_modality():
+    generator = torch.Generator().manual_seed(0)
+    mask = modality_dropout_mask(8000, 2, (0.1, 0.6), generator=generator)
+    assert (mask.sum(1) <= 1).all()
+    assert abs(mask[:, 0].float().mean().item() - 0.1) < 0.02
+    assert abs(mask[:, 1].float().mean().item() - 0.6) < 0.02
+    only_text = modality_dropout_mask(100, 2, (0.0, 1.0))
+    assert only_text[:, 1].all() and not only_text[:, 0].any()
+    with pytest.raises(ValueError, match="one drop probability per modality"):
+        modality_dropout_mask(3, 2, (0.5, 0.2, 0.1))
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        ModalityDropout(ConcatFusion([3, 3]), p=(0.7, 0.7))
+
+
 def test_modality_dropout_blanks_in_training_only():
     inner = ConcatFusion([3, 3])
     wrapped = ModalityDropout(inner, p=1.0)
@@ -212,6 +226,8 @@ def test_modality_dropout_blanks_in_training_only():
     zero_halves = (out[:, :3] == 0).all(1).float() + (out[:, 3:] == 0).all(1).float()
     assert (zero_halves == 1).all()
     assert torch.equal(wrapped.eval()(x), torch.ones(50, 6))
+    text_only = ModalityDropout(inner, p=(0.0, 1.0)).train()(x)
+    assert (text_only[:, 3:] == 0).all() and (text_only[:, :3] == 1).all()
 
 
 def test_missing_modalities_zeroes_features_inside_the_block_only():

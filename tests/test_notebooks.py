@@ -39,6 +39,9 @@ def test_notebook_is_committed_without_outputs(path):
     for index, cell in enumerate(code_cells(path)):
         assert not cell.get("outputs"), f"{path.name}: code cell {index} holds outputs; clear them before committing"
         assert cell.get("execution_count") is None, f"{path.name}: code cell {index} has an execution count"
+    metadata = json.loads(path.read_text())["metadata"]
+    assert "widgets" not in metadata, (f"{path.name} holds saved widget state (stale progress bars); strip it with "
+                                       "scripts/record_expected_outputs.py or remove metadata['widgets']")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))

@@ -340,3 +340,46 @@ def test_cli_scene_grounding_json(tmp_path, monkeypatch):
                 "test_accuracy", "accuracy_iou50"):
         assert key in result
     assert result["task"] == "scene-grounding" and result["fusion"] == "film" and 0 <= result["accuracy_iou50"] <= 1
+
+
+# --- detection augmentation --------------------------------------------------------------------------------
+
+
+def test_flip_scenes_mirrors_images_and_boxes_together(tiny_scenes):
+    batch = {k: v[:12] for k, v in tiny_scenes.tensors().items()}
+    batch["image"] = batch["image"].float()
+    flipped = O.flip_scenes(batch, torch.Generator().manual_seed(0))
+    was_flipped = [not torch.equal(flipped["image"][i], batch["image"][i]) for i in range(12)]
+    assert 0 < sum(was_flipped) < 12  # about half, with this seed some of each
+    for i in range(12):
+        image, boxes = flipped["image"][i], flipped["boxes"][i]
+        for k in range(int(tiny_scenes.counts[i])):
+            x1, y1, x2, y2 = (int(v) for v in boxes[k])
+            # The pixels inside each (possibly mirrored) box are the object's own pixels.
+            if was_flipped[i]:
+                assert torch.equal(image[:, y1:y2, x1:x2], batch["image"][i][:, y1:y2, 64 - x2:64 - x1].flip(-1))
+                assert (x1, x2) == (64 - int(batch["boxes"][i, k, 2]), 64 - int(batch["boxes"][i, k, 0]))
+            else:
+                assert torch.equal(boxes[k], batch["boxes"][i, k])
+        # Empty slots and other keys are untouched.
+        assert torch.equal(boxes[int(tiny_scenes.counts[i]):], batch["boxes"][i][int(tiny_scenes.counts[i]):])
+    assert torch.equal(flipped["classes"], batch["classes"]) and torch.equal(flipped["tags"], batch["tags"])
+
+
+def test_augmented_loader_applies_the_augmentation_with_the_loaders_generator(tiny_scenes):
+    from mmbook.data import AugmentedLoader
+
+    seen = []
+
+    def record(batch, generator):
+        seen.append(generator)
+        return {**batch, "marked": torch.ones(1)}
+
+    inner = DeviceLoader(tiny_scenes.tensors(), 10, shuffle=True)
+    loader = AugmentedLoader(inner, record)
+    batches = list(loader)
+    assert len(loader) == len(inner) == 3 and len(batches) == 3
+    assert all("marked" in b for b in batches) and all(g is inner.generator for g in seen)
+    assert loader.generator is inner.generator  # so fit(resume=True) restores the augmentation's random state
+    task = O.tasks.build_scene_task("scene-detection", "image")
+    assert task.augment is O.flip_scenes

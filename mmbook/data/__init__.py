@@ -12,10 +12,10 @@ from mmbook.data.cifar10 import (
     load_cifar10,
     locate_cifar10,
 )
-from mmbook.data.loaders import DeviceLoader, augment_images, make_dataloader, normalize_images
+from mmbook.data.loaders import AugmentedLoader, DeviceLoader, augment_images, make_dataloader, normalize_images
 
 __all__ = [
-    "CIFAR10_CLASSES", "CaptionGenerator", "CaptionedCIFAR10", "CaptionedSplit", "CorruptDataError",
+    "AugmentedLoader", "CIFAR10_CLASSES", "CaptionGenerator", "CaptionedCIFAR10", "CaptionedSplit", "CorruptDataError",
     "DataNotFoundError", "DeviceLoader", "ImageSet", "augment_images", "cache_dir", "caption_groups",
     "data_root", "load_captioned_cifar10", "load_cifar10", "locate_cifar10", "make_dataloader",
     "normalize_images",

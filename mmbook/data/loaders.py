@@ -144,6 +144,32 @@ class DeviceLoader:
             yield batch
 
 
+class AugmentedLoader:
+    """Pass every batch of a loader through ``augment(batch, generator)``, e.g. to flip scenes with their boxes.
+
+    Augmentations that touch more than the image (boxes, masks) cannot live in
+    :class:`DeviceLoader`, which only knows about images; this wrapper applies them to
+    the whole batch. It uses the wrapped loader's ``generator``, so a resumed run
+    (:func:`mmbook.training.fit` with ``resume=True``) replays the same augmentation.
+
+    Args:
+        loader: a :class:`DeviceLoader` (or any loader with ``len()`` and a ``generator``).
+        augment: ``augment(batch, generator) -> batch``.
+    """
+
+    def __init__(self, loader: DeviceLoader, augment) -> None:
+        self.loader = loader
+        self.augment = augment
+        self.generator = loader.generator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.loader:
+            yield self.augment(batch, self.generator)
+
+
 class TensorDictDataset(Dataset):
     """A map-style data set over a dict of tensors, one sample at a time (the standard path)."""
 

@@ -30,22 +30,43 @@ def _blank(features: Sequence[torch.Tensor], drop: torch.Tensor) -> list[torch.T
     return out
 
 
-def modality_dropout_mask(batch_size: int, num_modalities: int, p: float, generator: torch.Generator | None = None,
+def _drop_probabilities(p: float | Sequence[float], num_modalities: int) -> list[float]:
+    """Per-modality drop probabilities from ``p``: a float (spread evenly) or one value per modality."""
+    if isinstance(p, (int, float)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"modality dropout probability must lie in [0, 1], got {p}")
+        return [float(p) / num_modalities] * num_modalities if num_modalities >= 2 else [0.0] * num_modalities
+    probabilities = [float(q) for q in p]
+    if len(probabilities) != num_modalities:
+        raise ValueError(f"expected one drop probability per modality ({num_modalities}), got {len(probabilities)}: {p}")
+    if any(q < 0 for q in probabilities) or sum(probabilities) > 1 + 1e-9:
+        raise ValueError(f"per-modality drop probabilities must be >= 0 and sum to at most 1, got {p}")
+    return probabilities
+
+
+def modality_dropout_mask(batch_size: int, num_modalities: int, p: float | Sequence[float],
+                          generator: torch.Generator | None = None,
                           device: torch.device | str | None = None) -> torch.Tensor:
     """Which modality to drop for each sample: a ``(B, M)`` bool mask.
 
-    With probability ``p`` a sample loses exactly one modality, chosen uniformly;
-    a sample never loses all of them. With one modality nothing is dropped.
+    A sample loses at most one modality, so it never loses all of them.
+
+    Args:
+        p: a float: with probability ``p`` a sample loses one modality, chosen uniformly.
+            A sequence of ``M`` floats (summing to at most 1): a sample loses modality ``m``
+            with probability ``p[m]``. Dropping the dominant modality more often is the usual
+            remedy for modality imbalance: the model must learn to use the other one.
+            With one modality nothing is dropped.
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"modality dropout probability must lie in [0, 1], got {p}")
+    probabilities = _drop_probabilities(p, num_modalities)
     mask = torch.zeros(batch_size, num_modalities, dtype=torch.bool, device=device)
-    if num_modalities < 2 or p == 0.0:
+    if num_modalities < 2 or sum(probabilities) == 0.0:
         return mask
-    dropped = torch.rand(batch_size, generator=generator, device=device) < p
-    which = torch.randint(0, num_modalities, (batch_size,), generator=generator, device=device)
-    mask[torch.arange(batch_size, device=device), which] = dropped
-    return mask
+    # One uniform draw per sample, cut into consecutive intervals of length p[0], p[1], ...
+    draw = torch.rand(batch_size, generator=generator, device=device)
+    upper = torch.tensor(probabilities, device=device).cumsum(0)  # (M,)
+    lower = upper - torch.tensor(probabilities, device=device)
+    return (draw.unsqueeze(1) >= lower) & (draw.unsqueeze(1) < upper)
 
 
 class ModalityDropout(nn.Module):
@@ -54,19 +75,22 @@ class ModalityDropout(nn.Module):
     ``ModalityDropout(fusion, p)`` behaves like ``fusion`` (same ``out_features``, same
     input and output shapes); in ``train()`` mode each sample loses one modality
     (its features set to zero) with probability ``p``. In ``eval()`` mode it changes
-    nothing. Use it as ``model.fusion = ModalityDropout(model.fusion, p=0.5)``.
+    nothing. Use it as ``model.fusion = ModalityDropout(model.fusion, p=0.5)``, or
+    ``ModalityDropout(model.fusion, p=(0.0, 0.5))`` to drop only the second modality.
 
     Args:
         fusion: any fusion module.
-        p: probability that a sample loses one modality.
+        p: probability that a sample loses one modality (chosen uniformly), or one
+            probability per modality, in the order of the fusion's inputs (see
+            :func:`modality_dropout_mask`).
     """
 
-    def __init__(self, fusion: nn.Module, p: float = 0.5) -> None:
+    def __init__(self, fusion: nn.Module, p: float | Sequence[float] = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"modality dropout probability must lie in [0, 1], got {p}")
+        # Check p now, so that a bad value fails when the model is built, not mid-training.
+        _drop_probabilities(p, 2 if isinstance(p, (int, float)) else len(p))
+        self.p = p if isinstance(p, (int, float)) else tuple(float(q) for q in p)
         self.fusion = fusion
-        self.p = p
         self.out_features = fusion.out_features
         self.in_features = getattr(fusion, "in_features", None)
         self.produces_logits = getattr(fusion, "produces_logits", False)
@@ -79,7 +103,7 @@ class ModalityDropout(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Same as the wrapped fusion; in training, with modalities dropped."""
-        if self.training and self.p > 0:
+        if self.training:
             drop = modality_dropout_mask(features[0].shape[0], len(features), self.p, device=features[0].device)
             features = _blank(features, drop)
         return self.fusion(features)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +55,7 @@ def train_captioned(
     epochs: int = 3,
     batch_size: int = 128,
     lr: float = 3e-3,
-    modality_dropout: float = 0.0,
+    modality_dropout: float | Sequence[float] = 0.0,
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
@@ -67,7 +67,8 @@ def train_captioned(
         vocab_size: caption vocabulary size.
         modalities, fusion: as in :func:`mmbook.multimodal.captioned_cifar_model`.
         epochs, batch_size, lr: the schedule (one-cycle AdamW, as in :func:`mmbook.training.fit`).
-        modality_dropout: if positive, wrap the fusion in :class:`ModalityDropout` with this ``p``.
+        modality_dropout: if nonzero, wrap the fusion in :class:`ModalityDropout` with this ``p``
+            (a float, or one probability per modality, e.g. ``(0.0, 0.5)`` to drop only the text).
         seed: seeds the weights and the batch order.
     """
     from mmbook.multimodal import captioned_cifar_model
@@ -77,7 +78,7 @@ def train_captioned(
     device = pick_device(device)
     seed_everything(seed)
     model = captioned_cifar_model(modalities, vocab_size, fusion=fusion)
-    if modality_dropout > 0:
+    if (modality_dropout if isinstance(modality_dropout, (int, float)) else sum(modality_dropout)) > 0:
         model.fusion = ModalityDropout(model.fusion, p=modality_dropout)
     history = fit(model, DeviceLoader(train, batch_size, shuffle=True, device=device, seed=seed),
                   DeviceLoader(test, 1000, device=device), epochs=epochs, lr=lr, device=device, progress=progress,

@@ -20,6 +20,7 @@ from mmbook.objectives.detection import (
     decode_detections,
     detection_accuracy,
     detection_loss,
+    flip_scenes,
     grid_targets,
     ground_truth_list,
     match_detections,
@@ -46,7 +47,7 @@ __all__ = [
     "FiLM", "GROUNDING_MODES", "GridDetector", "GroundingModel", "SceneBackbone", "SceneTagger",
     "average_precision", "bio_spans", "calibration_bins", "check_entity_f1", "check_iou", "coordinate_channels",
     "decode_boxes", "decode_detections", "decode_tags", "detection_accuracy", "detection_loss",
-    "entity_scores", "expected_calibration_error", "grid_targets", "ground_truth_list", "grounding_accuracy",
+    "entity_scores", "expected_calibration_error", "flip_scenes", "grid_targets", "ground_truth_list", "grounding_accuracy",
     "grounding_boxes", "grounding_loss", "match_detections", "mean_average_precision", "plot_reliability",
     "tagging_accuracy", "tagging_loss",
 ]

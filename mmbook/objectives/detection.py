@@ -49,6 +49,29 @@ class GridDetector(nn.Module):
         return self.head(self.backbone(batch["image"]))
 
 
+def flip_scenes(batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Mirror a random half of the scenes left-right, boxes included: training augmentation for detection.
+
+    A flipped cat is still a cat, so flipping doubles the variety of objects the detector
+    sees for free; its boxes must be mirrored too, ``x -> W - x`` (and ``x1``, ``x2`` swap).
+
+    Args:
+        batch: ``image`` ``(B, 3, H, W)``, ``boxes`` ``(B, K, 4)`` ``(x1, y1, x2, y2)`` pixels and
+            ``classes`` ``(B, K)`` (``-1`` for empty slots, which are left as they are).
+        generator: random generator on the batch's device.
+
+    Returns:
+        A new batch dict; other keys pass through unchanged.
+    """
+    images, boxes = batch["image"], batch["boxes"]
+    width = images.shape[-1]
+    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5  # (B,)
+    mirrored = torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], dim=-1)
+    flip_box = flip.view(-1, 1, 1) & (batch["classes"] >= 0).unsqueeze(-1)  # (B, K, 1)
+    return {**batch, "image": torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images),
+            "boxes": torch.where(flip_box, mirrored, boxes)}
+
+
 def decode_boxes(raw: torch.Tensor) -> torch.Tensor:
     """Boxes of every cell from the four box channels ``(B, 4, S, S)`` -> ``(B, S, S, 4)`` ``(x1, y1, x2, y2)`` pixels."""
     size = raw.shape[-1]
