@@ -15,7 +15,7 @@ endif
 # Extra flags for the book build, e.g. BOOKFLAGS="-W -n --keep-going" (as in CI).
 BOOKFLAGS ?=
 
-.PHONY: install test unit nbval book lab clean
+.PHONY: install test unit nbval book lab clean gpu-data
 
 install: $(STAMP)
 
@@ -48,3 +48,12 @@ lab: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# The data for a GPU run with the `device` tool, which copies only the repository
+# (64 MiB at most): the JPEG copy of CIFAR-10 packed into .gpu/ (git-ignored, about
+# 60 MB). Then: run command "bash benchmarks/gpu_check.sh", carry [".gpu"].
+gpu-data:
+	test -d "$(MMBOOK_DATA)/cifar10" || { echo "no CIFAR-10 copy in MMBOOK_DATA=$(MMBOOK_DATA)"; exit 1; }
+	mkdir -p .gpu
+	tar czf .gpu/cifar10.tar.gz -C "$(MMBOOK_DATA)" cifar10
+	@ls -l .gpu/cifar10.tar.gz

@@ -327,3 +327,20 @@ def test_cli_bench_loader_prints_the_ratio(tiny_imagefolder, capsys):
     assert status == 0
     out = capsys.readouterr().out
     assert "speed-up (fast / baseline):" in out and "images/s" in out and "ceiling" in out
+
+
+def test_gpu_check_sweep_recipes_are_valid_configs():
+    """benchmarks/gpu_check.py runs on a borrowed GPU with little time: a broken recipe must fail here, not there."""
+    import importlib.util
+    from pathlib import Path
+
+    from mmbook.fastcnn import FastCNNConfig
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert len(module.FASTCNN_SWEEP) >= 2
+    for name, overrides in module.FASTCNN_SWEEP:
+        config = FastCNNConfig(**overrides)
+        assert config.epochs >= 1 and name
