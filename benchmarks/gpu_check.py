@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=("fastcnn", "loader", "detection"),
                         help="steps to leave out")
     args = parser.parse_args()
+    if args.quick:
+        os.environ["MMBOOK_QUICK"] = "1"  # so that the environment report says "mode quick"
     args.out.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     print(environment_report(device), flush=True)

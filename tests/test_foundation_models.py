@@ -104,3 +104,26 @@ def test_multimodal_model_says_which_modality_is_missing():
         MultimodalModel({}, nn.Identity(), nn.Identity())
     with pytest.raises(ValueError, match="image\\+text"):
         parse_modalities("audio")
+
+
+def test_lenet_pool_before_relu_equals_the_sources_relu_before_pool():
+    """LeNet pools before its ReLUs (faster); outputs and gradients must equal the source's order exactly."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = LeNet()
+    images = torch.randn(8, 3, 32, 32)
+
+    def source_order(x):
+        x = model.pool(F.relu(model.conv1(x)))
+        x = model.pool(F.relu(model.conv2(x)))
+        x = F.relu(model.fc2(F.relu(model.fc1(torch.flatten(x, 1)))))
+        return model.fc3(x)
+
+    ours = model(images)
+    theirs = source_order(images)
+    assert torch.equal(ours, theirs)
+    grads_ours = torch.autograd.grad(ours.square().sum(), list(model.parameters()))
+    grads_theirs = torch.autograd.grad(source_order(images).square().sum(), list(model.parameters()))
+    for a, b in zip(grads_ours, grads_theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
