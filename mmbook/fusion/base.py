@@ -39,6 +39,20 @@ def feature_sizes(in_features: Sequence[int], name: str) -> list[int]:
     return sizes
 
 
+def softmax_mix(stacked: torch.Tensor, weight_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix modalities with one softmax weight each: the core of global weighted and learned late fusion.
+
+    Args:
+        stacked: ``(B, M, D)``, one ``D``-vector per modality (features or logits).
+        weight_logits: ``(M,)`` learned logits of the modality weights.
+
+    Returns:
+        The weighted sum ``sum_m alpha_m stacked[:, m]`` ``(B, D)``, and ``alpha = softmax(weight_logits)`` ``(M,)``.
+    """
+    alpha = torch.softmax(weight_logits, dim=0)
+    return (alpha.view(1, -1, 1) * stacked).sum(dim=1), alpha
+
+
 class ConcatFusion(nn.Module):
     """Concatenation (early, feature-level) fusion.
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbook.fusion.base import check_features, feature_sizes
+from mmbook.fusion.base import check_features, feature_sizes, softmax_mix
 
 
 class LateFusion(nn.Module):
@@ -63,10 +63,10 @@ class LateFusion(nn.Module):
         """List of ``(B, D_m)`` -> logits ``(B, num_classes)``."""
         check_features(features, self.in_features)
         logits = torch.stack([f(x) for f, x in zip(self.classifiers, features)], dim=1)  # (B, M, C)
-        alpha = F.softmax(self.weight_logits, dim=0)
+        mixed, alpha = softmax_mix(logits, self.weight_logits)
         self.last_logits = logits.detach()
         self.last_weights = alpha.detach().expand(logits.shape[0], -1)
-        return (alpha.view(1, -1, 1) * logits).sum(dim=1)
+        return mixed
 
 
 class AverageLateFusion(LateFusion):

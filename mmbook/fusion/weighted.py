@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbook.fusion.base import check_features, feature_sizes
+from mmbook.fusion.base import check_features, feature_sizes, softmax_mix
 
 
 class GlobalWeightFusion(nn.Module):
@@ -63,10 +63,10 @@ class GlobalWeightFusion(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """List of ``(B, D_m)`` -> ``(B, hidden)``."""
         check_features(features, self.in_features)
-        alpha = F.softmax(self.weight_logits, dim=0)  # (M,)
         projected = torch.stack([self.norm(proj(x)) for proj, x in zip(self.projections, features)], dim=1)  # (B, M, H)
+        mixed, alpha = softmax_mix(projected, self.weight_logits)  # (B, H), (M,)
         self.last_weights = alpha.detach().expand(projected.shape[0], -1)
-        return (alpha.view(1, -1, 1) * projected).sum(dim=1)
+        return mixed
 
 
 class GatedMultimodalUnit(nn.Module):
