@@ -44,7 +44,8 @@ class LeNet(nn.Module):
         check_images(images)
         # Max-pooling and ReLU commute (both are monotone: max(relu(a), relu(b)) = relu(max(a, b))),
         # so pooling first gives exactly the source's conv -> ReLU -> pool, while the ReLU (and its
-        # backward pass) touches 4x fewer values: about a quarter faster training on a CPU.
+        # backward pass) touches 4x fewer values. On two CPU cores that made LeNet's bare training
+        # step (batch 256-1024) 15-35% faster; in a full training loop the gain is smaller.
         x = F.relu(self.pool(self.conv1(images)))
         x = F.relu(self.pool(self.conv2(x)))
         x = torch.flatten(x, 1)
