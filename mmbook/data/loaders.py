@@ -15,7 +15,7 @@ tutorials use, kept for comparison.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch.nn import functional as F
@@ -157,7 +157,11 @@ class AugmentedLoader:
         augment: ``augment(batch, generator) -> batch``.
     """
 
-    def __init__(self, loader: DeviceLoader, augment) -> None:
+    def __init__(
+        self,
+        loader: DeviceLoader,
+        augment: Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]],
+    ) -> None:
         self.loader = loader
         self.augment = augment
         self.generator = loader.generator
