@@ -60,13 +60,13 @@ def modality_dropout_mask(batch_size: int, num_modalities: int, p: float | Seque
     """
     probabilities = _drop_probabilities(p, num_modalities)
     mask = torch.zeros(batch_size, num_modalities, dtype=torch.bool, device=device)
-    if num_modalities < 2 or sum(probabilities) == 0.0:
+    if sum(probabilities) == 0.0:  # also the one-modality case: _drop_probabilities gives it zeros
         return mask
     # One uniform draw per sample, cut into consecutive intervals of length p[0], p[1], ...
-    draw = torch.rand(batch_size, generator=generator, device=device)
-    upper = torch.tensor(probabilities, device=device).cumsum(0)  # (M,)
-    lower = upper - torch.tensor(probabilities, device=device)
-    return (draw.unsqueeze(1) >= lower) & (draw.unsqueeze(1) < upper)
+    draw = torch.rand(batch_size, generator=generator, device=device).unsqueeze(1)  # (B, 1)
+    widths = torch.tensor(probabilities, device=device)  # (M,)
+    upper = widths.cumsum(0)
+    return (draw >= upper - widths) & (draw < upper)
 
 
 class ModalityDropout(nn.Module):
