@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=None, help="default: 128 (quick: 64)")
     train.add_argument("--model", choices=IMAGE_MODELS, default="fastcnn", help="image model for --task cifar10")
     train.add_argument("--lr", type=_positive_float, default=None,
-                       help="peak learning rate (default: 3e-3; fastcnn: 0.4)")
+                       help="peak learning rate (default: 3e-3; fastcnn: 0.4, on CUDA 1.5)")
     train.add_argument("--caption-noise", type=_probability, default=0.1)
     train.add_argument("--label-smoothing", type=_probability, default=0.0, help="cifar10-captions: label smoothing")
     train.add_argument("--scenes", type=_positive_int, default=None,
@@ -306,8 +306,10 @@ def _train_cifar10(args: argparse.Namespace) -> int:
         from mmbook.cnn import count_parameters
         from mmbook.fastcnn import FastCNNConfig, train_fastcnn
 
-        config = FastCNNConfig(epochs=args.epochs or (2 if quick else 8), batch_size=args.batch_size or 512,
-                               lr=args.lr or 0.4, amp=args.amp, channels_last=True, compile=args.compile, seed=args.seed)
+        # The recipe for the device (wider and longer on CUDA), then any flags the user gave.
+        flags = {"epochs": args.epochs or (2 if quick else None), "batch_size": args.batch_size, "lr": args.lr}
+        config = FastCNNConfig.for_device(device, amp=args.amp, channels_last=True, compile=args.compile,
+                                          seed=args.seed, **{k: v for k, v in flags.items() if v is not None})
         print(f"training fastcnn on {len(train_set)} images, {config.epochs} epochs, device {device}")
         outcome = train_fastcnn(train, test, config, device=device, progress=not args.no_progress)
         epochs, batch_size, seconds = config.epochs, config.batch_size, outcome.train_seconds

@@ -129,6 +129,35 @@ class ConvBlock(nn.Module):
         return x + F.relu(self.norm2(self.conv2(x)))
 
 
+class PooledConvBlock(ConvBlock):
+    """A 3x3 convolution, a 2x2 max-pool, then a second 3x3 convolution at half the resolution.
+
+    ``x = gelu(bn1(max_pool(conv1(x))))``, then ``x = gelu(bn2(conv2(x)))``: airbench's
+    block (Jordan, 2024), the GPU alternative to :class:`ConvBlock`.
+
+    Shapes: ``(B, in_channels, H, W)`` -> ``(B, out_channels, H // 2, W // 2)``.
+
+    Pooling between the convolutions makes the second one four times cheaper than in
+    :class:`ConvBlock`. There is no skip connection; instead each convolution starts
+    partly as the identity: its first ``min(in_channels, out_channels)`` filters copy one
+    input channel through (``nn.init.dirac_``), so the untrained block already passes its
+    input forward and its gradient back, which is what a residual connection is for.
+
+    It has the same layers as :class:`ConvBlock`, used in a different order.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels)
+        for conv in (self.conv1, self.conv2):
+            identity = min(conv.in_channels, conv.out_channels)
+            nn.init.dirac_(conv.weight.data[:identity])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, H, W)`` -> ``(B, C_out, H // 2, W // 2)``."""
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
 class SmallCNN(nn.Module):
     """A small modern CNN for 32x32 images, sized for CPUs.
 
@@ -146,9 +175,23 @@ class SmallCNN(nn.Module):
     15x15 pixels: a quarter of the work of starting at 32x32, which is what makes
     the network trainable to 80% on two CPU cores in minutes.
 
+    With ``stem_pool=False`` (the layout for GPUs, as in airbench) the first block sees
+    the full-resolution stem output instead, four times the work and more accuracy::
+
+        stem    (B, 24, 31, 31)
+        block1  (B, w1, 31, 31)   -> max-pool (B, w1, 15, 15)
+        block2  (B, w2, 15, 15)   -> max-pool (B, w2, 7, 7)
+        block3  (B, w3, 7, 7)     -> global max-pool (B, w3)
+
+    With ``block="pooled"`` the blocks are :class:`PooledConvBlock`, which pool between
+    their two convolutions; block3's output is then ``(B, w3, 3, 3)`` before the global pool.
+
     Args:
         widths: output channels of the three blocks.
         stem_channels: output channels of the 2x2 stem convolution.
+        stem_pool: max-pool the stem's output (CPU layout) or not (GPU layout).
+        block: ``"residual"`` (:class:`ConvBlock`, then a max-pool) or ``"pooled"``
+            (:class:`PooledConvBlock`).
         num_classes: number of logits.
         logit_scale: the head's output is multiplied by this; a small value (airbench
             uses 1/9) keeps the early logits small, which trains more stably at high
@@ -161,27 +204,39 @@ class SmallCNN(nn.Module):
         stem_channels: int = 24,
         num_classes: int = 10,
         logit_scale: float = 1 / 9,
+        stem_pool: bool = True,
+        block: str = "residual",
     ) -> None:
         super().__init__()
+        blocks = {"residual": ConvBlock, "pooled": PooledConvBlock}
+        if block not in blocks:
+            raise ValueError(f"block must be one of {sorted(blocks)}, got {block!r}")
         if len(widths) != 3 or any(int(w) <= 0 for w in widths):
             raise ValueError(f"widths must be three positive channel counts, e.g. (32, 64, 128); got {widths!r}")
         if stem_channels <= 0:
             raise ValueError(f"stem_channels must be positive, got {stem_channels}")
         self.out_features = num_classes
         self.logit_scale = logit_scale
+        self.stem_pool = stem_pool
+        self.block = block
         self.stem = nn.Conv2d(3, stem_channels, kernel_size=2, padding=0, bias=True)
-        self.block1 = ConvBlock(stem_channels, widths[0])
-        self.block2 = ConvBlock(widths[0], widths[1])
-        self.block3 = ConvBlock(widths[1], widths[2])
+        self.block1 = blocks[block](stem_channels, widths[0])
+        self.block2 = blocks[block](widths[0], widths[1])
+        self.block3 = blocks[block](widths[1], widths[2])
         self.head = nn.Linear(widths[2], num_classes, bias=False)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, 32, 32)`` -> pooled features ``(B, widths[-1])``."""
         check_images(images)
-        x = F.max_pool2d(F.relu(self.stem(images)), 2)
-        x = F.max_pool2d(self.block1(x), 2)
-        x = F.max_pool2d(self.block2(x), 2)
-        x = self.block3(x)
+        x = F.relu(self.stem(images))
+        if self.stem_pool:
+            x = F.max_pool2d(x, 2)
+        if self.block == "pooled":  # each block halves the resolution itself
+            x = self.block3(self.block2(self.block1(x)))
+        else:
+            x = F.max_pool2d(self.block1(x), 2)
+            x = F.max_pool2d(self.block2(x), 2)
+            x = self.block3(x)
         return torch.amax(x, dim=(2, 3))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

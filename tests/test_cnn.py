@@ -12,13 +12,21 @@ from mmbook.cnn import (
     ConvBlock,
     ImageClassifier,
     LeNet,
+    PooledConvBlock,
     SmallCNN,
     check_conv2d,
     count_flops,
     count_parameters,
     small_cnn,
 )
-from mmbook.fastcnn import FastCNNConfig, build_fastcnn, evaluate_images, patch_whitening_weights, train_fastcnn
+from mmbook.fastcnn import (
+    GPU_RECIPE,
+    FastCNNConfig,
+    build_fastcnn,
+    evaluate_images,
+    patch_whitening_weights,
+    train_fastcnn,
+)
 
 
 def reference_conv2d(images, weight, bias, stride, padding):
@@ -169,6 +177,29 @@ def test_check_conv2d_rejects_flipped_kernel_and_errors():
         check_conv2d(42)
 
 
+def test_pooled_block_halves_the_resolution_and_starts_near_the_identity():
+    block = PooledConvBlock(4, 8)
+    x = torch.randn(2, 4, 16, 16)
+    assert block(x).shape == (2, 8, 8, 8)
+    # The first 4 filters of conv1 copy the 4 input channels (dirac init); the other 4 are random.
+    torch.testing.assert_close(F.conv2d(x, block.conv1.weight[:4], padding=1), x)
+    assert not torch.allclose(F.conv2d(x, block.conv1.weight[4:], padding=1), torch.zeros(2, 4, 16, 16))
+    torch.testing.assert_close(F.conv2d(x.repeat(1, 2, 1, 1), block.conv2.weight, padding=1), x.repeat(1, 2, 1, 1))
+
+
+def test_small_cnn_gpu_layout_and_block_choice():
+    images = torch.randn(2, 3, 32, 32)
+    for block in ("residual", "pooled"):
+        model = SmallCNN(widths=(8, 16, 16), stem_pool=False, block=block)
+        assert model(images).shape == (2, 10)
+    # Without the stem pool the blocks see 4x the pixels: about 4x the FLOPs.
+    cpu_layout = count_flops(SmallCNN(widths=(8, 16, 16)))
+    gpu_layout = count_flops(SmallCNN(widths=(8, 16, 16), stem_pool=False))
+    assert 3.0 < gpu_layout / cpu_layout < 4.5
+    with pytest.raises(ValueError, match="block must be one of"):
+        SmallCNN(block="dense")
+
+
 # --- fastcnn ----------------------------------------------------------------------------
 
 
@@ -223,6 +254,45 @@ def test_train_fastcnn_learns_and_is_deterministic():
     assert first.history[-1]["train_loss"] == second.history[-1]["train_loss"]
 
 
+def test_fastcnn_config_validates_the_gpu_settings():
+    with pytest.raises(ValueError, match="cutout"):
+        FastCNNConfig(cutout=-1)
+    with pytest.raises(ValueError, match="tta_shift"):
+        FastCNNConfig(tta_shift=5)
+    with pytest.raises(ValueError, match="norm_bias_lr_scale"):
+        FastCNNConfig(norm_bias_lr_scale=0.0)
+    FastCNNConfig(**GPU_RECIPE)  # the published GPU recipe is a valid config
+
+
+def test_fastcnn_config_for_device_picks_the_gpu_recipe_on_cuda(monkeypatch):
+    assert FastCNNConfig.for_device("cpu") == FastCNNConfig()
+    assert FastCNNConfig.for_device("cpu", epochs=3).epochs == 3
+    import mmbook.fastcnn
+
+    monkeypatch.setattr(mmbook.fastcnn, "pick_device", lambda device=None: torch.device("cuda"))
+    config = FastCNNConfig.for_device(None, epochs=5)
+    assert config == FastCNNConfig(**{**GPU_RECIPE, "epochs": 5})
+    assert config.block == "pooled" and not config.stem_pool
+
+
+def test_train_fastcnn_with_the_airbench_norm_keeps_the_scales_at_one():
+    data = tiny_cifar(64)
+    config = FastCNNConfig(epochs=1, batch_size=16, widths=(8, 8, 8), block="pooled", stem_pool=False,
+                           train_norm_scale=False, norm_bias_lr_scale=8.0, cutout=6, tta_shift=1)
+    result = train_fastcnn(data, data, config, device="cpu", progress=False)
+    norms = [m for m in result.model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    assert any(m.bias.abs().sum() > 0 for m in norms)  # the shifts did learn
+    assert 0.0 <= result.test_accuracy_tta <= 1.0
+
+
+def test_train_fastcnn_stops_with_a_clear_error_when_it_diverges():
+    data = tiny_cifar(64)
+    config = FastCNNConfig(epochs=2, batch_size=16, widths=(8, 8, 8), lr=1e30)
+    with pytest.raises(FloatingPointError, match="training diverged in epoch 1.*Lower lr"):
+        train_fastcnn(data, data, config, device="cpu", progress=False)
+
+
 def test_train_fastcnn_rejects_float_images():
     data = tiny_cifar()
     data["image"] = data["image"].float()
@@ -238,6 +308,27 @@ def test_evaluate_images_with_tta_on_a_mirror_symmetric_model():
     loader = DeviceLoader(data, 16)
     # Average pooling ignores left-right order, so flip TTA cannot change the prediction.
     assert evaluate_images(model, loader, tta=False) == evaluate_images(model, loader, tta=True)
+
+
+def test_evaluate_images_with_shift_tta_sees_six_views():
+    from mmbook.data import DeviceLoader
+
+    data = tiny_cifar(16)
+    seen: list[torch.Tensor] = []
+
+    class Recorder(nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            seen.append(images.clone())
+            return images.mean(dim=(2, 3)).repeat(1, 4)[:, :10]
+
+    loader = DeviceLoader(data, 16)
+    accuracy = evaluate_images(Recorder(), loader, tta=True, shift=1)
+    assert 0.0 <= accuracy <= 1.0
+    assert len(seen) == 6  # the image and its mirror, then two shifted copies and their mirrors
+    images = next(iter(loader))["image"]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    torch.testing.assert_close(seen[2], padded[:, :, 0:32, 0:32])
+    torch.testing.assert_close(seen[5], padded[:, :, 2:34, 2:34].flip(3))
 
 
 # --- benchmark --------------------------------------------------------------------------

@@ -62,6 +62,34 @@ def test_crop_augmentation_is_a_shifted_window_of_the_padded_image():
         assert windows, f"image {k} is not a crop of its padded version"
 
 
+def test_cutout_paints_one_square_per_image_with_the_mean_colour():
+    images = torch.full((32, 3, 32, 32), 7, dtype=torch.uint8)
+    out = augment_images(images, torch.Generator().manual_seed(0), crop_padding=0, flip=False, cutout=8)
+    painted = (out != 7).any(dim=1)  # (B, H, W)
+    areas = painted.flatten(1).sum(1)
+    # A square of side 8 centred on a random pixel, clipped at the border: 4x4 up to 8x8 pixels.
+    assert int(areas.min()) >= 16 and int(areas.max()) == 64
+    for k in range(32):
+        rows, cols = painted[k].nonzero(as_tuple=True)
+        height, width = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+        assert height * width == int(areas[k]), f"image {k}: the painted pixels are not one rectangle"
+    mean_colour = [round(255 * m) for m in (0.4914, 0.4822, 0.4465)]
+    assert out[0, :, painted[0]].T.unique(dim=0).tolist() == [mean_colour]
+    floats = augment_images(torch.ones(4, 3, 32, 32), torch.Generator().manual_seed(0), crop_padding=0, flip=False,
+                            cutout=8)
+    assert set(floats.unique().tolist()) == {0.0, 1.0}  # normalized images: the mean is 0
+
+
+def test_cutout_is_repeatable_and_off_by_default():
+    images = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
+    first = augment_images(images, torch.Generator().manual_seed(3), cutout=12)
+    second = augment_images(images, torch.Generator().manual_seed(3), cutout=12)
+    assert torch.equal(first, second)
+    assert torch.equal(augment_images(images, crop_padding=0, flip=False), images)
+    loader = DeviceLoader({"image": images, "label": torch.zeros(8, dtype=torch.int64)}, 8, augment=True, cutout=12)
+    assert loader.cutout == 12 and next(iter(loader))["image"].shape == (8, 3, 32, 32)
+
+
 def test_standard_dataloader_gives_the_same_samples():
     tensors = make_tensors(10)
     fast = next(iter(DeviceLoader(tensors, batch_size=10)))

@@ -36,15 +36,20 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
 
 
 def augment_images(
-    images: torch.Tensor, generator: torch.Generator | None = None, crop_padding: int = 4, flip: bool = True
+    images: torch.Tensor, generator: torch.Generator | None = None, crop_padding: int = 4, flip: bool = True,
+    cutout: int = 0,
 ) -> torch.Tensor:
-    """Random crop (after reflect-padding) and random horizontal flip of a whole batch.
+    """Random crop (after reflect-padding), random horizontal flip and cutout of a whole batch.
 
     Args:
         images: ``(B, C, H, W)``, any dtype.
         generator: random generator on ``images.device``, for repeatable augmentation.
         crop_padding: pixels of padding on each side before cropping back to ``H x W``; 0 disables.
         flip: flip each image left-right with probability 1/2.
+        cutout: side of a square, centred at a random pixel, that is painted over with the
+            mean CIFAR-10 colour (DeVries and Taylor, 2017); 0 disables. For uint8 images
+            the colour is the mean in 0..255; for float images it is 0, the mean of
+            normalized images.
 
     Returns:
         Augmented images of the same shape and dtype.
@@ -65,6 +70,19 @@ def augment_images(
         index = torch.arange(batch, device=device).view(-1, 1, 1, 1)
         channel = torch.arange(images.shape[1], device=device).view(1, -1, 1, 1)
         images = padded[index, channel, rows, cols]
+    if cutout > 0:
+        # One square per image, centred anywhere, so it may hang over the edge (then it is smaller).
+        cy = torch.randint(0, height, (batch, 1, 1), device=device, generator=generator)
+        cx = torch.randint(0, width, (batch, 1, 1), device=device, generator=generator)
+        top, left = cy - cutout // 2, cx - cutout // 2
+        rows = torch.arange(height, device=device).view(1, -1, 1)
+        cols = torch.arange(width, device=device).view(1, 1, -1)
+        square = (rows >= top) & (rows < top + cutout) & (cols >= left) & (cols < left + cutout)  # (B, H, W)
+        if images.dtype == torch.uint8:
+            fill = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8, device=device)
+        else:
+            fill = torch.zeros(images.shape[1], dtype=images.dtype, device=device)
+        images = torch.where(square.unsqueeze(1), fill.view(1, -1, 1, 1), images)
     return images
 
 
@@ -91,6 +109,8 @@ class DeviceLoader:
         drop_last: drop a last, smaller batch.
         channels_last: return images in channels-last memory format (faster convolutions
             on recent GPUs with mixed precision).
+        crop_padding: padding of the random crop, in pixels (see :func:`augment_images`).
+        cutout: side of the cutout square, in pixels; 0 disables (see :func:`augment_images`).
     """
 
     def __init__(
@@ -105,6 +125,7 @@ class DeviceLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         crop_padding: int = 4,
+        cutout: int = 0,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -117,6 +138,7 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.channels_last = channels_last
         self.crop_padding = crop_padding
+        self.cutout = cutout
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
@@ -136,7 +158,8 @@ class DeviceLoader:
             if "image" in batch:
                 images = batch["image"]
                 if self.augment:
-                    images = augment_images(images, self.generator, crop_padding=self.crop_padding)
+                    images = augment_images(images, self.generator, crop_padding=self.crop_padding,
+                                            cutout=self.cutout)
                 images = normalize_images(images)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
