@@ -21,6 +21,9 @@ sized for a laptop CPU as much as for a GPU. Each one is here for a reason:
 * **Mixed precision and channels-last** on GPUs (bf16 autocast; NHWC memory layout
   that cuDNN's tensor-core kernels want). On CPUs, channels-last still helps the
   oneDNN convolutions; bf16 usually does not, so ``amp=None`` turns it on for CUDA only.
+* **Weight averaging** (``ema_decay``, off by default): evaluate an exponential moving
+  average of the weights of the last steps rather than the last weights, which smooths out
+  the noise of the final SGD steps (airbench's Lookahead is a relative of this).
 * **Test-time augmentation**: average the logits of each test image and its mirror
   image; free accuracy at twice the (small) cost of evaluation.
 """
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mmbook.cnn import SmallCNN
 from mmbook.data.loaders import DeviceLoader, normalize_images
@@ -78,6 +82,7 @@ class FastCNNConfig:
     cutout: int = 0
     tta: bool = True
     tta_shift: int = 0
+    ema_decay: float = 0.0
     amp: bool | None = None
     channels_last: bool = True
     compile: bool = False
@@ -96,6 +101,8 @@ class FastCNNConfig:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         if not (self.norm_bias_lr_scale > 0 and math.isfinite(self.norm_bias_lr_scale)):
             raise ValueError(f"norm_bias_lr_scale must be positive, got {self.norm_bias_lr_scale}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1) (0 turns weight averaging off), got {self.ema_decay}")
         if not isinstance(self.cutout, int) or self.cutout < 0:
             raise ValueError(f"cutout is a square's side in pixels (0 for none), got {self.cutout!r}")
         if not isinstance(self.tta_shift, int) or not 0 <= self.tta_shift <= 4:
@@ -116,7 +123,7 @@ class FastCNNResult:
     """What :func:`train_fastcnn` returns.
 
     Attributes:
-        model: the trained :class:`mmbook.cnn.SmallCNN` (in eval mode).
+        model: the trained :class:`mmbook.cnn.SmallCNN` (in eval mode; the weight average if ``ema_decay > 0``).
         test_accuracy: accuracy on the test images without test-time augmentation.
         test_accuracy_tta: with flip test-time augmentation (``None`` if ``tta`` is off).
         train_seconds: wall-clock training time (whitening and evaluation excluded).
@@ -285,6 +292,10 @@ def train_fastcnn(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, triangle)
     step_model = torch.compile(model) if config.compile else model
+    # The weight average: after every step, average = decay * average + (1 - decay) * weights,
+    # BatchNorm's running statistics included (use_buffers), so that it can be evaluated as is.
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+                if config.ema_decay > 0 else None)
     from tqdm.auto import tqdm
 
     history: list[dict[str, float]] = []
@@ -307,6 +318,8 @@ def train_fastcnn(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 # Sums stay on the device: reading a number back every step would stall a GPU.
                 loss_sum += loss.detach() * labels.shape[0]
                 correct += (logits.detach().argmax(dim=1) == labels).sum()
@@ -328,6 +341,8 @@ def train_fastcnn(
             bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]['train_loss']:.3f}")
     finally:
         bar.close()
+    if averaged is not None:
+        model = step_model = averaged.module
     model.eval()
     accuracy = accuracy_tta = float("nan")
     if test_loader is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -284,6 +286,19 @@ def test_train_fastcnn_with_the_airbench_norm_keeps_the_scales_at_one():
     assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
     assert any(m.bias.abs().sum() > 0 for m in norms)  # the shifts did learn
     assert 0.0 <= result.test_accuracy_tta <= 1.0
+
+
+def test_train_fastcnn_weight_averaging_returns_the_averaged_model():
+    data = tiny_cifar(64)
+    config = FastCNNConfig(epochs=2, batch_size=16, widths=(8, 8, 8))
+    last = train_fastcnn(data, data, config, device="cpu", progress=False)
+    averaged = train_fastcnn(data, data, dataclasses.replace(config, ema_decay=0.5), device="cpu", progress=False)
+    # Same seed, same steps: only the returned weights differ, being an average of the last steps.
+    assert last.history == [{**h, "seconds": l["seconds"]} for h, l in zip(averaged.history, last.history)]
+    assert not torch.equal(last.model.head.weight, averaged.model.head.weight)
+    assert 0.0 <= averaged.test_accuracy <= 1.0
+    with pytest.raises(ValueError, match="ema_decay"):
+        FastCNNConfig(ema_decay=1.0)
 
 
 def test_train_fastcnn_stops_with_a_clear_error_when_it_diverges():
