@@ -125,7 +125,8 @@ class FastCNNResult:
     Attributes:
         model: the trained :class:`mmbook.cnn.SmallCNN` (in eval mode; the weight average if ``ema_decay > 0``).
         test_accuracy: accuracy on the test images without test-time augmentation.
-        test_accuracy_tta: with flip test-time augmentation (``None`` if ``tta`` is off).
+        test_accuracy_tta: with test-time augmentation: mirror images, and shifted copies if
+            ``tta_shift > 0`` (``None`` if ``tta`` is off).
         train_seconds: wall-clock training time (whitening and evaluation excluded).
         images_per_second: training throughput.
         history: one dict per epoch (``epoch``, ``train_loss``, ``train_accuracy``, ``seconds``).
@@ -170,8 +171,8 @@ def build_fastcnn(config: FastCNNConfig, train_images: torch.Tensor | None = Non
     model = SmallCNN(widths=config.widths, stem_channels=stem_channels, stem_pool=config.stem_pool,
                      block=config.block)
     if not config.train_norm_scale:
-        # BatchNorm's scale stays 1: with the next layer's weights free to grow, it adds
-        # nothing the network cannot already express, and fixing it is one less thing to tune.
+        # BatchNorm's scale stays 1, as in airbench. Before a ReLU the next layer's weights could
+        # absorb it anyway (before a GELU nearly so), and fixing it is one less thing to tune.
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.weight.requires_grad_(False)
