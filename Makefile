@@ -51,7 +51,7 @@ clean:
 
 # The data for a GPU run with the `device` tool, which copies only the repository
 # (64 MiB at most): the JPEG copy of CIFAR-10 packed into .gpu/ (git-ignored, about
-# 20 MB). Then: run command "bash benchmarks/gpu_check.sh --plan next", carry [".gpu"].
+# 20 MB). Then: run command "bash benchmarks/gpu_check.sh --plan tricks", carry [".gpu"].
 gpu-data:
 	test -d "$(MMBOOK_DATA)/cifar10" || { echo "no CIFAR-10 copy in MMBOOK_DATA=$(MMBOOK_DATA)"; exit 1; }
 	mkdir -p .gpu

@@ -24,6 +24,11 @@ sized for a laptop CPU as much as for a GPU. Each one is here for a reason:
 * **Weight averaging** (``ema_decay``, off by default): evaluate an exponential moving
   average of the weights of the last steps rather than the last weights, which smooths out
   the noise of the final SGD steps (airbench's Lookahead is a relative of this).
+* **airbench's remaining tricks**, off by default and measured on a GPU only: flips that
+  alternate between epochs (``alternate_flip``), a learning rate that starts and ends above
+  zero (``lr_start``, ``lr_end``), a whitening bias that trains for the first epochs only
+  (``whiten_bias_epochs``) and Lookahead-style averaging that is copied back into the
+  network (``lookahead_every``, see :class:`Lookahead`).
 * **Test-time augmentation**: average the logits of each test image and its mirror
   image; free accuracy at twice the (small) cost of evaluation.
 """
@@ -71,6 +76,8 @@ class FastCNNConfig:
     momentum: float = 0.85
     weight_decay: float = 5e-4
     warmup: float = 0.2
+    lr_start: float = 0.0
+    lr_end: float = 0.0
     label_smoothing: float = 0.2
     widths: tuple[int, int, int] = (32, 64, 128)
     stem_pool: bool = True
@@ -78,11 +85,14 @@ class FastCNNConfig:
     train_norm_scale: bool = True
     norm_bias_lr_scale: float = 1.0
     whiten: bool = True
+    whiten_bias_epochs: int | None = None
     crop_padding: int = 2
     cutout: int = 0
+    alternate_flip: bool = False
     tta: bool = True
     tta_shift: int = 0
     ema_decay: float = 0.0
+    lookahead_every: int = 0
     amp: bool | None = None
     channels_last: bool = True
     compile: bool = False
@@ -97,6 +107,15 @@ class FastCNNConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup is a fraction of training in [0, 1), got {self.warmup}")
+        for name in ("lr_start", "lr_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a fraction of the peak learning rate in [0, 1], got {getattr(self, name)}")
+        if not isinstance(self.lookahead_every, int) or self.lookahead_every < 0:
+            raise ValueError(f"lookahead_every is a number of steps (0 turns Lookahead off), got {self.lookahead_every!r}")
+        if self.whiten_bias_epochs is not None and (not isinstance(self.whiten_bias_epochs, int)
+                                                    or self.whiten_bias_epochs < 0):
+            raise ValueError("whiten_bias_epochs is a number of epochs, or None to train the whitening bias "
+                             f"throughout; got {self.whiten_bias_epochs!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         if not (self.norm_bias_lr_scale > 0 and math.isfinite(self.norm_bias_lr_scale)):
@@ -228,6 +247,36 @@ def evaluate_images(model: nn.Module, loader: DeviceLoader, tta: bool = False, a
     return correct / max(count, 1)
 
 
+# Lookahead as in airbench: it starts after 30% of training, and its decay grows from 0 to
+# 0.95 per step (0.95 ** every per update) with the cube of the fraction of training done, so
+# the weights move freely early and are averaged strongly at the end.
+LOOKAHEAD_START = 0.3
+LOOKAHEAD_DECAY_PER_STEP = 0.95
+
+
+class Lookahead:
+    """A running average of a network's weights that is copied back into the network.
+
+    Every ``update``: ``average = decay * average + (1 - decay) * weights``, then
+    ``weights = average``. Unlike the weight average of ``ema_decay``, which only watches,
+    this pulls the training itself back toward the average (hence the name, after Zhang
+    et al.'s Lookahead optimizer, of which it is a variant). BatchNorm's running statistics
+    are averaged too.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.average = {name: value.detach().clone() for name, value in model.state_dict().items()
+                        if value.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        """Average ``model``'s weights in with weight ``1 - decay``, then set them to the average."""
+        state = model.state_dict()
+        for name, average in self.average.items():
+            average.lerp_(state[name], 1.0 - decay)
+            state[name].copy_(average)
+
+
 def train_fastcnn(
     train: dict[str, torch.Tensor],
     test: dict[str, torch.Tensor] | None = None,
@@ -268,7 +317,7 @@ def train_fastcnn(
         model = model.to(memory_format=torch.channels_last)
     train_loader = DeviceLoader(train, config.batch_size, shuffle=True, augment=True, device=device, seed=config.seed,
                                 drop_last=True, channels_last=config.channels_last, crop_padding=config.crop_padding,
-                                cutout=config.cutout)
+                                cutout=config.cutout, alternate_flip=config.alternate_flip)
     test_loader = DeviceLoader(test, 1000, device=device, channels_last=config.channels_last) if test is not None else None
 
     # Weight decay on convolution and linear weights only; BatchNorm's scale and shift stay free.
@@ -286,10 +335,11 @@ def train_fastcnn(
     warmup_steps = max(1, int(config.warmup * total_steps))
 
     def triangle(step: int) -> float:
-        # Linear warm-up to the peak, then linear decay to zero at the last step.
+        # Linear warm-up from lr_start to the peak, then linear decay to lr_end at the last step
+        # (fractions of the peak; both 0 by default, airbench uses 0.2 and 0.07).
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / (total_steps - warmup_steps))
+            return config.lr_start + (1.0 - config.lr_start) * (step + 1) / warmup_steps
+        return config.lr_end + (1.0 - config.lr_end) * max(0.0, (total_steps - step) / (total_steps - warmup_steps))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, triangle)
     step_model = torch.compile(model) if config.compile else model
@@ -299,6 +349,8 @@ def train_fastcnn(
                 if config.ema_decay > 0 else None)
     from tqdm.auto import tqdm
 
+    lookahead: Lookahead | None = None
+    step = 0
     history: list[dict[str, float]] = []
     bar = tqdm(total=total_steps, desc="fastcnn", disable=not progress, leave=False)
     train_seconds = 0.0
@@ -306,6 +358,9 @@ def train_fastcnn(
     try:
         for epoch in range(config.epochs):
             model.train()
+            if config.whiten and config.whiten_bias_epochs is not None:
+                # airbench trains the whitening layer's bias for the first epochs only.
+                model.stem.bias.requires_grad_(epoch < config.whiten_bias_epochs)
             started = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -321,11 +376,20 @@ def train_fastcnn(
                 scheduler.step()
                 if averaged is not None:
                     averaged.update_parameters(model)
+                step += 1
+                if config.lookahead_every and step >= LOOKAHEAD_START * total_steps and step % config.lookahead_every == 0:
+                    if lookahead is None:
+                        lookahead = Lookahead(model)
+                    else:
+                        decay = LOOKAHEAD_DECAY_PER_STEP ** config.lookahead_every * (step / total_steps) ** 3
+                        lookahead.update(model, decay)
                 # Sums stay on the device: reading a number back every step would stall a GPU.
                 loss_sum += loss.detach() * labels.shape[0]
                 correct += (logits.detach().argmax(dim=1) == labels).sum()
                 seen += int(labels.shape[0])
                 bar.update(1)
+            if lookahead is not None:
+                lookahead.update(model, decay=1.0)  # end every epoch on the average
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - started

@@ -301,6 +301,49 @@ def test_train_fastcnn_weight_averaging_returns_the_averaged_model():
         FastCNNConfig(ema_decay=1.0)
 
 
+def test_fastcnn_config_validates_the_airbench_tricks():
+    with pytest.raises(ValueError, match="lr_start"):
+        FastCNNConfig(lr_start=1.5)
+    with pytest.raises(ValueError, match="lr_end"):
+        FastCNNConfig(lr_end=-0.1)
+    with pytest.raises(ValueError, match="lookahead_every"):
+        FastCNNConfig(lookahead_every=-5)
+    with pytest.raises(ValueError, match="whiten_bias_epochs"):
+        FastCNNConfig(whiten_bias_epochs=-1)
+
+
+def test_lookahead_averages_the_weights_and_copies_the_average_back():
+    from mmbook.fastcnn import Lookahead
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    start = {name: value.clone() for name, value in model.state_dict().items()}
+    lookahead = Lookahead(model)
+    with torch.no_grad():
+        model[0].weight.add_(2.0)
+        model[1].running_mean.add_(4.0)
+    lookahead.update(model, decay=0.75)
+    torch.testing.assert_close(model[0].weight, start["0.weight"] + 0.5)  # 0.75 * w + 0.25 * (w + 2)
+    torch.testing.assert_close(model[1].running_mean, start["1.running_mean"] + 1.0)
+    assert int(model[1].num_batches_tracked) == int(start["1.num_batches_tracked"])  # integers are left alone
+    with torch.no_grad():
+        model[0].weight.add_(10.0)
+    lookahead.update(model, decay=1.0)  # back to the average, whatever the steps since
+    torch.testing.assert_close(model[0].weight, start["0.weight"] + 0.5)
+
+
+def test_train_fastcnn_with_airbench_tricks_learns_and_freezes_the_whitening_bias():
+    data = tiny_cifar(128)
+    config = FastCNNConfig(epochs=8, batch_size=16, widths=(8, 8, 8), lr=0.4, alternate_flip=True, lookahead_every=2,
+                           lr_start=0.2, lr_end=0.07, warmup=0.23, whiten_bias_epochs=0)
+    result = train_fastcnn(data, data, config, device="cpu", progress=False)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.test_accuracy > 0.3  # chance is 0.1
+    assert torch.equal(result.model.stem.bias, torch.zeros_like(result.model.stem.bias))  # never trained
+    trained = train_fastcnn(data, data, dataclasses.replace(config, whiten_bias_epochs=None), device="cpu",
+                            progress=False)
+    assert trained.model.stem.bias.abs().sum() > 0
+
+
 def test_train_fastcnn_stops_with_a_clear_error_when_it_diverges():
     data = tiny_cifar(64)
     config = FastCNNConfig(epochs=2, batch_size=16, widths=(8, 8, 8), lr=1e30)
@@ -437,16 +480,48 @@ def test_cli_bench_loader_prints_the_ratio(tiny_imagefolder, capsys):
 
 def test_gpu_check_sweep_recipes_are_valid_configs():
     """benchmarks/gpu_check.py runs on a borrowed GPU with little time: a broken recipe must fail here, not there."""
-    import importlib.util
-    from pathlib import Path
-
     from mmbook.fastcnn import FastCNNConfig
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_benchmark("gpu_check")
     assert len(module.FASTCNN_SWEEP) >= 2
     for name, overrides in module.FASTCNN_SWEEP:
         config = FastCNNConfig(**overrides)
         assert config.epochs >= 1 and name
+
+
+def _load_benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lenet_step_benchmark_pool_is_bitwise_max_pool2d_ties_included(dtype):
+    """benchmarks/lenet_step.py times a hand-written max-pool; it must compute exactly what F.max_pool2d does."""
+    MaxPool2x2 = _load_benchmark("lenet_step").MaxPool2x2
+    x = torch.randn(4, 6, 8, 8).to(dtype)
+    x[:, :, :4, :4] = 0.5  # windows of equal values: ties go to the first pixel in reading order
+    x[:, :, 4:, 4:] = x[:, :, 4:, 4:].round()  # and partial ties
+    x = x.contiguous(memory_format=torch.channels_last)
+    stock, custom = x.clone().requires_grad_(), x.clone().requires_grad_()
+    expected, got = F.max_pool2d(stock, 2), MaxPool2x2.apply(custom)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    got.backward(grad)
+    assert got.shape == (4, 6, 4, 4) and torch.equal(got, expected)
+    assert torch.equal(custom.grad, stock.grad)
+
+
+def test_lenet_step_benchmark_model_is_lenet():
+    module = _load_benchmark("lenet_step")
+    torch.manual_seed(0)
+    stock = LeNet()
+    custom = module.LeNetCustomPool()
+    custom.load_state_dict(stock.state_dict())
+    images = torch.randn(3, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(custom(images), stock(images))

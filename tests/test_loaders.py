@@ -34,6 +34,27 @@ def test_device_loader_keeps_modalities_aligned_and_normalizes_images():
     torch.testing.assert_close(batch["image"], normalize_images(batch["label"].to(torch.uint8).view(-1, 1, 1, 1).expand(5, 3, 32, 32)))
 
 
+def test_normalize_images_standardizes_each_channel_as_the_formula_says():
+    from mmbook.data.loaders import CIFAR10_MEAN, CIFAR10_STD
+
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    out = normalize_images(images)
+    assert out.dtype == torch.float32 and out.shape == images.shape
+    torch.testing.assert_close(out, (images.float() / 255 - mean) / std)
+    # A channels-last input gives the same values (it is only slower).
+    torch.testing.assert_close(normalize_images(images.contiguous(memory_format=torch.channels_last)), out)
+
+
+def test_device_loader_batches_are_the_indexed_samples_in_channels_last_when_asked():
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    tensors = {"image": images, "label": torch.arange(12)}
+    for batch in DeviceLoader(tensors, batch_size=5, shuffle=True, seed=4, channels_last=True):
+        assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(batch["image"], normalize_images(images[batch["label"]]))
+
+
 def test_device_loader_drop_last_and_errors():
     assert len(DeviceLoader(make_tensors(10), batch_size=4, drop_last=True)) == 2
     with pytest.raises(ValueError, match="batch_size"):
@@ -50,6 +71,28 @@ def test_flip_augmentation_returns_the_image_or_its_mirror():
     same = (out == images).flatten(1).all(1)
     mirrored = (out == images.flip(3)).flatten(1).all(1)
     assert torch.all(same | mirrored) and same.any() and mirrored.any()
+
+
+def test_alternate_flip_shows_every_image_once_each_way_in_two_epochs():
+    images = torch.randint(0, 255, (20, 3, 32, 32), dtype=torch.uint8)
+    tensors = {"image": images, "label": torch.arange(20)}
+    loader = DeviceLoader(tensors, batch_size=8, shuffle=True, augment=True, crop_padding=0, alternate_flip=True)
+    flipped_per_epoch = []
+    for _ in range(3):
+        flipped = torch.zeros(20, dtype=torch.bool)
+        for batch in loader:
+            mirrored = normalize_images(images[batch["label"]].flip(3))
+            flipped[batch["label"]] = (batch["image"] == mirrored).flatten(1).all(1)
+        flipped_per_epoch.append(flipped)
+    assert 0 < int(flipped_per_epoch[0].sum()) < 20  # a random part in the first epoch
+    assert torch.equal(flipped_per_epoch[1], ~flipped_per_epoch[0])  # the others in the second
+    assert torch.equal(flipped_per_epoch[2], flipped_per_epoch[0])
+
+
+def test_flip_mask_must_have_one_bool_per_image():
+    images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="flip_mask"):
+        augment_images(images, crop_padding=0, flip_mask=torch.ones(3, dtype=torch.bool))
 
 
 def test_crop_augmentation_is_a_shifted_window_of_the_padded_image():

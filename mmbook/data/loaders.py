@@ -32,12 +32,16 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"expected uint8 images (values 0..255), got dtype {images.dtype}")
     mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    # (x / 255 - mean) / std as one scale and one shift, applied in place: two passes over
+    # the batch and no new tensors. Call it before any change to channels-last: broadcasting
+    # a (1, 3, 1, 1) tensor over channels-last memory loops over 3 values at a time, which
+    # made this step 6x slower on a CPU.
+    return images.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 def augment_images(
     images: torch.Tensor, generator: torch.Generator | None = None, crop_padding: int = 4, flip: bool = True,
-    cutout: int = 0,
+    cutout: int = 0, flip_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Random crop (after reflect-padding), random horizontal flip and cutout of a whole batch.
 
@@ -50,6 +54,8 @@ def augment_images(
             mean CIFAR-10 colour (DeVries and Taylor, 2017); 0 disables. For uint8 images
             the colour is the mean in 0..255; for float images it is 0, the mean of
             normalized images.
+        flip_mask: bool ``(B,)``: which images to flip, instead of a random half (``flip`` must be on);
+            :class:`DeviceLoader` passes it for ``alternate_flip``.
 
     Returns:
         Augmented images of the same shape and dtype.
@@ -57,7 +63,11 @@ def augment_images(
     batch, _, height, width = images.shape
     device = images.device
     if flip:
-        flip_mask = torch.rand(batch, device=device, generator=generator) < 0.5
+        if flip_mask is None:
+            flip_mask = torch.rand(batch, device=device, generator=generator) < 0.5
+        elif flip_mask.shape != (batch,) or flip_mask.dtype != torch.bool:
+            raise ValueError(f"flip_mask must be bool ({batch},), one entry per image; "
+                             f"got {flip_mask.dtype} {tuple(flip_mask.shape)}")
         images = torch.where(flip_mask.view(-1, 1, 1, 1), images.flip(3), images)
     if crop_padding > 0:
         pad = crop_padding
@@ -111,6 +121,11 @@ class DeviceLoader:
             on recent GPUs with mixed precision).
         crop_padding: padding of the random crop, in pixels (see :func:`augment_images`).
         cutout: side of the cutout square, in pixels; 0 disables (see :func:`augment_images`).
+        alternate_flip: with ``augment``, flip each image in every other epoch instead of at
+            random (airbench's scheme): a random half is flipped in the first epoch, and every
+            image's flip alternates after that. Over any two epochs each image is then seen
+            once each way, where random flips show about a quarter of the images the same way
+            twice.
     """
 
     def __init__(
@@ -126,6 +141,7 @@ class DeviceLoader:
         channels_last: bool = False,
         crop_padding: int = 4,
         cutout: int = 0,
+        alternate_flip: bool = False,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -141,6 +157,10 @@ class DeviceLoader:
         self.cutout = cutout
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self._epoch_count = 0
+        # Which images are flipped in even epochs; odd epochs flip the others.
+        self.flip_in_even_epochs = (torch.rand(self.num_samples, device=self.device, generator=self.generator) < 0.5
+                                    if alternate_flip else None)
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -152,14 +172,21 @@ class DeviceLoader:
             order = torch.randperm(self.num_samples, device=self.device, generator=self.generator)
         else:
             order = torch.arange(self.num_samples, device=self.device)
+        odd_epoch = self._epoch_count % 2 == 1
+        self._epoch_count += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
-            batch = {name: t[index] for name, t in self.tensors.items()}
+            # index_select is a plain gather; t[index] goes through advanced indexing, which
+            # was 8x slower for a batch of uint8 images on a CPU.
+            batch = {name: t.index_select(0, index) for name, t in self.tensors.items()}
             if "image" in batch:
                 images = batch["image"]
                 if self.augment:
+                    flip_mask = None
+                    if self.flip_in_even_epochs is not None:
+                        flip_mask = self.flip_in_even_epochs.index_select(0, index) ^ odd_epoch
                     images = augment_images(images, self.generator, crop_padding=self.crop_padding,
-                                            cutout=self.cutout)
+                                            cutout=self.cutout, flip_mask=flip_mask)
                 images = normalize_images(images)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
