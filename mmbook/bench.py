@@ -10,7 +10,8 @@ on the same device, and report images per second:
   batch, ``CrossEntropyLoss``, ``SGD(lr=0.001, momentum=0.9)`` and ``loss.item()`` per step;
 * **fast** -- mmbook's path: the whole set on the device in a :class:`DeviceLoader`
   (uint8, normalized per batch on the device), batches of 512, channels-last LeNet and
-  the book's :func:`mmbook.training.fit` loop (optionally with bf16/fp16 autocast, ``amp``);
+  the book's :func:`mmbook.training.fit` loop, with bf16/fp16 autocast (``amp``) by default on
+  CUDA and on CPUs that compute in bf16 natively (see :func:`bench_amp`);
 * **ceiling** -- the same LeNet training step repeated on one fixed batch that is already
   in memory: no shuffling, no indexing, no normalization. No loader can beat it, so it is
   the most any data path could reach with this model on this device.
@@ -30,8 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmbook.cnn import ImageClassifier, LeNet
 from mmbook.data.loaders import DeviceLoader
-from mmbook.runtime import pick_device, seed_everything
-from mmbook.training import _autocast, fit, resolve_amp
+from mmbook.runtime import cpu_has_native_bf16, pick_device, seed_everything
+from mmbook.training import _autocast, fit
 
 
 class SourceStyleCIFAR10(Dataset):
@@ -101,6 +102,18 @@ class LoaderBenchResult:
         ] if self.ceiling_images_per_second is not None else []))
 
 
+def bench_amp(amp: bool | None, device: torch.device) -> bool:
+    """Mixed precision for the fast path: ``amp`` if given, else on for CUDA and for CPUs with native bf16.
+
+    This differs from :func:`mmbook.training.resolve_amp` (CUDA only), which the chapters'
+    training uses: a benchmark of throughput should take the fastest arithmetic the device
+    has, while a training recipe keeps the precision its published accuracy was measured with.
+    """
+    if amp is not None:
+        return bool(amp)
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def run_source_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
                     max_images: int | None = None) -> tuple[int, float]:
     """Train LeNet with the source's loop over ``images`` uint8 ``(N, 3, 32, 32)``; return (images seen, seconds)."""
@@ -131,8 +144,9 @@ def run_fast_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.devi
                   batch_size: int = 512, amp: bool | None = None) -> tuple[int, float]:
     """One epoch of LeNet with mmbook's fast path; return (images seen, seconds of training).
 
-    ``amp=None`` means mixed precision on CUDA only (see :func:`mmbook.training.resolve_amp`).
+    ``amp=None`` means the default of :func:`bench_amp`.
     """
+    amp = bench_amp(amp, device)
     loader = DeviceLoader({"image": images, "label": labels}, batch_size, shuffle=True, device=device,
                           channels_last=True)
     model = ImageClassifier(LeNet())
@@ -154,7 +168,7 @@ def run_step_ceiling(device: torch.device, batch_size: int = 512, steps: int = 4
     normalize, augment) only adds to it. On two CPU cores LeNet's step is compute-bound,
     so this number, divided by the baseline's images/s, caps the ratio the benchmark can show.
     """
-    amp = resolve_amp(amp, device)
+    amp = bench_amp(amp, device)
     model = LeNet().to(device).to(memory_format=torch.channels_last)
     images = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch_size,), device=device)
@@ -190,7 +204,8 @@ def bench_loader(images: torch.Tensor, labels: torch.Tensor, device: torch.devic
     Args:
         baseline_images: stop the (slow) baseline after this many images; ``None`` runs the whole epoch.
         fast_batch_size: batch size of the fast path.
-        amp: mixed precision in the fast path; ``None`` means on CUDA only.
+        amp: mixed precision in the fast path; ``None`` means on CUDA and on CPUs with native
+            bf16 (:func:`bench_amp`).
         ceiling: also time the bare training step on a fixed batch (see :func:`run_step_ceiling`).
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
@@ -203,8 +218,8 @@ def bench_loader(images: torch.Tensor, labels: torch.Tensor, device: torch.devic
     ceiling_rate = run_step_ceiling(device, batch_size=fast_batch_size, amp=amp) if ceiling else None
     return LoaderBenchResult(device=str(device), baseline_images=base_seen, baseline_seconds=base_seconds,
                              fast_images=fast_seen, fast_seconds=fast_seconds, fast_batch_size=fast_batch_size,
-                             fast_amp=resolve_amp(amp, device), ceiling_images_per_second=ceiling_rate)
+                             fast_amp=bench_amp(amp, device), ceiling_images_per_second=ceiling_rate)
 
 
-__all__ = ["LoaderBenchResult", "SourceStyleCIFAR10", "bench_loader", "run_fast_loop", "run_source_loop",
+__all__ = ["LoaderBenchResult", "SourceStyleCIFAR10", "bench_amp", "bench_loader", "run_fast_loop", "run_source_loop",
            "run_step_ceiling"]

@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=_positive_int, default=512, help="batch size of the fast path")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     bench.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
-                       help="mixed precision in the fast path: auto (on for CUDA only), on (bf16 on CPU), off")
+                       help="mixed precision in the fast path: auto (on for CUDA and for CPUs with native bf16), "
+                            "on (bf16 on a CPU), off")
     bench.add_argument("--quick", action="store_true", help="quick mode: 5,000 training images")
     bench.add_argument("--data", type=Path, help="data directory (default: $MMBOOK_DATA)")
     bench.add_argument("--download", action="store_true", help="download CIFAR-10 if no copy is found")

@@ -93,6 +93,19 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), so bf16 autocast pays off.
+
+    Without such instructions oneDNN emulates bf16 and mixed precision on the CPU is usually
+    *slower* than fp32. Asks PyTorch's CPU feature checks, which are private; where they are
+    missing (other PyTorch versions, other architectures) the answer is ``False``.
+    """
+    import torch.cpu
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def device_description(device: torch.device) -> str:
     """A short human description of ``device``, e.g. ``"cuda (NVIDIA H100)"``."""
     if device.type == "cuda":

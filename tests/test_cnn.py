@@ -392,6 +392,19 @@ def test_evaluate_images_with_shift_tta_sees_six_views():
 # --- benchmark --------------------------------------------------------------------------
 
 
+def test_bench_amp_takes_bf16_on_cuda_and_on_cpus_that_have_it(monkeypatch):
+    import mmbook.bench
+    from mmbook.bench import bench_amp
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(mmbook.bench, "cpu_has_native_bf16", lambda native=native: native)
+        assert bench_amp(None, cpu) is native
+        assert bench_amp(None, cuda) is True
+        assert bench_amp(False, cuda) is False and bench_amp(True, cpu) is True  # an explicit choice wins
+    assert bench_amp(None, torch.device("mps")) is False
+
+
 def test_bench_loader_runs_both_loops_on_tiny_data():
     from mmbook.bench import SourceStyleCIFAR10, bench_loader
 
@@ -406,7 +419,9 @@ def test_bench_loader_runs_both_loops_on_tiny_data():
     assert result.ratio > 0
     assert "speed-up" in result.table()
     assert result.ceiling_images_per_second > 0 and "ceiling" in result.table()
-    assert not result.fast_amp  # amp defaults to off on CPU
+    from mmbook.runtime import cpu_has_native_bf16
+
+    assert result.fast_amp == cpu_has_native_bf16()  # on a CPU, bf16 by default only where it is native
     with_amp = bench_loader(data["image"], data["label"], device="cpu", baseline_images=8, fast_batch_size=8,
                             amp=True, ceiling=False)
     assert with_amp.fast_amp and with_amp.ceiling_images_per_second is None

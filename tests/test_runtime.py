@@ -50,3 +50,16 @@ def test_environment_report_is_one_line_with_device_and_mode(monkeypatch):
     report = environment_report(torch.device("cpu"))
     assert "\n" not in report
     assert "device cpu" in report and "mode quick" in report and "torch" in report
+
+
+def test_cpu_has_native_bf16_answers_a_bool_and_false_without_the_checks(monkeypatch):
+    import torch.cpu
+
+    from mmbook.runtime import cpu_has_native_bf16
+
+    assert isinstance(cpu_has_native_bf16(), bool)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert cpu_has_native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_has_native_bf16() is True
