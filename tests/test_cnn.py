@@ -540,3 +540,18 @@ def test_lenet_step_benchmark_model_is_lenet():
     custom.load_state_dict(stock.state_dict())
     images = torch.randn(3, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(custom(images), stock(images))
+
+
+def test_jpeg_quality_benchmark_reencodes_into_the_same_layout(tmp_path):
+    from PIL import Image
+
+    module = _load_benchmark("jpeg_quality")
+    source = tmp_path / "cifar10"
+    original = source / "train" / "cat" / "0001.jpg"
+    original.parent.mkdir(parents=True)
+    pixels = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    Image.fromarray(pixels.numpy()).save(original, quality=95)
+    module.reencode(original, source, tmp_path / "q25" / "cifar10", quality=25)
+    copy = tmp_path / "q25" / "cifar10" / "train" / "cat" / "0001.jpg"
+    assert Image.open(copy).size == (32, 32)
+    assert copy.stat().st_size < original.stat().st_size  # quality 25 keeps less
