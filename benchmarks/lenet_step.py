@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmbook.bench import run_step_ceiling
 from mmbook.cnn import LeNet
 
 
@@ -80,29 +81,6 @@ class LeNetCustomPool(LeNet):
         return F.relu(self.fc2(x))
 
 
-def step_images_per_second(model_class: type[LeNet], batch_size: int, amp: bool, steps: int) -> float:
-    """Images/s of the SGD training step of ``model_class`` on one fixed channels-last batch."""
-    torch.manual_seed(0)
-    model = model_class().to(memory_format=torch.channels_last)
-    images = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (batch_size,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(3):
-        step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch_size / (time.perf_counter() - started)
-
-
 def pool_milliseconds(pool, dtype: torch.dtype, repeats: int) -> float:
     """Milliseconds of forward plus backward of ``pool`` on a channels-last ``(1024, 6, 28, 28)`` tensor."""
     x = torch.randn(1024, 6, 28, 28, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -132,14 +110,15 @@ def main() -> None:
             custom_ms.append(pool_milliseconds(MaxPool2x2.apply, dtype, steps))
         print(f"  {str(dtype):<16} F.max_pool2d {min(aten_ms):6.2f}   MaxPool2x2 {min(custom_ms):6.2f}")
 
+    cpu = torch.device("cpu")
     print("\nLeNet training step on one fixed batch (the loader benchmark's ceiling), images/s:")
     print(f"  {'precision':<10}{'batch':>6}{'LeNet':>10}{'+ MaxPool2x2':>14}{'gain':>8}")
     for amp in (False, True):
         for batch_size in (512, 1024, 2048):
             stock, custom = [], []
             for _ in range(repeats):
-                stock.append(step_images_per_second(LeNet, batch_size, amp, steps))
-                custom.append(step_images_per_second(LeNetCustomPool, batch_size, amp, steps))
+                stock.append(run_step_ceiling(cpu, batch_size, steps, amp, model_class=LeNet))
+                custom.append(run_step_ceiling(cpu, batch_size, steps, amp, model_class=LeNetCustomPool))
             print(f"  {'bf16' if amp else 'fp32':<10}{batch_size:>6}{max(stock):>10.0f}{max(custom):>14.0f}"
                   f"{max(custom) / max(stock) - 1:>+8.0%}")
 

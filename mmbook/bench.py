@@ -23,6 +23,7 @@ four PIL round trips, collation, inter-process queues and ten tiny kernel launch
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -161,15 +162,17 @@ def run_fast_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.devi
 
 
 def run_step_ceiling(device: torch.device, batch_size: int = 512, steps: int = 40,
-                     amp: bool | None = None) -> float:
+                     amp: bool | None = None, model_class: Callable[[], nn.Module] = LeNet) -> float:
     """Images per second of LeNet's training step alone, repeated on one fixed in-memory batch.
 
     This is an upper bound for *any* data path: everything a loader does (shuffle, gather,
     normalize, augment) only adds to it. On two CPU cores LeNet's step is compute-bound,
     so this number, divided by the baseline's images/s, caps the ratio the benchmark can show.
+    ``model_class`` builds another ``(B, 3, 32, 32) -> (B, 10)`` network to time instead
+    (``benchmarks/lenet_step.py`` times a LeNet with another max-pool).
     """
     amp = bench_amp(amp, device)
-    model = LeNet().to(device).to(memory_format=torch.channels_last)
+    model = model_class().to(device).to(memory_format=torch.channels_last)
     images = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch_size,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -540,6 +540,9 @@ def test_lenet_step_benchmark_model_is_lenet():
     custom.load_state_dict(stock.state_dict())
     images = torch.randn(3, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(custom(images), stock(images))
+    from mmbook.bench import run_step_ceiling
+
+    assert run_step_ceiling(torch.device("cpu"), batch_size=4, steps=1, amp=False, model_class=module.LeNetCustomPool) > 0
 
 
 def test_jpeg_quality_benchmark_reencodes_into_the_same_layout(tmp_path):
