@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_non_negative_int, default=None, help="default: 10 (quick: 8); scene tasks: 10 for detection, 8 otherwise (quick: 4)")
     train.add_argument("--batch-size", type=_positive_int, default=None, help="default: 128 (quick: 64)")
     train.add_argument("--model", choices=IMAGE_MODELS, default="fastcnn", help="image model for --task cifar10")
+    train.add_argument("--recipe", choices=("cpu", "gpu", "gpu-93"), default=None,
+                       help="fastcnn settings (default: gpu on CUDA, else cpu); gpu-93 reaches 93%% in 36 s on an H200")
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="peak learning rate (default: 3e-3; fastcnn: 0.4, on CUDA 1.5)")
     train.add_argument("--caption-noise", type=_probability, default=0.1)
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         if args.command == "bench":
             return _bench(args)
+        if args.recipe is not None and (args.task != "cifar10" or args.model != "fastcnn"):
+            raise UsageError("--recipe applies to --task cifar10 --model fastcnn only")
         if args.task == "cifar10":
             return _train_cifar10(args)
         if args.task.startswith("scene-"):
@@ -309,8 +313,9 @@ def _train_cifar10(args: argparse.Namespace) -> int:
 
         # The recipe for the device (wider and longer on CUDA), then any flags the user gave.
         flags = {"epochs": args.epochs or (2 if quick else None), "batch_size": args.batch_size, "lr": args.lr}
-        config = FastCNNConfig.for_device(device, amp=args.amp, channels_last=True, compile=args.compile,
-                                          seed=args.seed, **{k: v for k, v in flags.items() if v is not None})
+        config = FastCNNConfig.for_device(device, recipe=args.recipe, amp=args.amp, channels_last=True,
+                                          compile=args.compile, seed=args.seed,
+                                          **{k: v for k, v in flags.items() if v is not None})
         print(f"training fastcnn on {len(train_set)} images, {config.epochs} epochs, device {device}")
         outcome = train_fastcnn(train, test, config, device=device, progress=not args.no_progress)
         epochs, batch_size, seconds = config.epochs, config.batch_size, outcome.train_seconds

@@ -164,7 +164,7 @@ class SmallCNN(nn.Module):
     Shapes (default widths)::
 
         input   (B, 3, 32, 32)
-        stem    (B, 24, 31, 31)   2x2 convolution, no padding (whitened in fastcnn), ReLU
+        stem    (B, 24, 31, 31)   2x2 convolution, no padding (whitened in fastcnn), ReLU or GELU
         pool    (B, 24, 15, 15)
         block1  (B, 32, 15, 15)   -> max-pool (B, 32, 7, 7)
         block2  (B, 64, 7, 7)     -> max-pool (B, 64, 3, 3)
@@ -196,6 +196,7 @@ class SmallCNN(nn.Module):
         logit_scale: the head's output is multiplied by this; a small value (airbench
             uses 1/9) keeps the early logits small, which trains more stably at high
             learning rates with label smoothing.
+        stem_activation: ``"relu"`` or ``"gelu"`` (airbench's) after the stem.
     """
 
     def __init__(
@@ -206,11 +207,16 @@ class SmallCNN(nn.Module):
         logit_scale: float = 1 / 9,
         stem_pool: bool = True,
         block: str = "residual",
+        stem_activation: str = "relu",
     ) -> None:
         super().__init__()
         blocks = {"residual": ConvBlock, "pooled": PooledConvBlock}
         if block not in blocks:
             raise ValueError(f"block must be one of {sorted(blocks)}, got {block!r}")
+        activations = {"relu": F.relu, "gelu": F.gelu}
+        if stem_activation not in activations:
+            raise ValueError(f"stem_activation must be one of {sorted(activations)}, got {stem_activation!r}")
+        self.stem_activation = activations[stem_activation]
         if len(widths) != 3 or any(int(w) <= 0 for w in widths):
             raise ValueError(f"widths must be three positive channel counts, e.g. (32, 64, 128); got {widths!r}")
         if stem_channels <= 0:
@@ -228,7 +234,7 @@ class SmallCNN(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, 32, 32)`` -> pooled features ``(B, widths[-1])``."""
         check_images(images)
-        x = F.relu(self.stem(images))
+        x = self.stem_activation(self.stem(images))
         if self.stem_pool:
             x = F.max_pool2d(x, 2)
         if self.block == "pooled":  # each block halves the resolution itself

@@ -16,6 +16,9 @@ from mmbook.cli import main
         (["train", "--data", "/no/such/dir"], "no such directory"),
         (["train", "--resume"], "--checkpoint"),
         (["frobnicate"], "invalid choice"),
+        (["train", "--task", "cifar10", "--recipe", "gpu-94"], "--recipe"),
+        (["train", "--task", "cifar10", "--model", "lenet", "--recipe", "gpu"], "--recipe applies to"),
+        (["train", "--recipe", "cpu"], "--recipe applies to"),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_status_2(capsys, argv, message):
@@ -71,3 +74,12 @@ def test_resume_with_another_epoch_count_fails_clearly(capsys, tmp_path, tiny_da
     assert main(["train", "--quick", "--epochs", "1", "--checkpoint", str(ckpt), "--no-progress"]) == 0
     assert main(["train", "--quick", "--epochs", "3", "--checkpoint", str(ckpt), "--resume", "--no-progress"]) == 1
     assert "--epochs 1" in capsys.readouterr().err
+
+
+def test_recipe_choices_match_the_fastcnn_recipes():
+    from mmbook.cli import build_parser
+    from mmbook.fastcnn import RECIPES
+
+    train = next(action for action in build_parser()._actions if action.dest == "command").choices["train"]
+    recipe = next(action for action in train._actions if action.dest == "recipe")
+    assert set(recipe.choices) == set(RECIPES)

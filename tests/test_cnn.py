@@ -275,6 +275,18 @@ def test_fastcnn_config_for_device_picks_the_gpu_recipe_on_cuda(monkeypatch):
     config = FastCNNConfig.for_device(None, epochs=5)
     assert config == FastCNNConfig(**{**GPU_RECIPE, "epochs": 5})
     assert config.block == "pooled" and not config.stem_pool
+    assert FastCNNConfig.for_device(None, recipe="cpu") == FastCNNConfig()
+
+
+def test_fastcnn_config_for_device_takes_a_named_recipe():
+    from mmbook.fastcnn import GPU_RECIPE_93
+
+    config = FastCNNConfig.for_device("cpu", recipe="gpu-93", epochs=2)
+    assert config == FastCNNConfig(**{**GPU_RECIPE_93, "epochs": 2})
+    assert config.widths == (256, 1024, 1024) and config.lookahead_every == 5
+    assert FastCNNConfig.for_device("cpu", recipe="gpu") == FastCNNConfig(**GPU_RECIPE)
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        FastCNNConfig.for_device("cpu", recipe="gpu-94")
 
 
 def test_train_fastcnn_with_the_airbench_norm_keeps_the_scales_at_one():
@@ -310,6 +322,41 @@ def test_fastcnn_config_validates_the_airbench_tricks():
         FastCNNConfig(lookahead_every=-5)
     with pytest.raises(ValueError, match="whiten_bias_epochs"):
         FastCNNConfig(whiten_bias_epochs=-1)
+
+
+def test_fastcnn_config_validates_airbench_norm_and_stem_settings():
+    with pytest.raises(ValueError, match="stem_activation"):
+        FastCNNConfig(stem_activation="tanh")
+    with pytest.raises(ValueError, match="norm_momentum"):
+        FastCNNConfig(norm_momentum=0.0)
+    with pytest.raises(ValueError, match="norm_eps"):
+        FastCNNConfig(norm_eps=-1e-5)
+    with pytest.raises(ValueError, match="stem_activation"):
+        SmallCNN(stem_activation="tanh")
+
+
+def test_build_fastcnn_applies_airbench_norm_and_stem_settings():
+    data = tiny_cifar(64)
+    config = FastCNNConfig(widths=(8, 8, 8), stem_activation="gelu", norm_momentum=0.4, norm_eps=1e-12)
+    model = build_fastcnn(config, data["image"])
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.4 and m.eps == 1e-12 for m in norms)
+    images = torch.randn(2, 3, 32, 32)
+    stem = model.stem(images)
+    # The stem's negative outputs reach block1 through GELU (slightly negative), not through ReLU (zero).
+    assert torch.equal(model.stem_activation(stem), F.gelu(stem))
+    assert not torch.equal(build_fastcnn(FastCNNConfig(widths=(8, 8, 8)), data["image"]).stem_activation(stem),
+                           F.gelu(stem))
+
+
+def test_train_fastcnn_decays_norm_biases_only_when_asked():
+    data = tiny_cifar(64)
+    config = FastCNNConfig(epochs=2, batch_size=16, widths=(8, 8, 8), lr=0.4, weight_decay=0.5,
+                           norm_bias_lr_scale=4.0, train_norm_scale=False)
+    free = train_fastcnn(data, None, config, device="cpu", progress=False)
+    decayed = train_fastcnn(data, None, dataclasses.replace(config, norm_bias_decay=True), device="cpu", progress=False)
+    # Same seed, same batches: with decay, the shifts are pulled toward zero.
+    assert decayed.model.block3.norm2.bias.abs().sum() < free.model.block3.norm2.bias.abs().sum()
 
 
 def test_lookahead_averages_the_weights_and_copies_the_average_back():
