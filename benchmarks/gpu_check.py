@@ -47,7 +47,7 @@ import torch
 
 from mmbook.bench import bench_loader, run_fast_loop
 from mmbook.data import DeviceLoader, load_cifar10
-from mmbook.fastcnn import GPU_RECIPE, FastCNNConfig, evaluate_images, train_fastcnn
+from mmbook.fastcnn import AIRBENCH_TRICKS, GPU_RECIPE, FastCNNConfig, evaluate_images, train_fastcnn
 from mmbook.runtime import environment_report, pick_device
 from mmbook.training import resolve_amp
 
@@ -110,8 +110,6 @@ FASTCNN_NEXT: list[tuple[str, dict]] = [
 # size (about 3 s a run on an H200); then the wider and longer recipes with all of them, where
 # 93% is in reach (the third run's best was 92.9%, mean 92.7%, at 192/768/768 and 32 epochs);
 # last, two rows of --plan next. The rows are in order of importance: the budget cuts the tail.
-AIRBENCH_TRICKS: dict = {"alternate_flip": True, "lookahead_every": 5, "lr_start": 0.2, "lr_end": 0.07,
-                         "warmup": 0.23, "whiten_bias_epochs": 3}
 AIRBENCH_SIZE: dict = {**GPU_RECIPE, "widths": (64, 256, 256), "epochs": 10, "crop_padding": 2}
 WIDE_CUTOUT: dict = {**GPU_RECIPE, "widths": (192, 768, 768), "epochs": 32, "cutout": 12}
 FASTCNN_TRICKS: list[tuple[str, dict]] = [

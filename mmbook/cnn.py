@@ -158,6 +158,10 @@ class PooledConvBlock(ConvBlock):
         return F.gelu(self.norm2(self.conv2(x)))
 
 
+# The activations SmallCNN can put after its stem, by name.
+STEM_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
 class SmallCNN(nn.Module):
     """A small modern CNN for 32x32 images, sized for CPUs.
 
@@ -213,10 +217,9 @@ class SmallCNN(nn.Module):
         blocks = {"residual": ConvBlock, "pooled": PooledConvBlock}
         if block not in blocks:
             raise ValueError(f"block must be one of {sorted(blocks)}, got {block!r}")
-        activations = {"relu": F.relu, "gelu": F.gelu}
-        if stem_activation not in activations:
-            raise ValueError(f"stem_activation must be one of {sorted(activations)}, got {stem_activation!r}")
-        self.stem_activation = activations[stem_activation]
+        if stem_activation not in STEM_ACTIVATIONS:
+            raise ValueError(f"stem_activation must be one of {sorted(STEM_ACTIVATIONS)}, got {stem_activation!r}")
+        self.stem_activation = STEM_ACTIVATIONS[stem_activation]
         if len(widths) != 3 or any(int(w) <= 0 for w in widths):
             raise ValueError(f"widths must be three positive channel counts, e.g. (32, 64, 128); got {widths!r}")
         if stem_channels <= 0:
