@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmbook.cnn import ImageClassifier, LeNet
 from mmbook.data.loaders import DeviceLoader
-from mmbook.runtime import cpu_has_native_bf16, pick_device, seed_everything
-from mmbook.training import _autocast, fit
+from mmbook.runtime import autocast, cpu_has_native_bf16, pick_device, seed_everything
+from mmbook.training import fit
 
 
 class SourceStyleCIFAR10(Dataset):
@@ -106,7 +106,7 @@ class LoaderBenchResult:
 def bench_amp(amp: bool | None, device: torch.device) -> bool:
     """Mixed precision for the fast path: ``amp`` if given, else on for CUDA and for CPUs with native bf16.
 
-    This differs from :func:`mmbook.training.resolve_amp` (CUDA only), which the chapters'
+    This differs from :func:`mmbook.runtime.resolve_amp` (CUDA only), which the chapters'
     training uses: a benchmark of throughput should take the fastest arithmetic the device
     has, while a training recipe keeps the precision its published accuracy was measured with.
     """
@@ -178,7 +178,7 @@ def run_step_ceiling(device: torch.device, batch_size: int = 512, steps: int = 4
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
-        with _autocast(device, amp):
+        with autocast(device, amp):
             loss = nn.functional.cross_entropy(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmbook.runtime import evaluating
+
 
 class LeNet(nn.Module):
     """LeNet-5 for 32x32 RGB images.
@@ -69,11 +71,6 @@ def check_images(images: torch.Tensor, size: int = 32) -> None:
             f"expected float images, got dtype {images.dtype}; convert uint8 images with "
             f"mmbook.data.loaders.normalize_images(images)"
         )
-
-
-def lenet(out_features: int = 10) -> LeNet:
-    """Build the worked example's LeNet image branch."""
-    return LeNet(out_features=out_features)
 
 
 # ---------------------------------------------------------------------------
@@ -158,17 +155,13 @@ class PooledConvBlock(ConvBlock):
         return F.gelu(self.norm2(self.conv2(x)))
 
 
-# The activations SmallCNN can put after its stem, by name.
-STEM_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
-
-
 class SmallCNN(nn.Module):
     """A small modern CNN for 32x32 images, sized for CPUs.
 
     Shapes (default widths)::
 
         input   (B, 3, 32, 32)
-        stem    (B, 24, 31, 31)   2x2 convolution, no padding (whitened in fastcnn), ReLU or GELU
+        stem    (B, 24, 31, 31)   2x2 convolution, no padding (whitened in fastcnn), ReLU
         pool    (B, 24, 15, 15)
         block1  (B, 32, 15, 15)   -> max-pool (B, 32, 7, 7)
         block2  (B, 64, 7, 7)     -> max-pool (B, 64, 3, 3)
@@ -200,7 +193,6 @@ class SmallCNN(nn.Module):
         logit_scale: the head's output is multiplied by this; a small value (airbench
             uses 1/9) keeps the early logits small, which trains more stably at high
             learning rates with label smoothing.
-        stem_activation: ``"relu"`` or ``"gelu"`` (airbench's) after the stem.
     """
 
     def __init__(
@@ -211,15 +203,11 @@ class SmallCNN(nn.Module):
         logit_scale: float = 1 / 9,
         stem_pool: bool = True,
         block: str = "residual",
-        stem_activation: str = "relu",
     ) -> None:
         super().__init__()
         blocks = {"residual": ConvBlock, "pooled": PooledConvBlock}
         if block not in blocks:
             raise ValueError(f"block must be one of {sorted(blocks)}, got {block!r}")
-        if stem_activation not in STEM_ACTIVATIONS:
-            raise ValueError(f"stem_activation must be one of {sorted(STEM_ACTIVATIONS)}, got {stem_activation!r}")
-        self.stem_activation = STEM_ACTIVATIONS[stem_activation]
         if len(widths) != 3 or any(int(w) <= 0 for w in widths):
             raise ValueError(f"widths must be three positive channel counts, e.g. (32, 64, 128); got {widths!r}")
         if stem_channels <= 0:
@@ -237,7 +225,7 @@ class SmallCNN(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, 32, 32)`` -> pooled features ``(B, widths[-1])``."""
         check_images(images)
-        x = self.stem_activation(self.stem(images))
+        x = F.relu(self.stem(images))
         if self.stem_pool:
             x = F.max_pool2d(x, 2)
         if self.block == "pooled":  # each block halves the resolution itself
@@ -253,22 +241,18 @@ class SmallCNN(nn.Module):
         return self.head(self.features(images)) * self.logit_scale
 
 
-def small_cnn(num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 128)) -> SmallCNN:
-    """Build the chapter's small modern CNN."""
-    return SmallCNN(widths=widths, num_classes=num_classes)
-
-
 # ---------------------------------------------------------------------------
 # Counting FLOPs.
 # ---------------------------------------------------------------------------
 
 
 def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> int:
-    """Forward-pass FLOPs per image of the convolutions and linear layers of ``model``.
+    """Forward-pass FLOPs per image of ``model``, as PyTorch's ``FlopCounterMode`` counts them.
 
-    One multiply-accumulate counts as 2 FLOPs (the usual convention). Normalization,
-    activations and pooling are left out: they are a few percent of the total.
-    Training costs about three times this (forward, plus two matrix products backward).
+    One multiply-accumulate counts as 2 FLOPs (the usual convention). The counter covers the
+    matrix products and convolutions; normalization, activations and pooling are left out:
+    they are a few percent of the total. Training costs about three times this (forward,
+    plus two matrix products backward).
 
     Args:
         model: a network taking an image batch ``(B, *image_shape)``.
@@ -277,38 +261,16 @@ def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32
     Returns:
         FLOPs for one image, as an int.
     """
+    from torch.utils.flop_counter import FlopCounterMode
+
     if len(image_shape) != 3:
         raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
-    total = 0
-
-    def conv_hook(module: nn.Conv2d, inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        kernel_h, kernel_w = module.kernel_size
-        per_output = (module.in_channels // module.groups) * kernel_h * kernel_w
-        total += 2 * per_output * output[0].numel()
-
-    def linear_hook(module: nn.Linear, inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        total += 2 * module.in_features * module.out_features * (output[0].numel() // module.out_features)
-
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
-    was_training = model.training
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *image_shape, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return total
+    counter = FlopCounterMode(display=False)
+    with evaluating(model), torch.no_grad(), counter:
+        model(torch.zeros(1, *image_shape, device=device))
+    return int(counter.get_total_flops())
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

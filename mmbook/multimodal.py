@@ -100,8 +100,8 @@ def captioned_cifar_model(
         vocab_size: size of the caption vocabulary.
         fusion: fusion name (see :data:`mmbook.fusion.FUSIONS`). ``cross_attention`` uses
             region and token encoders (:class:`~mmbook.fusion.ImageRegionEncoder`,
-            :class:`~mmbook.fusion.TokenEncoder`); late fusions get no head; ``two_stage``
-            builds an untrained estimator: train it with :func:`mmbook.fusion.fit_two_stage`.
+            :class:`~mmbook.fusion.TokenEncoder`); late fusions get no head. Two-stage fusion is
+            trained by its recipe, :func:`mmbook.recipes.train_two_stage`.
         text_encoder: kind of the text branch (``rnn``, ``lstm``, ``gru`` or ``transformer``;
             see :data:`mmbook.text.TEXT_ENCODER_KINDS`).
         feature_size: the output size of each branch (10, as in the source).

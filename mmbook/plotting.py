@@ -1,7 +1,8 @@
-"""The book's figures: training curves, image grids with captions, confusion matrices."""
+"""The book's figures: training curves, image grids with captions, confusion matrices, scenes with boxes."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -79,5 +80,53 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], title: str = ""
     if title:
         axis.set_title(title)
     figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    return figure
+
+
+def show_scenes(
+    scenes: "SceneSet",
+    indices: list[int],
+    predicted: list[dict[str, torch.Tensor]] | None = None,
+    text: str = "expression",
+    columns: int = 4,
+):
+    """Draw scenes with their ground-truth boxes (green) and, optionally, predicted boxes (red).
+
+    Args:
+        scenes: the scene set.
+        indices: which scenes to draw.
+        predicted: one dict per drawn scene with ``boxes`` ``(K, 4)`` and optionally ``labels`` ``(K,)``.
+        text: the title under each scene: ``"expression"``, ``"caption"`` or ``"classes"``.
+        columns: scenes per row.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.patches as patches
+
+    from mmbook.data.cifar10 import CIFAR10_CLASSES
+
+    rows = -(-len(indices) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for n, (axis, i) in enumerate(zip(axes.flat, indices)):
+        axis.imshow(scenes.images[i].permute(1, 2, 0).numpy())
+        count = int(scenes.counts[i])
+        for j in range(count):
+            x1, y1, x2, y2 = scenes.boxes[i, j].tolist()
+            axis.add_patch(patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=1.5))
+            if text == "classes":
+                axis.text(x1, y1 - 1, CIFAR10_CLASSES[int(scenes.classes[i, j])], color="lime", fontsize=7)
+        if predicted is not None:
+            for k, box in enumerate(predicted[n]["boxes"].tolist()):
+                x1, y1, x2, y2 = box
+                axis.add_patch(patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, color="red",
+                                                 linewidth=1.2, linestyle="--"))
+                if "labels" in predicted[n]:
+                    axis.text(x1, y2 + 4, CIFAR10_CLASSES[int(predicted[n]["labels"][k])], color="red", fontsize=7)
+        title = {"expression": scenes.expressions[i], "caption": scenes.captions[i]}.get(text, "")
+        axis.set_title(textwrap.fill(title, 28), fontsize=8)
     figure.tight_layout()
     return figure

@@ -6,12 +6,15 @@ sees which device and which mode produced the numbers on the page.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 QUICK_ENV_VAR = "MMBOOK_QUICK"
 _TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -104,6 +107,49 @@ def cpu_has_native_bf16() -> bool:
 
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_amp(amp: bool | None, device: torch.device) -> bool:
+    """Whether to train in mixed precision: ``amp`` if given, else on for CUDA only.
+
+    On CPUs without native bf16 (see :func:`cpu_has_native_bf16`) bf16 autocast is emulated and
+    usually slower than fp32, so ``None`` leaves it off there.
+    """
+    return device.type == "cuda" if amp is None else bool(amp)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The mixed-precision type on ``device``: bf16, except fp16 on CUDA GPUs without bf16."""
+    return torch.float16 if device.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device`` in :func:`amp_dtype` when ``enabled``, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """A gradient scaler that is active only where mixed precision uses fp16 (it is needed for fp16 only)."""
+    return torch.amp.GradScaler(device.type, enabled=enabled and amp_dtype(device) == torch.float16)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for a ``with`` block, then back in the mode it was in.
+
+    Example::
+
+        with evaluating(model), torch.no_grad():
+            logits = model(batch)
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def device_description(device: torch.device) -> str:

@@ -3,12 +3,13 @@
 One batch, from the loader to the loss, reads top to bottom in :func:`fit`::
 
     batch = next(loader)                      # {"image": ..., "text": ..., "label": ...}
-    with autocast():                          # bf16 on CUDA where supported
+    with autocast(device, amp):               # bf16 on CUDA where supported
         logits = model(batch)                 # (B, C)
         loss = cross_entropy(logits, batch["label"])
     loss.backward(); optimizer.step(); scheduler.step()
 
-Around that: a progress bar, a per-epoch history, an optional live plot in
+Every recipe in :mod:`mmbook.recipes` builds a model, loaders and an optimizer and calls
+:func:`fit`; none has a loop of its own. Around the step: a progress bar, a per-epoch history, an optional live plot in
 notebooks, and a checkpoint after every epoch that ``resume=True`` picks up.
 Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors and plain
 containers only, never arbitrary pickled objects.
@@ -16,9 +17,7 @@ containers only, never arbitrary pickled objects.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbook.runtime import pick_device
+from mmbook import distributed
+from mmbook.data.cache import atomic_save, load_tensors
+from mmbook.runtime import autocast, evaluating, grad_scaler, pick_device, resolve_amp
 
 CHECKPOINT_NAME = "last.pt"
 # Custom objectives (see mmbook.objectives): ``loss_fn(output, batch) -> scalar loss`` and
@@ -45,6 +46,8 @@ def _batch_size(batch: Mapping[str, torch.Tensor]) -> int:
 def _default_accuracy(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     labels = batch["label"]
     return (logits.argmax(dim=1) == labels).sum(), int(labels.shape[0])
+
+
 _CHECKPOINT_FORMAT = 1
 
 
@@ -54,7 +57,7 @@ class History:
 
     ``records[k]`` holds epoch ``k + 1``: ``epoch``, ``train_loss``, ``train_accuracy``,
     ``test_loss``, ``test_accuracy`` (if a test loader was given), ``lr``,
-    ``train_seconds`` (this epoch's training time) and ``images_per_second``.
+    ``train_seconds`` (this epoch's training time) and ``samples_per_second``.
     """
 
     records: list[dict[str, float]] = field(default_factory=list)
@@ -78,34 +81,63 @@ class History:
         """Total training time over all epochs (evaluation excluded)."""
         return float(sum(self.column("train_seconds")))
 
+    @property
+    def samples_per_second(self) -> float:
+        """Training throughput over all epochs: samples seen per second of training."""
+        seconds = self.train_seconds
+        seen = sum(r["samples_per_second"] * r["train_seconds"] for r in self.records)
+        return seen / seconds if seconds > 0 else 0.0
 
-def one_cycle(total_steps: int, warmup_fraction: float = 0.25):
+
+@dataclass
+class Run:
+    """A trained model and its numbers: what every recipe in :mod:`mmbook.recipes` returns.
+
+    Attributes:
+        model: the trained model.
+        history: its :class:`History` (for a recipe with several stages, the last stage's).
+        metrics: final figures by name, e.g. ``{"test_accuracy": 0.78}``; a recipe documents its keys.
+    """
+
+    model: nn.Module
+    history: History
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        """Final test accuracy in ``[0, 1]``: ``metrics["test_accuracy"]``, else the last epoch's."""
+        if "test_accuracy" in self.metrics:
+            return float(self.metrics["test_accuracy"])
+        return float(self.history.last["test_accuracy"])
+
+    @property
+    def seconds(self) -> float:
+        """Training time of all stages (evaluation excluded)."""
+        return float(self.metrics.get("train_seconds", self.history.train_seconds))
+
+    @property
+    def parameters(self) -> int:
+        """Number of parameters of the model, trainable and frozen."""
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def one_cycle(total_steps: int, warmup: float = 0.25) -> Callable[[int], float]:
     """A triangular one-cycle schedule (Smith & Topin, 2019), as a ``LambdaLR`` factor.
 
-    The factor rises linearly from ``1/warmup`` to 1 over the first quarter of the
-    steps, then falls linearly towards 0 at the last step. A large learning rate in
-    the middle of training, and a small one at the end, converges in few epochs.
+    The factor rises linearly from ``1/warmup_steps`` to 1 over the first ``warmup``
+    fraction of the steps, then falls linearly towards 0 at the last step. A large learning
+    rate in the middle of training, and a small one at the end, converges in few epochs.
     """
-    warmup = max(1, int(warmup_fraction * total_steps))
+    if not 0.0 <= warmup < 1.0:
+        raise ValueError(f"warmup is a fraction of training in [0, 1), got {warmup}")
+    warmup_steps = max(1, int(warmup * total_steps))
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return factor
-
-
-def _autocast(device: torch.device, amp: bool):
-    if not amp:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_amp(amp: bool | None, device: torch.device) -> bool:
-    """Mixed precision on by default on CUDA, off elsewhere (bf16 on CPUs is often slower)."""
-    return device.type == "cuda" if amp is None else bool(amp)
 
 
 def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -123,6 +155,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` over ``loader``.
 
+    Under torchrun each rank evaluates its shard of the loader's data and the sums are
+    added over the ranks, so every rank returns the figures of the whole data set.
+
     Args:
         loss_fn: ``loss_fn(output, batch)``; default cross-entropy against ``batch["label"]``.
         accuracy_fn: ``accuracy_fn(output, batch) -> (correct, counted)``; default top-1 accuracy
@@ -133,26 +168,27 @@ def evaluate(
     """
     device = pick_device(device)
     amp = resolve_amp(amp, device)
-    was_training = model.training
-    model.eval()
     if accuracy_fn is None and loss_fn is None:
         accuracy_fn = _default_accuracy
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # no gradients here: DDP's bookkeeping is not needed, and shards may differ in length
     total_loss, correct, counted, count = 0.0, 0, 0, 0
-    for batch in loader:
-        batch = _to_device(batch, device)
-        with _autocast(device, amp):
-            output = model(batch)
-        size = _batch_size(batch)
-        if loss_fn is None:
-            total_loss += float(F.cross_entropy(output.float(), batch["label"], reduction="sum"))
-        else:
-            total_loss += float(loss_fn(output, batch)) * size
-        if accuracy_fn is not None:
-            right, seen = accuracy_fn(output, batch)
-            correct += int(right)
-            counted += int(seen)
-        count += size
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            batch = _to_device(batch, device)
+            with autocast(device, amp):
+                output = model(batch)
+            size = _batch_size(batch)
+            if loss_fn is None:
+                total_loss += float(F.cross_entropy(output.float(), batch["label"], reduction="sum"))
+            else:
+                total_loss += float(loss_fn(output, batch)) * size
+            if accuracy_fn is not None:
+                right, seen = accuracy_fn(output, batch)
+                correct += int(right)
+                counted += int(seen)
+            count += size
+    total_loss, correct, counted, count = distributed.sum_over_ranks(total_loss, correct, counted, count, device=device)
     if count == 0:
         raise ValueError("the evaluation loader yielded no samples")
     return {"loss": total_loss / count, "accuracy": correct / counted if counted else float("nan")}
@@ -164,24 +200,18 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All logits ``(N, C)`` and labels ``(N,)`` of ``loader``, on the CPU, in loader order."""
     device = pick_device(device)
-    was_training = model.training
-    model.eval()
     logits, labels = [], []
-    for batch in loader:
-        batch = _to_device(batch, device)
-        logits.append(model(batch).float().cpu())
-        labels.append(batch["label"].cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            batch = _to_device(batch, device)
+            logits.append(model(batch).float().cpu())
+            labels.append(batch["label"].cpu())
     return torch.cat(logits), torch.cat(labels)
 
 
 def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
     """Write ``state`` atomically: a crash mid-write never corrupts the previous checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"format": _CHECKPOINT_FORMAT, **state}, temporary)
-    os.replace(temporary, path)
+    atomic_save({"format": _CHECKPOINT_FORMAT, **state}, path)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
@@ -195,15 +225,28 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; train without --resume first, or check the directory")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"checkpoint {path} cannot be read ({error.__class__.__name__}: {error}). It may be truncated or "
-            f"from another program; delete it to start afresh."
-        ) from error
+        state = load_tensors(path)
+    except ValueError as error:
+        raise ValueError(f"checkpoint {error}. It may be truncated or from another program; delete it to start "
+                         f"afresh.") from error
     if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an mmbook checkpoint (format {_CHECKPOINT_FORMAT})")
     return state
+
+
+def build_optimizer(
+    name: str, parameters: Iterable[torch.Tensor] | Iterable[dict[str, Any]], *, lr: float, weight_decay: float,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """``"adamw"`` (AdamW) or ``"sgd"`` (SGD with Nesterov momentum) over ``parameters``.
+
+    ``parameters`` may be parameter groups (dicts), each with its own ``weight_decay`` or ``lr``.
+    """
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {name!r}")
 
 
 def fit(
@@ -212,12 +255,17 @@ def fit(
     test_loader: Iterable[Mapping[str, torch.Tensor]] | None = None,
     *,
     epochs: int,
+    optimizer: str = "adamw",
+    parameters: Iterable[torch.Tensor] | Iterable[dict[str, Any]] | None = None,
     lr: float = 2e-3,
     weight_decay: float = 5e-4,
-    optimizer: str = "adamw",
     momentum: float = 0.9,
     schedule: str = "onecycle",
+    warmup: float = 0.25,
+    loss_fn: LossFn | None = None,
+    accuracy_fn: AccuracyFn | None = None,
     label_smoothing: float = 0.0,
+    max_grad_norm: float | None = None,
     device: torch.device | str | None = None,
     amp: bool | None = None,
     channels_last: bool = False,
@@ -228,8 +276,6 @@ def fit(
     progress: bool = True,
     live_plot: bool = False,
     description: str = "training",
-    loss_fn: LossFn | None = None,
-    accuracy_fn: AccuracyFn | None = None,
 ) -> History:
     """Train ``model`` on ``train_loader`` for ``epochs`` epochs; evaluate on ``test_loader`` each epoch.
 
@@ -238,35 +284,50 @@ def fit(
         train_loader: yields batch dicts; must have ``len()`` for the learning-rate schedule.
         test_loader: optional; evaluated after every epoch.
         epochs: total number of epochs (with ``resume``, including those already done).
+        optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov momentum); see :func:`build_optimizer`.
+        parameters: what the optimizer updates: parameters or parameter groups (dicts with their own
+            ``weight_decay`` or ``lr``); default all of ``model.parameters()``.
         lr: peak learning rate.
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
-        optimizer: ``"adamw"`` or ``"sgd"`` (with Nesterov momentum).
         momentum: SGD momentum.
         schedule: ``"onecycle"`` (see :func:`one_cycle`; converges fast) or ``"constant"``.
-        label_smoothing: cross-entropy label smoothing.
+        warmup: the fraction of steps over which ``"onecycle"`` warms up.
+        loss_fn: for objectives other than classification, ``loss_fn(output, batch) -> scalar``
+            (e.g. :func:`mmbook.objectives.detection_loss`); the model may then return any output.
+            Default: cross-entropy of the logits against ``batch["label"]`` with ``label_smoothing``.
+        accuracy_fn: ``accuracy_fn(output, batch) -> (correct, counted)`` for the accuracy columns;
+            default top-1 accuracy for the default loss, none (NaN) for a custom ``loss_fn``.
+        label_smoothing: cross-entropy label smoothing (default loss only).
+        max_grad_norm: clip the gradients' total norm to this before each step (recurrent networks
+            need it); ``None`` does not clip.
         device: ``None`` picks CUDA, then MPS, then CPU.
-        amp: mixed precision; ``None`` means on for CUDA (bf16 where supported).
+        amp: mixed precision; ``None`` means on for CUDA (see :func:`mmbook.runtime.resolve_amp`).
         channels_last: keep the model in channels-last memory format (faster convolutions on GPUs).
         compile: wrap the model with ``torch.compile``.
         checkpoint_dir: save ``last.pt`` here after every epoch.
         resume: continue from ``checkpoint_dir/last.pt`` if it exists.
         extra_state: plain data stored in the checkpoint (e.g. the vocabulary), for reloading.
         progress: show a ``tqdm`` progress bar.
+
+    Under torchrun (:mod:`mmbook.distributed`) the model is wrapped in DDP, each rank trains
+    on its shard of ``train_loader``, the history holds figures summed over the ranks, and
+    rank 0 alone shows progress and plots and writes the checkpoint (which every rank reads
+    on ``resume``).
         live_plot: in a notebook, redraw loss and accuracy curves after every epoch.
         description: the progress bar's label.
-        loss_fn: for objectives other than classification, ``loss_fn(output, batch) -> scalar``
-            (e.g. :func:`mmbook.objectives.detection_loss`); the model may then return any output.
-            Default: cross-entropy of the logits against ``batch["label"]`` with ``label_smoothing``.
-        accuracy_fn: ``accuracy_fn(output, batch) -> (correct, counted)`` for the accuracy columns;
-            default top-1 accuracy for the default loss, none (NaN) for a custom ``loss_fn``.
 
     Returns:
         The :class:`History` of all epochs (including resumed ones).
+
+    Raises:
+        FloatingPointError: if an epoch's mean training loss is not finite (the run diverged).
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
     if lr <= 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be positive, got {lr}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be positive (or None for no clipping), got {max_grad_norm}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
     if loss_fn is not None and label_smoothing:
@@ -280,23 +341,19 @@ def fit(
         model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
 
-    if optimizer == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+    opt = build_optimizer(optimizer, model.parameters() if parameters is None else parameters, lr=lr,
+                          weight_decay=weight_decay, momentum=momentum)
     if schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(max(1, epochs * steps_per_epoch)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(max(1, epochs * steps_per_epoch), warmup))
     elif schedule == "constant":
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     else:
         raise ValueError(f"schedule must be 'onecycle' or 'constant', got {schedule!r}")
-    # fp16 (older GPUs without bf16) needs loss scaling; bf16 and fp32 do not.
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    scaler = grad_scaler(device, amp)
 
     history = History()
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    loader_generator = getattr(train_loader, "generator", None)
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         # The learning-rate schedule depends on the planned length of the run, so a
@@ -312,33 +369,40 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         history = History(list(state["history"]))
         torch.set_rng_state(state["torch_rng"])
-        loader_generator = getattr(train_loader, "generator", None)
         if loader_generator is not None and state.get("loader_rng") is not None:
             loader_generator.set_state(state["loader_rng"])
     start_epoch = len(history)
 
-    step_model = torch.compile(model) if compile else model
-    plot = _LivePlot() if live_plot else None
+    step_model = distributed.wrap_model(model, device)  # DDP under torchrun, else the model itself
+    step_model = torch.compile(step_model) if compile else step_model
+    main_process = distributed.is_main_process()
+    plot = _LivePlot() if live_plot and main_process else None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=description, disable=not progress, leave=False)
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=description, disable=not progress or not main_process,
+               leave=False)
     try:
         for epoch in range(start_epoch, epochs):
             model.train()
+            if hasattr(train_loader, "set_epoch"):  # this epoch's order and augmentation, also after a resume
+                train_loader.set_epoch(epoch)
             started = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             seen, counted = 0, 0
             for batch in train_loader:
                 batch = _to_device(batch, device)
-                with _autocast(device, amp):
-                    logits = step_model(batch)
+                with autocast(device, amp):
+                    output = step_model(batch)
                     if loss_fn is None:
-                        loss = F.cross_entropy(logits.float(), batch["label"], label_smoothing=label_smoothing)
+                        loss = F.cross_entropy(output.float(), batch["label"], label_smoothing=label_smoothing)
                     else:
-                        loss = loss_fn(logits, batch)
+                        loss = loss_fn(output, batch)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if max_grad_norm is not None:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
                 scaler.step(opt)
                 scaler.update()
                 scheduler.step()
@@ -346,7 +410,7 @@ def fit(
                 size = _batch_size(batch)
                 loss_sum += loss.detach() * size
                 if accuracy_fn is not None:
-                    right, batch_counted = accuracy_fn(logits.detach(), batch)
+                    right, batch_counted = accuracy_fn(output.detach(), batch)
                     correct += right
                     counted += int(batch_counted)
                 seen += size
@@ -354,22 +418,26 @@ def fit(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - started
+            loss_total, correct, seen, counted = distributed.sum_over_ranks(loss_sum, correct, seen, counted, device=device)
             record = {
                 "epoch": epoch + 1,
-                "train_loss": float(loss_sum) / max(seen, 1),
+                "train_loss": loss_total / max(seen, 1),
                 "train_accuracy": float(correct) / counted if counted else float("nan"),
                 "lr": float(opt.param_groups[0]["lr"]),
                 "train_seconds": seconds,
-                "images_per_second": seen / seconds if seconds > 0 else float("nan"),
+                "samples_per_second": seen / seconds if seconds > 0 else float("nan"),
             }
+            if not math.isfinite(record["train_loss"]):
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch + 1}: the mean loss is {record['train_loss']}. "
+                    f"Lower the learning rate (now {lr})" + (" or turn compile off" if compile else "") + ".")
             if test_loader is not None:
-                metrics = evaluate(step_model, test_loader, device, amp, loss_fn=loss_fn, accuracy_fn=accuracy_fn)
+                metrics = evaluate(model if distributed.world_size() > 1 else step_model, test_loader, device, amp, loss_fn=loss_fn, accuracy_fn=accuracy_fn)
                 record["test_loss"], record["test_accuracy"] = metrics["loss"], metrics["accuracy"]
             history.records.append(record)
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}",
                             acc=f"{record.get('test_accuracy', record['train_accuracy']):.3f}")
-            if checkpoint_path is not None:
-                loader_generator = getattr(train_loader, "generator", None)
+            if checkpoint_path is not None and main_process:
                 save_checkpoint(checkpoint_path, {
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mmbook.data.cifar10 import CIFAR10_CLASSES
@@ -35,4 +36,24 @@ def tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MMBOOK_OFFLINE", "1")
     # Quick mode keeps a fixed number per class; make it fit the tiny data.
     monkeypatch.setattr("mmbook.data.cifar10.QUICK_PER_CLASS", {"train": 4, "test": 2})
+    return root
+
+
+def tiny_cifar(n: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``n`` CIFAR-shaped uint8 images ``(n, 3, 32, 32)`` whose mean colour gives the class, and labels ``(n,)``."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    # Class-dependent mean colour, so that a model can learn something in a few steps.
+    base = (labels.view(-1, 1, 1, 1).float() * 25).expand(n, 3, 32, 32)
+    noise = torch.randint(0, 30, (n, 3, 32, 32), generator=generator).float()
+    return {"image": (base + noise).clamp(0, 255).to(torch.uint8), "label": labels}
+
+
+@pytest.fixture
+def tiny_imagefolder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A 200-image CIFAR-10 look-alike (10 images per class and split), in full mode, offline."""
+    root = write_imagefolder(tmp_path / "data", {"train": 10, "test": 10})
+    monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MMBOOK_OFFLINE", "1")
+    monkeypatch.delenv("MMBOOK_QUICK", raising=False)
     return root

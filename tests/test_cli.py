@@ -53,8 +53,11 @@ def test_train_writes_the_json_result(tmp_path, tiny_data):
     for key in ("task", "modalities", "fusion", "epochs", "device", "train_seconds", "train_images_per_second", "test_accuracy"):
         assert key in result
     assert result["task"] == "cifar10-captions" and result["modalities"] == "image+text" and result["epochs"] == 2
-    assert 0.0 <= result["test_accuracy"] <= 1.0 and result["train_images_per_second"] > 0
-    assert result["device"] == "cpu" or result["device"].startswith(("cuda", "mps"))
+    assert result["test_accuracy"] == result["history"][-1]["test_accuracy"]
+    assert result["train_images_per_second"] > 0 and result["train_images"] == 40 and result["test_images"] == 20
+    from mmbook.runtime import pick_device
+
+    assert result["device"] == str(pick_device())
 
 
 def test_train_checkpoint_and_resume(tmp_path, tiny_data):
@@ -72,14 +75,59 @@ def test_train_checkpoint_and_resume(tmp_path, tiny_data):
 def test_resume_with_another_epoch_count_fails_clearly(capsys, tmp_path, tiny_data):
     ckpt = tmp_path / "ckpt"
     assert main(["train", "--quick", "--epochs", "1", "--checkpoint", str(ckpt), "--no-progress"]) == 0
-    assert main(["train", "--quick", "--epochs", "3", "--checkpoint", str(ckpt), "--resume", "--no-progress"]) == 1
+    assert main(["train", "--quick", "--epochs", "3", "--checkpoint", str(ckpt), "--resume", "--no-progress"]) == 2
     assert "--epochs 1" in capsys.readouterr().err
 
 
-def test_recipe_choices_match_the_fastcnn_recipes():
+@pytest.mark.parametrize("table, flag", [("RECIPES", "--recipe"), ("FUSIONS", "--fusion"), ("TASKS", "--task")])
+def test_every_name_in_the_public_tables_is_a_valid_flag_value(table, flag):
     from mmbook.cli import build_parser
     from mmbook.fastcnn import RECIPES
+    from mmbook.fusion import FUSIONS
+    from mmbook.recipes import TASKS
 
-    train = next(action for action in build_parser()._actions if action.dest == "command").choices["train"]
-    recipe = next(action for action in train._actions if action.dest == "recipe")
-    assert set(recipe.choices) == set(RECIPES)
+    names = {"RECIPES": RECIPES, "FUSIONS": FUSIONS, "TASKS": TASKS}[table]
+    for name in names:
+        assert getattr(build_parser().parse_args(["train", flag, name]), flag[2:]) == name
+
+
+@pytest.mark.parametrize("model", ["lenet", "fastcnn"])
+def test_cli_trains_image_models(tiny_imagefolder, tmp_path, model, capsys):
+    import json
+
+    from mmbook.cli import main
+
+    out = tmp_path / f"{model}.json"
+    status = main(["train", "--task", "cifar10", "--model", model, "--epochs", "1", "--batch-size", "40",
+                   "--data", str(tiny_imagefolder), "--device", "cpu", "--no-progress", "--json", str(out)])
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == model and result["train_images"] == 100 and result["epochs"] == 1
+    assert result["test_images"] == 100 and result["parameters"] > 0
+    if model == "lenet":
+        assert result["test_accuracy"] == result["history"][-1]["test_accuracy"]
+    else:
+        assert {"test_accuracy", "test_accuracy_tta"} <= set(result)
+    assert "test_accuracy" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_image_model_values(tiny_imagefolder, capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "cifar10", "--model", "resnet50"]) == 2
+    assert "invalid choice: 'resnet50'" in capsys.readouterr().err
+    assert main(["train", "--task", "cifar10", "--fusion", "concat", "--modalities", "text",
+                 "--data", str(tiny_imagefolder)]) == 2
+    assert "--modalities applies to --task cifar10-captions" in capsys.readouterr().err
+    assert main(["bench", "loader", "--batch-size", "0"]) == 2
+    assert "must be a positive whole number" in capsys.readouterr().err
+
+
+def test_cli_bench_loader_prints_the_ratio(tiny_imagefolder, capsys):
+    from mmbook.cli import main
+
+    status = main(["bench", "loader", "--data", str(tiny_imagefolder), "--baseline-images", "8",
+                   "--batch-size", "16", "--device", "cpu"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "speed-up (fast / baseline):" in out and "images/s" in out and "ceiling" in out

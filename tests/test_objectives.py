@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 
 from mmbook import objectives as O
 from mmbook.data import DeviceLoader
-from mmbook.scenes import TAGS, make_scenes, scene_vocabulary
+from mmbook.data.scenes import TAGS, make_scenes, scene_vocabulary
 from mmbook.training import evaluate, fit
 
 
@@ -322,7 +322,7 @@ def test_cli_scene_task_errors(capsys):
 def test_cli_scene_grounding_json(tmp_path, monkeypatch):
     import json
 
-    from mmbook import scenes
+    from mmbook.data import scenes
     from mmbook.cli import main
     from mmbook.data.cifar10 import CIFAR10_CLASSES, ImageSet
 

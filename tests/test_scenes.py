@@ -1,14 +1,14 @@
-"""Tests of the synthetic scene generator (mmbook.scenes), on random source images: no data files needed."""
+"""Tests of the synthetic scene generator (mmbook.data.scenes), on random source images: no data files needed."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmbook import scenes
+from mmbook.data import scenes
 from mmbook.data.cifar10 import CIFAR10_CLASSES, ImageSet
 from mmbook.objectives.tagging import bio_spans
-from mmbook.scenes import CANVAS, MAX_OBJECTS, TAG_PAD, TAGS, load_scenes, make_scenes, scene_vocabulary
+from mmbook.data.scenes import CANVAS, MAX_OBJECTS, TAG_PAD, TAGS, load_scenes, make_scenes, scene_vocabulary
 
 
 def _source(per_class: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +166,9 @@ def test_load_scenes_caches_safely(tmp_path, monkeypatch):
     files = list(tmp_path.glob("scenes-train-20-*.pt"))
     assert len(files) == 1
     blob = torch.load(files[0], weights_only=True)  # plain tensors and strings only
-    assert blob["format"] == scenes._CACHE_FORMAT
+    from mmbook.data.cache import CACHE_FORMAT
+
+    assert blob["format"] == CACHE_FORMAT and blob["value"]["captions"] == first.captions
     again = load_scenes("train", 20, seed=1)
     assert torch.equal(first.images, again.images) and first.captions == again.captions
     test = load_scenes("test", 20, seed=1)

@@ -10,9 +10,9 @@ from mmbook.cli import build_parser, main
 from mmbook.multimodal import captioned_cifar_model
 from mmbook.text import (
     RECURRENT_KINDS, TEXT_ENCODER_KINDS, MemoryTaskGenerator, PositionalEncoding, TextClassifier, TextEncoder, UNK_ID,
-    check_attention, check_gru_cell, check_lstm_cell, check_rnn_cell, make_memory_task, predict_text, text_encoder,
-    train_text_classifier,
+    check_attention, check_gru_cell, check_lstm_cell, check_rnn_cell, make_memory_task, predict_text, trim_padding,
 )
+from mmbook.recipes import train_text_classifier
 from mmbook.text.memory import MEMORY_OPENINGS, TEST_OFFSET
 
 VOCAB = 30
@@ -155,12 +155,12 @@ def test_bad_input_errors(kind):
         torch.testing.assert_close(encoder(tokens, lengths=torch.tensor([4, 2, 5]), mask=tokens != 0), encoder(tokens))
 
 
-def test_constructor_errors_and_builder():
+def test_constructor_errors():
     with pytest.raises(ValueError, match="unknown text encoder kind 'cnn'.*transformer"):
         TextEncoder(VOCAB, kind="cnn")
     with pytest.raises(ValueError, match="divisible by num_heads"):
         TextEncoder(VOCAB, kind="transformer", hidden_size=10, num_heads=4)
-    encoder = text_encoder(VOCAB, kind="transformer", out_features=None, hidden_size=16)
+    encoder = TextEncoder(VOCAB, kind="transformer", out_features=None, hidden_size=16)
     assert encoder.out_features == 16 and encoder(_tokens()).shape == (3, 16)
 
 
@@ -289,21 +289,30 @@ def _tiny_run(kind: str):
     train, test, vocab = make_memory_task(64, 32, 6, 10, seed=0)
     torch.manual_seed(0)
     model = TextClassifier(TextEncoder(len(vocab), kind=kind, embed_dim=8, hidden_size=8, num_heads=2), 10)
-    report = train_text_classifier(model, train.tokens, train.labels, epochs=2, batch_size=16, progress=False)
-    return model, report, train, test
+    run = train_text_classifier(model, train.tokens, train.labels, epochs=2, batch_size=16, device="cpu",
+                                progress=False)
+    return model, run, train, test
 
 
 @pytest.mark.parametrize("kind", ["gru", "transformer"])
 def test_train_text_classifier_is_deterministic(kind):
     model_a, report_a, train, test = _tiny_run(kind)
     model_b, report_b, _, _ = _tiny_run(kind)
-    assert report_a.losses == report_b.losses and len(report_a.losses) == 2
-    assert report_a.train_tokens == 2 * int(train.lengths.sum())
-    assert report_a.tokens_per_second > 0
+    losses = report_a.history.column("train_loss")
+    assert losses == report_b.history.column("train_loss") and len(losses) == 2
+    assert report_a.model is model_a
+    assert report_a.metrics["train_tokens"] == 2 * int(train.lengths.sum())
+    assert report_a.metrics["tokens_per_second"] > 0
     for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
         assert torch.equal(a, b)
     predictions = predict_text(model_a, test.tokens, batch_size=10)
     assert predictions.shape == (32,) and predictions.dtype == torch.int64
+
+
+def test_trim_padding_drops_only_columns_no_sequence_uses():
+    tokens = torch.tensor([[4, 5, 0, 0, 0], [6, 0, 0, 0, 0]])
+    assert torch.equal(trim_padding(tokens), tokens[:, :2])
+    assert trim_padding(torch.zeros(2, 3, dtype=torch.long)).shape == (2, 1)  # all padding keeps one column
 
 
 def test_train_text_classifier_errors():

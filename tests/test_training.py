@@ -26,7 +26,7 @@ def run(epochs, checkpoint_dir=None, resume=False, seed=0):
 
 
 def metrics(history):
-    return [{k: v for k, v in r.items() if k not in ("train_seconds", "images_per_second")} for r in history.records]
+    return [{k: v for k, v in r.items() if k not in ("train_seconds", "samples_per_second")} for r in history.records]
 
 
 def test_fit_learns_a_learnable_task():

@@ -1,4 +1,4 @@
-"""Data: CIFAR-10 (offline copy or checked download), generated captions, batch loaders."""
+"""Data: CIFAR-10 (offline copy or checked download), generated captions, synthetic scenes, batch loaders, caches."""
 
 from mmbook.data.captioned import CaptionedCIFAR10, CaptionedSplit, load_captioned_cifar10
 from mmbook.data.captions import CaptionGenerator, caption_groups
@@ -12,11 +12,12 @@ from mmbook.data.cifar10 import (
     load_cifar10,
     locate_cifar10,
 )
-from mmbook.data.loaders import AugmentedLoader, DeviceLoader, augment_images, make_dataloader, normalize_images
+from mmbook.data.loaders import AugmentedLoader, DeviceLoader, augment_images, normalize_images
+from mmbook.data.subsets import take
 
 __all__ = [
     "AugmentedLoader", "CIFAR10_CLASSES", "CaptionGenerator", "CaptionedCIFAR10", "CaptionedSplit", "CorruptDataError",
     "DataNotFoundError", "DeviceLoader", "ImageSet", "augment_images", "cache_dir", "caption_groups",
-    "data_root", "load_captioned_cifar10", "load_cifar10", "locate_cifar10", "make_dataloader",
-    "normalize_images",
+    "data_root", "load_captioned_cifar10", "load_cifar10", "locate_cifar10",
+    "normalize_images", "take",
 ]

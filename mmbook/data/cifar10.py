@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmbook.data.cache import cached
+
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -36,7 +38,6 @@ SPLITS = ("train", "test")
 # Quick mode keeps the first images of each class (in file-name order): a fixed,
 # class-balanced subset, so quick runs are repeatable and every class is present.
 QUICK_PER_CLASS = {"train": 500, "test": 100}
-_CACHE_FORMAT = 1
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
@@ -264,23 +265,9 @@ def _fingerprint(kind: str, items: list[str]) -> str:
 
 def _cached(key: str, stem: str, build) -> tuple[torch.Tensor, torch.Tensor]:
     """Load ``(images, labels)`` from the tensor cache, or build and store them."""
-    path = cache_dir() / f"{stem}-{key}.pt"
-    if path.exists():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("format") == _CACHE_FORMAT and blob.get("key") == key:
-                images, labels = blob["images"], blob["labels"]
-                if images.dtype == torch.uint8 and images.ndim == 4 and labels.shape[0] == images.shape[0]:
-                    return images, labels
-            warnings.warn(f"tensor cache {path} does not match its source; rebuilding it", stacklevel=3)
-        except Exception as error:  # any unreadable cache is rebuilt, never trusted
-            warnings.warn(f"tensor cache {path} is unreadable ({error}); rebuilding it", stacklevel=3)
-    images, labels = build()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"format": _CACHE_FORMAT, "key": key, "images": images, "labels": labels}, temporary)
-        os.replace(temporary, path)  # atomic: a crash never leaves a half-written cache
-    except OSError as error:
-        warnings.warn(f"could not write tensor cache {path} ({error}); continuing without it", stacklevel=3)
-    return images, labels
+
+    def valid(value) -> bool:
+        images, labels = value
+        return images.dtype == torch.uint8 and images.ndim == 4 and labels.shape[0] == images.shape[0]
+
+    return tuple(cached(cache_dir() / f"{stem}-{key}.pt", key, build, valid))

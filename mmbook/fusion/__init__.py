@@ -11,18 +11,22 @@ fusion needs: ``produces_logits = True`` (late fusion: no head after it) and
 ``needs_sequences = True`` (cross-attention: region and token features
 ``(B, L_i, D_i)`` instead of vectors).
 
+:class:`TwoStageFusion` is not in :data:`FUSIONS`: it needs trained unimodal encoders and a
+fitted reliability estimator, so it is built by its recipe, :func:`mmbook.recipes.train_two_stage`
+(``mmbook train --fusion two_stage``).
+
 =================  ============================================  =========================
 name               class                                         module
 =================  ============================================  =========================
 concat             :class:`ConcatFusion`                         :mod:`mmbook.fusion.base`
 weighted           :class:`GlobalWeightFusion`                   :mod:`mmbook.fusion.weighted`
 gmu                :class:`GatedMultimodalUnit`                  :mod:`mmbook.fusion.weighted`
-two_stage          :class:`TwoStageFusion`                       :mod:`mmbook.fusion.weighted`
 late_average       :class:`AverageLateFusion`                    :mod:`mmbook.fusion.late`
 late_learned       :class:`LearnedLateFusion`                    :mod:`mmbook.fusion.late`
 tfn                :class:`TensorFusion`                         :mod:`mmbook.fusion.tensor`
 lowrank_tfn        :class:`LowRankTensorFusion`                  :mod:`mmbook.fusion.tensor`
 cross_attention    :class:`CrossAttentionFusion`                 :mod:`mmbook.fusion.attention`
+co_attention       :class:`CoAttentionFusion`                    :mod:`mmbook.fusion.co_attention`
 =================  ============================================  =========================
 """
 
@@ -43,11 +47,10 @@ from mmbook.fusion.aids import (
 from mmbook.fusion.attention import CrossAttentionFusion, ImageRegionEncoder, TokenEncoder, check_sequences
 from mmbook.fusion.base import ConcatFusion, check_features
 from mmbook.fusion.checks import check_fusion_module
-from mmbook.fusion.experiments import Run, take, train_captioned
+from mmbook.fusion.co_attention import CoAttentionFusion
 from mmbook.fusion.late import AverageLateFusion, LateFusion, LearnedLateFusion
 from mmbook.fusion.robustness import area_under_curve, corrupt_images, noisy_caption_tokens
 from mmbook.fusion.tensor import LowRankTensorFusion, TensorFusion
-from mmbook.fusion.two_stage import TwoStageResult, fit_two_stage
 from mmbook.fusion.weighted import (
     GatedMultimodalUnit,
     GlobalWeightFusion,
@@ -62,12 +65,12 @@ FUSIONS: dict[str, type[nn.Module]] = {
     "concat": ConcatFusion,
     "weighted": GlobalWeightFusion,
     "gmu": GatedMultimodalUnit,
-    "two_stage": TwoStageFusion,
     "late_average": AverageLateFusion,
     "late_learned": LearnedLateFusion,
     "tfn": TensorFusion,
     "lowrank_tfn": LowRankTensorFusion,
     "cross_attention": CrossAttentionFusion,
+    "co_attention": CoAttentionFusion,
 }
 
 
@@ -89,11 +92,10 @@ def build_fusion(name: str, in_features: Sequence[int], num_classes: int | None 
 
 
 __all__ = [
-    "FUSIONS", "AverageLateFusion", "ConcatFusion", "CrossAttentionFusion", "GatedMultimodalUnit", "GlobalWeightFusion",
+    "FUSIONS", "AverageLateFusion", "CoAttentionFusion", "ConcatFusion", "CrossAttentionFusion", "GatedMultimodalUnit", "GlobalWeightFusion",
     "ImageRegionEncoder", "LateFusion", "LearnedLateFusion", "LowRankTensorFusion", "ModalityDropout",
-    "ReliabilityEstimator", "Run", "TensorFusion", "TokenEncoder", "TwoStageFusion", "TwoStageResult", "area_under_curve",
+    "ReliabilityEstimator", "TensorFusion", "TokenEncoder", "TwoStageFusion", "area_under_curve",
     "build_fusion", "check_features", "check_fusion_module", "check_sequences", "corrupt_images", "extract_features",
-    "fit_reliability_estimator", "fit_two_stage", "freeze", "linear_probe", "mean_modality_weights",
-    "missing_modalities", "modality_dropout_mask", "noisy_caption_tokens", "reliability_targets", "take",
-    "train_captioned",
+    "fit_reliability_estimator", "freeze", "linear_probe", "mean_modality_weights",
+    "missing_modalities", "modality_dropout_mask", "noisy_caption_tokens", "reliability_targets",
 ]

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmbook.runtime import evaluating
+
 
 def _blank(features: Sequence[torch.Tensor], drop: torch.Tensor) -> list[torch.Tensor]:
     """Zero ``features[m][b]`` where ``drop[b, m]`` is True. ``drop``: ``(B, M)`` bool."""
@@ -155,18 +157,16 @@ def mean_modality_weights(model: nn.Module, loader: Iterable[Mapping[str, torch.
     """
     fusion = _fusion_of(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total, count = None, 0
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        model(batch)
-        weights = getattr(fusion, "last_weights", None)
-        if weights is None:
-            raise TypeError(f"{type(fusion).__name__} records no last_weights; use a weighting fusion")
-        total = weights.sum(dim=0) if total is None else total + weights.sum(dim=0)
-        count += weights.shape[0]
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            model(batch)
+            weights = getattr(fusion, "last_weights", None)
+            if weights is None:
+                raise TypeError(f"{type(fusion).__name__} records no last_weights; use a weighting fusion")
+            total = weights.sum(dim=0) if total is None else total + weights.sum(dim=0)
+            count += weights.shape[0]
     if count == 0:
         raise ValueError("the loader yielded no samples")
     return (total / count).cpu()
@@ -177,13 +177,11 @@ def extract_features(encoder: nn.Module, loader: Iterable[Mapping[str, torch.Ten
                      device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one encoder over a loader: features ``(N, D)`` (flattened if the encoder gives more dims) and labels ``(N,)``."""
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
-    was_training = encoder.training
-    encoder.eval()
     feats, labels = [], []
-    for batch in loader:
-        feats.append(encoder(batch[modality].to(device)).flatten(1).float().cpu())
-        labels.append(batch["label"].cpu())
-    encoder.train(was_training)
+    with evaluating(encoder):
+        for batch in loader:
+            feats.append(encoder(batch[modality].to(device)).flatten(1).float().cpu())
+            labels.append(batch["label"].cpu())
     return torch.cat(feats), torch.cat(labels)
 
 

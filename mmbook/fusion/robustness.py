@@ -53,5 +53,5 @@ def area_under_curve(levels: Sequence[float], accuracies: Sequence[float]) -> fl
         raise ValueError(f"need at least two (level, accuracy) pairs of equal length, got {len(levels)} and {len(accuracies)}")
     if any(b <= a for a, b in zip(levels, levels[1:])):
         raise ValueError(f"levels must increase, got {levels}")
-    area = sum((b - a) * (fa + fb) / 2 for a, b, fa, fb in zip(levels, levels[1:], accuracies, accuracies[1:]))
-    return area / (levels[-1] - levels[0])
+    area = torch.trapezoid(torch.tensor(accuracies, dtype=torch.float64), torch.tensor(levels, dtype=torch.float64))
+    return float(area) / (levels[-1] - levels[0])

@@ -221,7 +221,7 @@ class TwoStageFusion(nn.Module):
     Only the projections (and the head after this module) train in stage 2. The
     estimator reads the same features as the fusion, so the encoders in front of
     it must be the ones it was fitted on (frozen as well; see
-    :func:`mmbook.fusion.two_stage.fit_two_stage`).
+    :func:`mmbook.recipes.fit_two_stage`).
 
     Args:
         in_features: feature size of each modality.

@@ -21,9 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss
 
+from mmbook.data.scenes import CANVAS
 from mmbook.objectives.backbone import SceneBackbone
-
-CANVAS = 64
 
 
 class GridDetector(nn.Module):

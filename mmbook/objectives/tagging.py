@@ -16,10 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmbook.data.scenes import TAG_PAD
 from mmbook.objectives.backbone import SceneBackbone, coordinate_channels
 from mmbook.text import PAD_ID, lengths_from_padding
-
-TAG_PAD = -100
 
 
 class SceneTagger(nn.Module):

@@ -1,4 +1,4 @@
-"""The scene objectives as named tasks, for the command line (``mmbook train --task scene-...``) and notebooks.
+"""The scene objectives as named tasks, for :func:`mmbook.recipes.train_scene_task` and notebooks.
 
 Each task bundles what :func:`mmbook.training.fit` needs (a model, ``loss_fn``, ``accuracy_fn``)
 with the data it trains on and its own metric.
@@ -24,19 +24,9 @@ from mmbook.objectives.detection import (
 )
 from mmbook.objectives.grounding import GroundingModel, grounding_accuracy, grounding_loss
 from mmbook.objectives.tagging import SceneTagger, decode_tags, entity_scores, tagging_accuracy, tagging_loss
+from mmbook.runtime import evaluating
 
 SCENE_TASKS = ("scene-detection", "scene-grounding", "scene-tagging")
-# Scenes per split (train, test) in full and quick mode. The detector must learn ten classes
-# from small pasted objects, so it gets more scenes (and epochs: see DEFAULT_EPOCHS) than the
-# other tasks; on two idle CPU cores its full-mode run takes about a minute.
-SCENE_COUNTS = {
-    "scene-detection": {False: (20000, 1000), True: (600, 200)},
-    "scene-grounding": {False: (8000, 1000), True: (600, 200)},
-    "scene-tagging": {False: (8000, 1000), True: (600, 200)},
-}
-DEFAULT_EPOCHS = {"scene-detection": {False: 10, True: 4}, "scene-grounding": {False: 8, True: 4},
-                  "scene-tagging": {False: 8, True: 4}}
-
 
 @dataclass
 class SceneTask:
@@ -74,7 +64,7 @@ def build_scene_task(name: str, modalities: str = "image+text", vocab_size: int 
     if name == "scene-tagging":
         if modalities not in ("text", "image+text"):
             raise ValueError("scene-tagging tags caption words: use --modalities text or image+text")
-        from mmbook.scenes import TAGS
+        from mmbook.data.scenes import TAGS
 
         return SceneTask(name, SceneTagger(vocab_size, len(TAGS), fused=modalities == "image+text", width=width),
                          tagging_loss, tagging_accuracy, 1)
@@ -85,27 +75,25 @@ def build_scene_task(name: str, modalities: str = "image+text", vocab_size: int 
 def scene_metrics(task: SceneTask, loader: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, float]:
     """The task's own metric over ``loader``: ``map50`` (detection), ``accuracy_iou50`` (grounding),
     or ``entity_f1`` and ``image_entity_f1`` (tagging: all tags, and the image-dependent ones)."""
-    from mmbook.scenes import IMAGE_TAG_TYPES, TAGS
+    from mmbook.data.scenes import IMAGE_TAG_TYPES, TAGS
 
     model = task.model
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     detections, truths, true_tags, predicted_tags = [], [], [], []
     correct, count = 0, 0
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        output = model(batch)
-        if task.name == "scene-detection":
-            detections += [{k: v.cpu() for k, v in d.items()} for d in decode_detections(output)]
-            truths += ground_truth_list(batch["boxes"].cpu(), batch["classes"].cpu())
-        elif task.name == "scene-grounding":
-            right, seen = grounding_accuracy(output, batch)
-            correct, count = correct + int(right), count + seen
-        else:
-            true_tags += decode_tags(batch["tags"].cpu(), batch["tags"].cpu(), TAGS)
-            predicted_tags += decode_tags(output.argmax(-1).cpu(), batch["tags"].cpu(), TAGS)
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            output = model(batch)
+            if task.name == "scene-detection":
+                detections += [{k: v.cpu() for k, v in d.items()} for d in decode_detections(output)]
+                truths += ground_truth_list(batch["boxes"].cpu(), batch["classes"].cpu())
+            elif task.name == "scene-grounding":
+                right, seen = grounding_accuracy(output, batch)
+                correct, count = correct + int(right), count + seen
+            else:
+                true_tags += decode_tags(batch["tags"].cpu(), batch["tags"].cpu(), TAGS)
+                predicted_tags += decode_tags(output.argmax(-1).cpu(), batch["tags"].cpu(), TAGS)
     if task.name == "scene-detection":
         return {"map50": float(mean_average_precision(detections, truths, 10)["map"])}
     if task.name == "scene-grounding":

@@ -256,8 +256,3 @@ class TextEncoder(nn.Module):
             maps.append(weights)  # (B, heads, T, T)
             x = layer(x, src_key_padding_mask=~real)
         return torch.stack(maps)
-
-
-def text_encoder(vocab_size: int, kind: str = "rnn", out_features: int | None = 10, **kwargs) -> TextEncoder:
-    """Build a text encoder of the given ``kind`` (``rnn``, ``lstm``, ``gru`` or ``transformer``)."""
-    return TextEncoder(vocab_size, kind=kind, out_features=out_features, **kwargs)

@@ -31,8 +31,6 @@ objects are never seen in training. Built scenes are cached in
 from __future__ import annotations
 
 import hashlib
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +38,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from mmbook.data.cache import cached
 from mmbook.data.cifar10 import CIFAR10_CLASSES, cache_dir, load_cifar10
 from mmbook.text.vocab import Vocabulary
 
@@ -48,7 +47,6 @@ MAX_OBJECTS = 4
 MIN_SIZE, MAX_SIZE = 18, 30
 SMALL_MAX, BIG_MIN = 22, 27  # size words: side <= 22 is "small", side >= 27 is "big"
 ANIMALS = ("bird", "cat", "deer", "dog", "frog", "horse")
-VEHICLES = ("airplane", "automobile", "ship", "truck")
 KIND_OF = {name: ("animal" if name in ANIMALS else "vehicle") for name in CIFAR10_CLASSES}
 RELATION_WORDS = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
 CAPTION_RELATIONS = ("and", "beside", "next to", "together with", "as well as", "near")
@@ -68,6 +66,11 @@ def scene_vocabulary() -> Vocabulary:
     for phrase in CAPTION_RELATIONS + LOCATION_PHRASES:
         words += phrase.split()
     return Vocabulary(list(dict.fromkeys(words)))
+
+
+# The fields of a SceneSet that the cache stores (all but the vocabulary, which is rebuilt).
+SCENE_FIELDS = ("images", "boxes", "classes", "counts", "target", "expressions", "expression_tokens", "captions",
+                "caption_tokens", "caption_tags")
 
 
 @dataclass
@@ -337,81 +340,9 @@ def load_scenes(
     scene_seed = seed + (1 if split == "test" else 0)
     key = hashlib.sha256(f"{_CACHE_FORMAT}:{split}:{num_scenes}:{scene_seed}:{quick}:{min_objects}:{len(source)}".encode()).hexdigest()[:16]
     path = cache_dir() / f"scenes-{split}-{num_scenes}-{key}.pt"
-    if path.exists():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("format") == _CACHE_FORMAT and blob.get("key") == key:
-                return SceneSet(vocab=scene_vocabulary(), **blob["scenes"])
-            warnings.warn(f"scene cache {path} does not match; rebuilding it", stacklevel=2)
-        except Exception as error:  # an unreadable cache is rebuilt, never trusted
-            warnings.warn(f"scene cache {path} is unreadable ({error}); rebuilding it", stacklevel=2)
-    scenes = make_scenes(num_scenes, source.images, source.labels, seed=scene_seed, min_objects=min_objects)
-    fields = {name: getattr(scenes, name) for name in ("images", "boxes", "classes", "counts", "target", "expressions",
-                                                         "expression_tokens", "captions", "caption_tokens", "caption_tags")}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"format": _CACHE_FORMAT, "key": key, "scenes": fields}, temporary)
-        os.replace(temporary, path)
-    except OSError as error:
-        warnings.warn(f"could not write scene cache {path} ({error}); continuing without it", stacklevel=2)
-    return scenes
 
+    def build() -> dict[str, torch.Tensor | list]:
+        scenes = make_scenes(num_scenes, source.images, source.labels, seed=scene_seed, min_objects=min_objects)
+        return {name: getattr(scenes, name) for name in SCENE_FIELDS}
 
-
-def show_scenes(
-    scenes: SceneSet,
-    indices: list[int],
-    predicted: list[dict[str, torch.Tensor]] | None = None,
-    text: str = "expression",
-    columns: int = 4,
-):
-    """Draw scenes with their ground-truth boxes (green) and, optionally, predicted boxes (red).
-
-    Args:
-        scenes: the scene set.
-        indices: which scenes to draw.
-        predicted: one dict per drawn scene with ``boxes`` ``(K, 4)`` and optionally ``labels`` ``(K,)``.
-        text: the title under each scene: ``"expression"``, ``"caption"`` or ``"classes"``.
-        columns: scenes per row.
-
-    Returns:
-        The matplotlib figure.
-    """
-    import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
-
-    rows = -(-len(indices) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for n, (axis, i) in enumerate(zip(axes.flat, indices)):
-        axis.imshow(scenes.images[i].permute(1, 2, 0).numpy())
-        count = int(scenes.counts[i])
-        for j in range(count):
-            x1, y1, x2, y2 = scenes.boxes[i, j].tolist()
-            axis.add_patch(patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=1.5))
-            if text == "classes":
-                axis.text(x1, y1 - 1, CIFAR10_CLASSES[int(scenes.classes[i, j])], color="lime", fontsize=7)
-        if predicted is not None:
-            for k, box in enumerate(predicted[n]["boxes"].tolist()):
-                x1, y1, x2, y2 = box
-                axis.add_patch(patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, color="red",
-                                                 linewidth=1.2, linestyle="--"))
-                if "labels" in predicted[n]:
-                    axis.text(x1, y2 + 4, CIFAR10_CLASSES[int(predicted[n]["labels"][k])], color="red", fontsize=7)
-        title = {"expression": scenes.expressions[i], "caption": scenes.captions[i]}.get(text, "")
-        axis.set_title(_wrap(title, 28), fontsize=8)
-    figure.tight_layout()
-    return figure
-
-
-def _wrap(text: str, width: int) -> str:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join(lines + [line] if line else lines)
+    return SceneSet(vocab=scene_vocabulary(), **cached(path, key, build))

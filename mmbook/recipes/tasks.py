@@ -1,0 +1,242 @@
+"""The tasks of ``mmbook train --task NAME``: one entry each, with its defaults, its metric and its recipe.
+
+The command line looks a task up here, and the notebooks read the same defaults, e.g.::
+
+    defaults = TASKS["scene-grounding"].defaults(quick=is_quick())
+    train = load_scenes("train", defaults.train_count, ...)
+
+A task's ``train(settings)`` loads its data, runs its recipe and returns the
+:class:`~mmbook.training.Run` with a dict of facts about the run (data sizes, the
+choices that were made) for the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmbook.training import Run
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """A task's defaults in one mode (full or quick).
+
+    Attributes:
+        epochs: training epochs.
+        batch_size: training batch size.
+        lr: peak learning rate (``None``: the recipe's own, e.g. fastcnn's for the device).
+        train_count, test_count: samples per split (scenes); ``None`` for the whole split.
+    """
+
+    epochs: int | None
+    batch_size: int | None
+    lr: float | None = 3e-3
+    train_count: int | None = None
+    test_count: int | None = None
+
+
+@dataclass
+class Settings:
+    """What one run of a task is asked to do: the ``mmbook train`` flags; ``None`` means the task's default."""
+
+    quick: bool = False
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: torch.device | str | None = None
+    amp: bool | None = None
+    progress: bool = True
+    data: Path | None = None
+    download: bool = False
+    # Task-specific settings (Task.options lists the ones a task reads).
+    modalities: str | None = None
+    fusion: str = "concat"
+    text_encoder: str = "rnn"
+    caption_noise: float = 0.1
+    label_smoothing: float = 0.0
+    channels_last: bool = False
+    compile: bool = False
+    checkpoint: Path | None = None
+    resume: bool = False
+    scenes: int | None = None
+    model: str = "fastcnn"
+    recipe: str | None = None
+
+    def changed(self) -> list[str]:
+        """The names of the settings that differ from their defaults."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != f.default]
+
+
+# Settings every task reads.
+COMMON_SETTINGS = frozenset({"quick", "epochs", "batch_size", "lr", "seed", "device", "amp", "progress", "data",
+                             "download"})
+
+
+@dataclass(frozen=True)
+class Task:
+    """One entry of :data:`TASKS`.
+
+    Attributes:
+        name: the ``--task`` value.
+        summary: one line for ``--help``.
+        metric: the key of :attr:`mmbook.training.Run.metrics` that the task is judged by.
+        full, quick: the defaults in each mode.
+        options: the task-specific :class:`Settings` it reads (beyond :data:`COMMON_SETTINGS`).
+        train: ``train(settings) -> (run, facts)``.
+    """
+
+    name: str
+    summary: str
+    metric: str
+    full: Defaults
+    quick: Defaults
+    options: frozenset[str]
+    train: Callable[[Settings], tuple[Run, dict[str, Any]]]
+
+    def defaults(self, quick: bool) -> Defaults:
+        """The defaults of full (``quick=False``) or quick mode."""
+        return self.quick if quick else self.full
+
+    def resolve(self, settings: Settings) -> tuple[Defaults, dict[str, Any]]:
+        """The mode's defaults, and ``epochs``, ``batch_size``, ``lr`` with the settings' values put in."""
+        defaults = self.defaults(settings.quick)
+        chosen = {name: getattr(defaults, name) if getattr(settings, name) is None else getattr(settings, name)
+                  for name in ("epochs", "batch_size", "lr")}
+        return defaults, chosen
+
+    def check(self, settings: Settings) -> None:
+        """Raise ``ValueError`` naming any setting this task does not read."""
+        unused = [name for name in settings.changed() if name not in COMMON_SETTINGS | self.options]
+        if unused:
+            users = sorted(task.name for task in TASKS.values() if unused[0] in task.options)
+            flag = "--" + unused[0].replace("_", "-")
+            raise ValueError(f"{flag} applies to --task {' or '.join(users) or 'none'}, not {self.name}")
+
+
+def _captioned(settings: Settings) -> tuple[Run, dict[str, Any]]:
+    from mmbook.data import load_captioned_cifar10
+    from mmbook.recipes.captioned import train_captioned
+    from mmbook.recipes.two_stage import train_two_stage
+
+    task = TASKS["cifar10-captions"]
+    _, chosen = task.resolve(settings)
+    modalities = settings.modalities or "image+text"
+    if settings.fusion == "two_stage" and (modalities != "image+text" or settings.checkpoint is not None):
+        raise ValueError("--fusion two_stage needs --modalities image+text and does not support --checkpoint")
+    data = load_captioned_cifar10(quick=settings.quick, noise=settings.caption_noise, seed=settings.seed,
+                                  root=settings.data, download=settings.download, progress=settings.progress)
+    common = dict(text_encoder=settings.text_encoder, seed=settings.seed, device=settings.device, amp=settings.amp,
+                  progress=settings.progress, **chosen)
+    if settings.fusion == "two_stage":
+        run = train_two_stage(data.train.tensors(), data.test.tensors(), len(data.caption_vocab), **common)
+    else:
+        run = train_captioned(data.train.tensors(), data.test.tensors(), len(data.caption_vocab), modalities,
+                              settings.fusion, label_smoothing=settings.label_smoothing,
+                              channels_last=settings.channels_last, compile=settings.compile,
+                              checkpoint_dir=settings.checkpoint, resume=settings.resume, **common)
+    return run, {"modalities": modalities, "fusion": settings.fusion, "text_encoder": settings.text_encoder,
+                 "caption_noise": settings.caption_noise, "train_images": len(data.train),
+                 "test_images": len(data.test)}
+
+
+# LeNet's own defaults for --task cifar10 --model lenet (the task's defaults are fastcnn's).
+LENET_DEFAULTS = {False: Defaults(epochs=15, batch_size=256), True: Defaults(epochs=3, batch_size=256)}
+
+
+def _cifar10(settings: Settings) -> tuple[Run, dict[str, Any]]:
+    from mmbook.data import load_cifar10
+
+    if settings.recipe is not None and settings.model != "fastcnn":
+        raise ValueError("--recipe applies to --model fastcnn only")
+    if settings.model not in ("fastcnn", "lenet"):
+        raise ValueError(f"--model must be fastcnn or lenet, got {settings.model!r}")
+    train_set, test_set = (load_cifar10(split, quick=settings.quick, root=settings.data, download=settings.download)
+                           for split in ("train", "test"))
+    train = {"image": train_set.images, "label": train_set.labels}
+    test = {"image": test_set.images, "label": test_set.labels}
+    facts = {"model": settings.model, "train_images": len(train_set), "test_images": len(test_set)}
+    if settings.model == "fastcnn":
+        from mmbook.fastcnn import FastCNNConfig
+        from mmbook.recipes.fastcnn import train_fastcnn
+
+        _, chosen = TASKS["cifar10"].resolve(settings)
+        # The recipe for the device (wider and longer on CUDA), then any settings given.
+        config = FastCNNConfig.for_device(settings.device, recipe=settings.recipe, amp=settings.amp,
+                                          channels_last=True, compile=settings.compile, seed=settings.seed,
+                                          **{k: v for k, v in chosen.items() if v is not None})
+        run = train_fastcnn(train, test, config, device=settings.device, progress=settings.progress)
+        return run, {**facts, "recipe": settings.recipe, "epochs": config.epochs, "batch_size": config.batch_size,
+                     "lr": config.lr}
+    from mmbook.cnn import ImageClassifier, LeNet
+    from mmbook.data import DeviceLoader
+    from mmbook.runtime import pick_device, seed_everything
+    from mmbook.training import fit
+
+    defaults = LENET_DEFAULTS[settings.quick]
+    epochs, batch_size = settings.epochs or defaults.epochs, settings.batch_size or defaults.batch_size
+    device = pick_device(settings.device)
+    seed_everything(settings.seed)
+    model = ImageClassifier(LeNet())
+    history = fit(model, DeviceLoader(train, batch_size, shuffle=True, augment=True, crop_padding=0, device=device,
+                                      seed=settings.seed, channels_last=True),
+                  DeviceLoader(test, 1000, device=device, channels_last=True), epochs=epochs,
+                  lr=settings.lr or defaults.lr, device=device, amp=settings.amp, channels_last=True,
+                  compile=settings.compile, progress=settings.progress, description="lenet")
+    return Run(model, history, {"test_accuracy": history.last["test_accuracy"]}), \
+        {**facts, "epochs": epochs, "batch_size": batch_size}
+
+
+def _scenes(name: str) -> Callable[[Settings], tuple[Run, dict[str, Any]]]:
+    def train(settings: Settings) -> tuple[Run, dict[str, Any]]:
+        from mmbook.data.scenes import load_scenes, scene_vocabulary
+        from mmbook.objectives.tasks import build_scene_task
+        from mmbook.recipes.scenes import train_scene_task
+
+        defaults, chosen = TASKS[name].resolve(settings)
+        modalities = settings.modalities or ("image" if name == "scene-detection" else "image+text")
+        train_count, test_count = defaults.train_count, defaults.test_count
+        if settings.scenes is not None:
+            train_count, test_count = settings.scenes, min(test_count, settings.scenes)
+        # Building the task first checks the modalities before any data is loaded.
+        min_objects = build_scene_task(name, modalities, len(scene_vocabulary())).min_objects
+        splits = [load_scenes(split, count, seed=settings.seed, quick=settings.quick, min_objects=min_objects,
+                              root=settings.data, download=settings.download, progress=settings.progress)
+                  for split, count in (("train", train_count), ("test", test_count))]
+        run = train_scene_task(name, *splits, modalities, seed=settings.seed, device=settings.device,
+                               amp=settings.amp, checkpoint_dir=settings.checkpoint, resume=settings.resume,
+                               progress=settings.progress, **chosen)
+        fusion = {"scene-grounding": "film", "scene-tagging": "cross-attention"}.get(name, "none")
+        return run, {"modalities": modalities, "fusion": fusion if "+" in modalities else "none",
+                     "train_images": len(splits[0]), "test_images": len(splits[1])}
+
+    return train
+
+
+_SCENE_OPTIONS = frozenset({"modalities", "checkpoint", "resume", "scenes"})
+
+#: The tasks of ``mmbook train --task``, by name.
+TASKS: dict[str, Task] = {task.name: task for task in (
+    Task("cifar10-captions", "the worked example: CIFAR-10 images with generated captions (any fusion)",
+         "test_accuracy", Defaults(epochs=10, batch_size=128), Defaults(epochs=8, batch_size=64),
+         frozenset({"modalities", "fusion", "text_encoder", "caption_noise", "label_smoothing", "channels_last",
+                    "compile", "checkpoint", "resume"}), _captioned),
+    Task("cifar10", "the CNN chapter's image-only models (fastcnn or LeNet)", "test_accuracy",
+         Defaults(epochs=None, batch_size=None, lr=None), Defaults(epochs=2, batch_size=None, lr=None),
+         frozenset({"model", "recipe", "compile"}), _cifar10),
+    # The detector learns ten classes from small pasted objects, so it gets more scenes and epochs.
+    Task("scene-detection", "the objectives chapter's detector on synthetic scenes", "map50",
+         Defaults(epochs=10, batch_size=64, train_count=20_000, test_count=1000),
+         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS, _scenes("scene-detection")),
+    Task("scene-grounding", "the objectives chapter's referring-expression grounding", "accuracy_iou50",
+         Defaults(epochs=8, batch_size=64, train_count=8000, test_count=1000),
+         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS, _scenes("scene-grounding")),
+    Task("scene-tagging", "the objectives chapter's grounded role tagging of captions", "entity_f1",
+         Defaults(epochs=8, batch_size=64, train_count=8000, test_count=1000),
+         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS, _scenes("scene-tagging")),
+)}
