@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from mmbook.cnn import LeNet
-from mmbook.fusion import FUSIONS, ImageRegionEncoder, TokenEncoder, build_fusion
-from mmbook.text import TextEncoder
+from mmbook.cnn import ImageRegionEncoder, LeNet
+from mmbook.fusion import FUSIONS, build_fusion
+from mmbook.text import TextEncoder, TokenEncoder
 
 MODALITIES = ("image", "text")
 
@@ -99,8 +99,8 @@ def captioned_cifar_model(
         modalities: ``"image"``, ``"text"`` or ``"image+text"``.
         vocab_size: size of the caption vocabulary.
         fusion: fusion name (see :data:`mmbook.fusion.FUSIONS`). ``cross_attention`` uses
-            region and token encoders (:class:`~mmbook.fusion.ImageRegionEncoder`,
-            :class:`~mmbook.fusion.TokenEncoder`); late fusions get no head. Two-stage fusion is
+            region and token encoders (:class:`~mmbook.cnn.ImageRegionEncoder`,
+            :class:`~mmbook.text.TokenEncoder`); late fusions get no head. Two-stage fusion is
             trained by its recipe, :func:`mmbook.recipes.train_two_stage`.
         text_encoder: kind of the text branch (``rnn``, ``lstm``, ``gru`` or ``transformer``;
             see :data:`mmbook.text.TEXT_ENCODER_KINDS`).

@@ -84,6 +84,37 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], title: str = ""
     return figure
 
 
+
+class LivePlot:
+    """Loss and accuracy curves, redrawn in place in a notebook after every epoch."""
+
+    def __init__(self) -> None:
+        self.handle = None
+        self.figure = None
+
+    def update(self, history) -> None:
+        """Redraw the curves of ``history`` (a :class:`mmbook.training.History`)."""
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.figure = plot_history({"model": history})
+        if self.handle is None:
+            self.handle = display(self.figure, display_id=True)
+        else:
+            self.handle.update(self.figure)
+
+    def close(self) -> None:
+        """Close the figure (the displayed image stays in the notebook)."""
+        if self.figure is not None:
+            plt.close(self.figure)
+
+
 def show_scenes(
     scenes: "SceneSet",
     indices: list[int],

@@ -184,3 +184,16 @@ def test_small_cnn_gpu_layout_and_block_choice():
 
 
 # --- fastcnn ----------------------------------------------------------------------------
+
+
+def test_region_encoder_reuses_lenet_the_global_region_is_lenets_output():
+    from mmbook.cnn import ImageRegionEncoder
+
+    torch.manual_seed(0)
+    encoder = ImageRegionEncoder(out_features=12)
+    images = torch.randn(3, 3, 32, 32)
+    regions = encoder(images)
+    assert regions.shape == (3, ImageRegionEncoder.num_regions, 12)
+    torch.testing.assert_close(regions[:, -1], encoder.lenet(images))
+    grid = encoder.lenet.feature_map(images)
+    torch.testing.assert_close(regions[:, 0], encoder.cell_proj(grid[:, :, 0, 0]) + encoder.position[0])

@@ -7,19 +7,19 @@ import torch
 from torch import nn
 
 from mmbook.data import DeviceLoader
+from mmbook.cnn import ImageRegionEncoder
+from mmbook.text import TokenEncoder
 from mmbook.fusion import (
     FUSIONS,
     ConcatFusion,
     CrossAttentionFusion,
     GatedMultimodalUnit,
     GlobalWeightFusion,
-    ImageRegionEncoder,
     LateFusion,
     LowRankTensorFusion,
     ModalityDropout,
     ReliabilityEstimator,
     TensorFusion,
-    TokenEncoder,
     TwoStageFusion,
     area_under_curve,
     build_fusion,

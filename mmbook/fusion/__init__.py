@@ -44,7 +44,7 @@ from mmbook.fusion.aids import (
     missing_modalities,
     modality_dropout_mask,
 )
-from mmbook.fusion.attention import CrossAttentionFusion, ImageRegionEncoder, TokenEncoder, check_sequences
+from mmbook.fusion.attention import CrossAttentionFusion, check_sequences
 from mmbook.fusion.base import ConcatFusion, check_features
 from mmbook.fusion.checks import check_fusion_module
 from mmbook.fusion.co_attention import CoAttentionFusion
@@ -93,8 +93,8 @@ def build_fusion(name: str, in_features: Sequence[int], num_classes: int | None 
 
 __all__ = [
     "FUSIONS", "AverageLateFusion", "CoAttentionFusion", "ConcatFusion", "CrossAttentionFusion", "GatedMultimodalUnit", "GlobalWeightFusion",
-    "ImageRegionEncoder", "LateFusion", "LearnedLateFusion", "LowRankTensorFusion", "ModalityDropout",
-    "ReliabilityEstimator", "TensorFusion", "TokenEncoder", "TwoStageFusion", "area_under_curve",
+    "LateFusion", "LearnedLateFusion", "LowRankTensorFusion", "ModalityDropout",
+    "ReliabilityEstimator", "TensorFusion", "TwoStageFusion", "area_under_curve",
     "build_fusion", "check_features", "check_fusion_module", "check_sequences", "corrupt_images", "extract_features",
     "fit_reliability_estimator", "freeze", "linear_probe", "mean_modality_weights",
     "missing_modalities", "modality_dropout_mask", "noisy_caption_tokens", "reliability_targets",

@@ -1,12 +1,12 @@
 """Cross-attention fusion: text tokens attend to image regions.
 
 This fusion needs *sets* of features, not one vector per modality: one vector per
-image region and one per caption token. Two encoders provide them:
+image region and one per caption token. Two encoders, beside the ones they extend, provide them:
 
-- :class:`ImageRegionEncoder`: LeNet's convolutional trunk gives a 5x5 grid of
+- :class:`mmbook.cnn.ImageRegionEncoder`: LeNet's convolutional trunk gives a 5x5 grid of
   16-channel cells = 25 regions, plus one "global" region (LeNet's pooled feature),
   each projected to ``out_features``: ``(B, 3, 32, 32) -> (B, 26, out_features)``.
-- :class:`TokenEncoder`: the recurrent encoder's output at *every* step:
+- :class:`mmbook.text.TokenEncoder`: the recurrent encoder's output at *every* step:
   ``(B, T) -> (B, T, out_features)``, with padding positions set to exactly zero.
 
 The fusion interface stays the same (a list of tensors in, one tensor out); the
@@ -20,82 +20,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-from mmbook.cnn import LeNet, check_images
-from mmbook.text import RECURRENT_KINDS, check_tokens, lengths_from_padding
-from mmbook.text.vocab import PAD_ID
-
-
-class ImageRegionEncoder(nn.Module):
-    """LeNet as a region encoder: ``(B, 3, 32, 32)`` -> ``(B, 26, out_features)``.
-
-    Regions 0..24 are the cells of LeNet's last 5x5 feature map (16 channels each,
-    plus a learned position embedding); region 25 is LeNet's global feature.
-
-    Args:
-        out_features: size of each region vector.
-    """
-
-    num_regions = 26
-
-    def __init__(self, out_features: int = 16) -> None:
-        super().__init__()
-        self.lenet = LeNet(out_features=out_features)
-        self.cell_proj = nn.Linear(16, out_features)
-        self.position = nn.Parameter(torch.zeros(25, out_features))
-        nn.init.normal_(self.position, std=0.1)
-        self.out_features = out_features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, 32, 32)`` -> ``(B, 26, out_features)``."""
-        check_images(images)
-        lenet = self.lenet
-        grid = lenet.pool(F.relu(lenet.conv2(lenet.pool(F.relu(lenet.conv1(images))))))  # (B, 16, 5, 5)
-        cells = self.cell_proj(grid.flatten(2).transpose(1, 2)) + self.position  # (B, 25, D)
-        x = torch.flatten(grid, 1)
-        pooled = lenet.fc3(F.relu(lenet.fc2(F.relu(lenet.fc1(x)))))  # (B, D)
-        return torch.cat([cells, pooled.unsqueeze(1)], dim=1)
-
-
-class TokenEncoder(nn.Module):
-    """A recurrent encoder that returns one vector per token: ``(B, T)`` -> ``(B, T, out_features)``.
-
-    Embedding, then an RNN/LSTM/GRU run over the packed sequence, then a linear
-    layer at every step. Padding positions come out as exactly zero vectors, so a
-    fusion can rebuild the mask with ``features.abs().sum(-1) > 0``.
-
-    Args:
-        vocab_size: number of token ids.
-        kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
-        embed_dim: word-embedding size.
-        hidden_size: recurrent state size.
-        out_features: size of each token vector.
-    """
-
-    def __init__(self, vocab_size: int, kind: str = "rnn", embed_dim: int = 32, hidden_size: int = 64,
-                 out_features: int = 16, pad_id: int = PAD_ID) -> None:
-        super().__init__()
-        if kind not in RECURRENT_KINDS:
-            raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {sorted(RECURRENT_KINDS)}")
-        self.vocab_size = vocab_size
-        self.pad_id = pad_id
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.rnn = RECURRENT_KINDS[kind](embed_dim, hidden_size, batch_first=True)
-        self.proj = nn.Linear(hidden_size, out_features)
-        self.out_features = out_features
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` right-padded ids -> ``(B, T, out_features)``, zeros at padding."""
-        check_tokens(tokens, self.vocab_size)
-        tokens = tokens.long()
-        lengths = lengths_from_padding(tokens, self.pad_id)
-        packed = pack_padded_sequence(self.embedding(tokens), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        outputs, _ = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=tokens.shape[1])  # (B, T, H)
-        mask = (tokens != self.pad_id).unsqueeze(2)
-        return self.proj(outputs) * mask
 
 
 def check_sequences(features: Sequence[torch.Tensor], in_features: Sequence[int]) -> None:

@@ -1,5 +1,5 @@
 """Recipes: what trains something end to end. Each builds a model, data loaders and an optimizer,
-calls :func:`mmbook.training.fit` (the one training loop), and returns a :class:`mmbook.training.Run`.
+calls :func:`mmbook.training.fit` (the one training loop), and returns a :class:`Run`.
 
 ======================================  ==============================================================
 recipe                                  trains
@@ -21,12 +21,13 @@ Recipes sit above the building blocks (:mod:`mmbook.multimodal`, :mod:`mmbook.fu
 
 from mmbook.recipes.captioned import train_captioned
 from mmbook.recipes.fastcnn import train_fastcnn
+from mmbook.recipes.run import Run
 from mmbook.recipes.scenes import train_scene_task
 from mmbook.recipes.tasks import TASKS, Defaults, Settings, Task
 from mmbook.recipes.text import train_text_classifier
 from mmbook.recipes.two_stage import fit_two_stage, train_two_stage
 
 __all__ = [
-    "TASKS", "Defaults", "Settings", "Task", "fit_two_stage", "train_captioned", "train_fastcnn", "train_scene_task",
+    "TASKS", "Defaults", "Run", "Settings", "Task", "fit_two_stage", "train_captioned", "train_fastcnn", "train_scene_task",
     "train_text_classifier", "train_two_stage",
 ]

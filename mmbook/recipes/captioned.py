@@ -11,7 +11,8 @@ from mmbook.data import DeviceLoader
 from mmbook.fusion import ModalityDropout
 from mmbook.multimodal import captioned_cifar_model
 from mmbook.runtime import pick_device, seed_everything
-from mmbook.training import Run, fit
+from mmbook.recipes.run import Run
+from mmbook.training import fit
 
 
 def train_captioned(
@@ -49,7 +50,7 @@ def train_captioned(
         device, amp, channels_last, compile, checkpoint_dir, resume, progress: passed to ``fit``.
 
     Returns:
-        A :class:`~mmbook.training.Run`; ``metrics["test_accuracy"]`` is the last epoch's test accuracy.
+        A :class:`~mmbook.recipes.Run`; ``metrics["test_accuracy"]`` is the last epoch's test accuracy.
     """
     device = pick_device(device)
     seed_everything(seed)

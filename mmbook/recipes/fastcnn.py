@@ -8,7 +8,8 @@ from mmbook.cnn import ImageClassifier
 from mmbook.data.loaders import DeviceLoader
 from mmbook.fastcnn import FastCNNConfig, build_fastcnn, evaluate_images, parameter_groups
 from mmbook.runtime import pick_device, resolve_amp, seed_everything
-from mmbook.training import Run, fit
+from mmbook.recipes.run import Run
+from mmbook.training import fit
 
 
 def train_fastcnn(
@@ -29,7 +30,7 @@ def train_fastcnn(
         progress: show a progress bar.
 
     Returns:
-        A :class:`~mmbook.training.Run` whose model is the :class:`~mmbook.cnn.SmallCNN` (in eval mode)
+        A :class:`~mmbook.recipes.Run` whose model is the :class:`~mmbook.cnn.SmallCNN` (in eval mode)
         and whose ``metrics`` hold ``test_accuracy`` (no test-time augmentation) and
         ``test_accuracy_tta`` (mirror images, and shifted copies if ``config.tta_shift > 0``;
         only if ``config.tta``), when ``test`` is given.

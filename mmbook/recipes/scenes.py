@@ -10,7 +10,8 @@ from mmbook.data import AugmentedLoader, DeviceLoader
 from mmbook.data.scenes import SceneSet
 from mmbook.objectives.tasks import build_scene_task, scene_metrics
 from mmbook.runtime import pick_device, seed_everything
-from mmbook.training import Run, fit
+from mmbook.recipes.run import Run
+from mmbook.training import fit
 
 
 def train_scene_task(
@@ -37,7 +38,7 @@ def train_scene_task(
         modalities: what the model reads (detection: ``"image"`` only).
 
     Returns:
-        A :class:`~mmbook.training.Run` whose ``metrics`` hold the task's own metric: ``map50``
+        A :class:`~mmbook.recipes.Run` whose ``metrics`` hold the task's own metric: ``map50``
         (detection), ``accuracy_iou50`` (grounding), or ``entity_f1`` and ``image_entity_f1`` (tagging).
     """
     device = pick_device(device)

@@ -6,7 +6,7 @@ The command line looks a task up here, and the notebooks read the same defaults,
     train = load_scenes("train", defaults.train_count, ...)
 
 A task's ``train(settings)`` loads its data, runs its recipe and returns the
-:class:`~mmbook.training.Run` with a dict of facts about the run (data sizes, the
+:class:`~mmbook.recipes.Run` with a dict of facts about the run (data sizes, the
 choices that were made) for the report.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mmbook.training import Run
+from mmbook.recipes.run import Run
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Task:
     Attributes:
         name: the ``--task`` value.
         summary: one line for ``--help``.
-        metric: the key of :attr:`mmbook.training.Run.metrics` that the task is judged by.
+        metric: the key of :attr:`mmbook.recipes.Run.metrics` that the task is judged by.
         full, quick: the defaults in each mode.
         options: the task-specific :class:`Settings` it reads (beyond :data:`COMMON_SETTINGS`).
         train: ``train(settings) -> (run, facts)``.

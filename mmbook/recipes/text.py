@@ -9,7 +9,8 @@ from mmbook.data.loaders import AugmentedLoader, DeviceLoader
 from mmbook.runtime import pick_device
 from mmbook.text.classify import trim_padding
 from mmbook.text.vocab import PAD_ID
-from mmbook.training import Run, fit
+from mmbook.recipes.run import Run
+from mmbook.training import fit
 
 
 class _ReadsText(nn.Module):
@@ -56,7 +57,7 @@ def train_text_classifier(
         progress: show a ``tqdm`` bar.
 
     Returns:
-        A :class:`~mmbook.training.Run`; ``history.column("train_loss")`` is the mean loss per epoch, and
+        A :class:`~mmbook.recipes.Run`; ``history.column("train_loss")`` is the mean loss per epoch, and
         ``metrics`` holds ``train_tokens`` (real tokens read, all epochs) and ``tokens_per_second``.
     """
     if tokens.ndim != 2 or labels.shape != (tokens.shape[0],):

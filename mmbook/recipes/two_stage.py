@@ -18,7 +18,8 @@ from mmbook.data import DeviceLoader, take
 from mmbook.fusion import ReliabilityEstimator, TwoStageFusion, fit_reliability_estimator, freeze
 from mmbook.multimodal import ClassifierHead, MultimodalModel, captioned_cifar_model
 from mmbook.runtime import pick_device, seed_everything
-from mmbook.training import Run, fit
+from mmbook.recipes.run import Run
+from mmbook.training import fit
 
 
 @torch.no_grad()
@@ -68,7 +69,7 @@ def fit_two_stage(
         lr, hidden, num_classes, device, progress: as usual; ``fit_options`` go to :func:`mmbook.training.fit`.
 
     Returns:
-        A :class:`~mmbook.training.Run` of the fused model with stage 2's history. ``metrics`` holds
+        A :class:`~mmbook.recipes.Run` of the fused model with stage 2's history. ``metrics`` holds
         ``train_seconds`` (both stages), ``stage1_seconds``, and ``test_accuracy`` if a test loader was given.
     """
     device = pick_device(device)

@@ -19,7 +19,7 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmbook.text.vocab import PAD_ID
 
@@ -256,3 +256,42 @@ class TextEncoder(nn.Module):
             maps.append(weights)  # (B, heads, T, T)
             x = layer(x, src_key_padding_mask=~real)
         return torch.stack(maps)
+
+
+class TokenEncoder(nn.Module):
+    """A recurrent encoder that returns one vector per token: ``(B, T)`` -> ``(B, T, out_features)``.
+
+    Embedding, then an RNN/LSTM/GRU run over the packed sequence, then a linear
+    layer at every step. Padding positions come out as exactly zero vectors, so a
+    fusion can rebuild the mask with ``features.abs().sum(-1) > 0``.
+
+    Args:
+        vocab_size: number of token ids.
+        kind: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        embed_dim: word-embedding size.
+        hidden_size: recurrent state size.
+        out_features: size of each token vector.
+    """
+
+    def __init__(self, vocab_size: int, kind: str = "rnn", embed_dim: int = 32, hidden_size: int = 64,
+                 out_features: int = 16, pad_id: int = PAD_ID) -> None:
+        super().__init__()
+        if kind not in RECURRENT_KINDS:
+            raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {sorted(RECURRENT_KINDS)}")
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.rnn = RECURRENT_KINDS[kind](embed_dim, hidden_size, batch_first=True)
+        self.proj = nn.Linear(hidden_size, out_features)
+        self.out_features = out_features
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` right-padded ids -> ``(B, T, out_features)``, zeros at padding."""
+        check_tokens(tokens, self.vocab_size)
+        tokens = tokens.long()
+        lengths = lengths_from_padding(tokens, self.pad_id)
+        packed = pack_padded_sequence(self.embedding(tokens), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        outputs, _ = self.rnn(packed)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=tokens.shape[1])  # (B, T, H)
+        mask = (tokens != self.pad_id).unsqueeze(2)
+        return self.proj(outputs) * mask
