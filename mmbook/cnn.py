@@ -90,6 +90,7 @@ class ImageRegionEncoder(nn.Module):
     """
 
     num_regions = 26
+    returns_sequences = True  # for MultimodalModel's check: a sequence fusion may follow
 
     def __init__(self, out_features: int = 16) -> None:
         super().__init__()

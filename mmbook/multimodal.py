@@ -49,12 +49,36 @@ class MultimodalModel(nn.Module):
             One encoder gives a unimodal model through the same code path.
         fusion: maps the list of encoder outputs (in ``encoders`` order) to ``(B, F)``.
         head: maps ``(B, F)`` to logits ``(B, C)``.
+
+    Two rules tie the parts together, and are checked here:
+
+    * a fusion with ``produces_logits = True`` (late fusion) already returns class logits, so its
+      head must be ``nn.Identity()``;
+    * a fusion with ``needs_sequences = True`` (cross-attention) attends over regions and tokens,
+      so every encoder must return a sequence ``(B, L, D)`` and say so with ``returns_sequences = True``
+      (as :class:`~mmbook.cnn.ImageRegionEncoder` and :class:`~mmbook.text.TokenEncoder` do); other
+      fusions take one vector per modality, from encoders without that attribute.
     """
 
     def __init__(self, encoders: Mapping[str, nn.Module], fusion: nn.Module, head: nn.Module) -> None:
         super().__init__()
         if not encoders:
             raise ValueError("MultimodalModel needs at least one encoder")
+        fusion_name = type(fusion).__name__
+        if getattr(fusion, "produces_logits", False) and not isinstance(head, nn.Identity):
+            raise ValueError(f"{fusion_name} returns class logits itself (produces_logits); build the model with "
+                             f"head=nn.Identity() instead of {type(head).__name__}")
+        needs_sequences = bool(getattr(fusion, "needs_sequences", False))
+        mismatched = [name for name, encoder in encoders.items()
+                      if bool(getattr(encoder, "returns_sequences", False)) != needs_sequences]
+        if mismatched and needs_sequences:
+            raise ValueError(f"{fusion_name} attends over sequences (needs_sequences), but the encoders for "
+                             f"{mismatched} return one vector per sample; use sequence encoders such as "
+                             f"mmbook.cnn.ImageRegionEncoder and mmbook.text.TokenEncoder (returns_sequences = True)")
+        if mismatched:
+            raise ValueError(f"the encoders for {mismatched} return sequences (B, L, D), but {fusion_name} takes one "
+                             f"vector (B, D) per modality; use a sequence fusion such as cross_attention, or vector "
+                             f"encoders such as LeNet and TextEncoder")
         self.encoders = nn.ModuleDict(dict(encoders))
         self.fusion = fusion
         self.head = head

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from mmbook.data import DeviceLoader
-from mmbook.cnn import ImageRegionEncoder
-from mmbook.text import TokenEncoder
+from mmbook.cnn import ImageRegionEncoder, LeNet
+from mmbook.text import TextEncoder, TokenEncoder
 from mmbook.fusion import (
     FUSIONS,
     ConcatFusion,
@@ -408,3 +408,19 @@ def test_take_and_train_captioned_on_tiny_data():
     assert run.parameters == sum(p.numel() for p in run.model.parameters()) > 0
     with pytest.raises(ValueError, match="same number of samples"):
         take({"image": batch["image"], "label": batch["label"][:3]}, 0, 2)
+
+
+def test_multimodal_model_checks_the_rules_between_its_parts():
+    from mmbook.fusion import AverageLateFusion, ConcatFusion, CrossAttentionFusion
+    from mmbook.multimodal import ClassifierHead, MultimodalModel
+
+    vectors = {"image": LeNet(out_features=8), "text": TextEncoder(20, out_features=8)}
+    sequences = {"image": ImageRegionEncoder(out_features=8), "text": TokenEncoder(20, out_features=8)}
+    with pytest.raises(ValueError, match=r"returns class logits itself.*head=nn.Identity\(\)"):
+        MultimodalModel(vectors, AverageLateFusion([8, 8], num_classes=10), ClassifierHead(10, 10))
+    with pytest.raises(ValueError, match=r"attends over sequences.*\['image', 'text'\].*ImageRegionEncoder"):
+        MultimodalModel(vectors, CrossAttentionFusion([8, 8]), ClassifierHead(32, 10))
+    with pytest.raises(ValueError, match=r"return sequences \(B, L, D\), but ConcatFusion"):
+        MultimodalModel(sequences, ConcatFusion([8, 8]), ClassifierHead(16, 10))
+    model = MultimodalModel(sequences, CrossAttentionFusion([8, 8]), nn.Identity())
+    assert model.modalities == ["image", "text"]

@@ -150,7 +150,6 @@ def decode_detections(
         One dict per image: ``boxes`` ``(K, 4)``, ``scores`` ``(K,)``, ``labels`` ``(K,)``, best first.
     """
     output = output.float()
-    num_classes = output.shape[1] - 5
     boxes = decode_boxes(output[:, 1:5]).flatten(1, 2)  # (B, S*S, 4)
     scores = torch.sigmoid(output[:, :1]) * output[:, 5:].softmax(dim=1)  # (B, C, S, S)
     scores = scores.flatten(2).transpose(1, 2)  # (B, S*S, C)
@@ -161,7 +160,6 @@ def decode_detections(
         kept_boxes = image_boxes[cell].clamp(0, CANVAS)
         keep = batched_nms(kept_boxes, kept_scores, label, nms_iou)[:max_detections]
         results.append({"boxes": kept_boxes[keep], "scores": kept_scores[keep], "labels": label[keep]})
-    del num_classes
     return results
 
 

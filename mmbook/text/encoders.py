@@ -273,6 +273,8 @@ class TokenEncoder(nn.Module):
         out_features: size of each token vector.
     """
 
+    returns_sequences = True  # for MultimodalModel's check: a sequence fusion may follow
+
     def __init__(self, vocab_size: int, kind: str = "rnn", embed_dim: int = 32, hidden_size: int = 64,
                  out_features: int = 16, pad_id: int = PAD_ID) -> None:
         super().__init__()
