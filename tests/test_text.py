@@ -9,8 +9,8 @@ from torch import nn
 from mmbook.cli import build_parser, main
 from mmbook.multimodal import captioned_cifar_model
 from mmbook.text import (
-    RECURRENT_KINDS, TEXT_ENCODER_KINDS, MemoryTaskGenerator, PositionalEncoding, TextClassifier, TextEncoder, UNK_ID,
-    check_attention, check_gru_cell, check_lstm_cell, check_rnn_cell, make_memory_task, predict_text, trim_padding,
+    RECURRENT_KINDS, TEXT_ENCODER_KINDS, MemoryTaskGenerator, PositionalEncoding, TextClassifier, TextEncoder,
+    TokenEncoder, UNK_ID, check_attention, check_gru_cell, check_lstm_cell, check_rnn_cell, make_memory_task, predict_text, trim_padding,
 )
 from mmbook.recipes import train_text_classifier
 from mmbook.text.memory import MEMORY_OPENINGS, TEST_OFFSET
@@ -321,3 +321,25 @@ def test_train_text_classifier_errors():
         train_text_classifier(model, _tokens(), torch.zeros(2, dtype=torch.long), epochs=1, progress=False)
     with pytest.raises(ValueError, match="epochs and batch_size must be positive"):
         train_text_classifier(model, _tokens(), torch.zeros(3, dtype=torch.long), epochs=0, progress=False)
+
+
+@pytest.mark.parametrize("build", [lambda: TextEncoder(VOCAB, kind="gru"), lambda: TokenEncoder(VOCAB, kind="gru")])
+def test_token_values_are_checked_on_the_first_batch_only(build, monkeypatch):
+    import mmbook.text.encoders as encoders
+
+    encoder = build()
+    with pytest.raises(ValueError, match=rf"token ids must lie in 0..{VOCAB - 1}"):
+        encoder(torch.tensor([[1, VOCAB + 3, 0]]))  # ids from another vocabulary: caught at once
+    with pytest.raises(ValueError, match="right-padded"):
+        encoder(torch.tensor([[0, 4, 5]]))  # left padding: caught too, the first batch failed
+    reads = []
+    real_min = torch.Tensor.min
+    monkeypatch.setattr(torch.Tensor, "min", lambda self, *a, **k: reads.append(1) or real_min(self, *a, **k))
+    encoder(_tokens())  # the first good batch is checked in full...
+    encoder(_tokens())  # ...the next ones only for type and shape, without reading values back
+    assert len(reads) == 1
+    with pytest.raises(TypeError, match="integer token ids"):
+        encoder(_tokens().float())
+    encoder.recheck_inputs()
+    with pytest.raises(ValueError, match="token ids must lie"):
+        encoder(torch.tensor([[1, VOCAB, 0]]))

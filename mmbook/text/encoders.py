@@ -27,15 +27,18 @@ RECURRENT_KINDS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 TEXT_ENCODER_KINDS = ("rnn", "lstm", "gru", "transformer")
 
 
-def lengths_from_padding(tokens: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
+def lengths_from_padding(tokens: torch.Tensor, pad_id: int = PAD_ID, check: bool = True) -> torch.Tensor:
     """Lengths ``(B,)`` of right-padded token ids ``(B, T)``.
+
+    Args:
+        check: verify that the ids are right-padded (this reads a value back from the device).
 
     Raises:
         ValueError: if padding stands before a real token (the texts are left-padded
             or padding was inserted in the middle).
     """
     present = tokens != pad_id
-    if present.shape[1] > 1 and bool((present[:, 1:] & ~present[:, :-1]).any()):
+    if check and present.shape[1] > 1 and bool((present[:, 1:] & ~present[:, :-1]).any()):
         raise ValueError(
             "token ids must be right-padded: found a real token after padding (id "
             f"{pad_id}). Pad at the end, as Vocabulary.encode_batch does."
@@ -43,8 +46,12 @@ def lengths_from_padding(tokens: torch.Tensor, pad_id: int = PAD_ID) -> torch.Te
     return present.sum(dim=1)
 
 
-def check_tokens(tokens: torch.Tensor, vocab_size: int) -> None:
-    """Raise a clear error unless ``tokens`` is an integer tensor ``(B, T)`` of ids below ``vocab_size``."""
+def check_tokens(tokens: torch.Tensor, vocab_size: int, values: bool = True) -> None:
+    """Raise a clear error unless ``tokens`` is an integer tensor ``(B, T)`` of ids below ``vocab_size``.
+
+    ``values=False`` checks the type and shape only, which costs nothing; the id range needs a
+    value read back from the device.
+    """
     if not isinstance(tokens, torch.Tensor):
         raise TypeError(f"expected token ids as a torch.Tensor of shape (B, T), got {type(tokens).__name__}")
     if tokens.dtype not in (torch.int64, torch.int32):
@@ -52,7 +59,7 @@ def check_tokens(tokens: torch.Tensor, vocab_size: int) -> None:
     if tokens.ndim != 2:
         hint = " (add a batch dimension with tokens.unsqueeze(0))" if tokens.ndim == 1 else ""
         raise ValueError(f"expected token ids of shape (B, T), got {tuple(tokens.shape)}{hint}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+    if values and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
         raise ValueError(
             f"token ids must lie in 0..{vocab_size - 1} (the vocabulary size is {vocab_size}); "
             f"got ids from {int(tokens.min())} to {int(tokens.max())}. Encode with the same vocabulary "
@@ -88,6 +95,32 @@ def _check_lengths(tokens: torch.Tensor, found: torch.Tensor, lengths: torch.Ten
                              f"the id is not {pad_id} (<pad>)")
 
 
+class _ChecksFirstBatch:
+    """Token encoders check ids and padding in full on their first batch only.
+
+    The checks read values back from the device, which stalls a GPU at every step. The
+    first batch catches what goes wrong in practice (ids from another vocabulary, left
+    padding), and the batches after it come from the same data; type and shape are
+    checked on every batch, at no cost. Call :meth:`recheck_inputs` to check the next
+    batch in full again, e.g. before feeding data from another source.
+    """
+
+    _inputs_checked = False
+
+    def recheck_inputs(self) -> None:
+        """Check the next batch's ids and padding in full."""
+        self._inputs_checked = False
+
+    def _check_inputs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked ``(B, T)`` long ids and their lengths ``(B,)``."""
+        full = not self._inputs_checked
+        check_tokens(tokens, self.vocab_size, values=full)
+        tokens = tokens.long()
+        lengths = lengths_from_padding(tokens, self.pad_id, check=full)
+        self._inputs_checked = True
+        return tokens, lengths
+
+
 class PositionalEncoding(nn.Module):
     """Add the sinusoidal position code of :cite:`vaswani2017attention` to ``(B, T, D)`` embeddings.
 
@@ -117,7 +150,7 @@ class PositionalEncoding(nn.Module):
         return embedded + self.code[:steps]
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(_ChecksFirstBatch, nn.Module):
     """A text encoder: embedding, then an RNN, LSTM, GRU or Transformer, then a linear layer.
 
     Shapes::
@@ -196,9 +229,7 @@ class TextEncoder(nn.Module):
             lengths: optional ``(B,)`` token counts; checked against the padding.
             mask: optional ``(B, T)`` bool, True at real tokens; checked against the padding.
         """
-        check_tokens(tokens, self.vocab_size)
-        tokens = tokens.long()
-        found = lengths_from_padding(tokens, self.pad_id)
+        tokens, found = self._check_inputs(tokens)
         _check_lengths(tokens, found, lengths, mask, self.pad_id)
         # An all-padding text is given length 1: it then reads one padding embedding (all zeros).
         found = found.clamp(min=1)
@@ -258,7 +289,7 @@ class TextEncoder(nn.Module):
         return torch.stack(maps)
 
 
-class TokenEncoder(nn.Module):
+class TokenEncoder(_ChecksFirstBatch, nn.Module):
     """A recurrent encoder that returns one vector per token: ``(B, T)`` -> ``(B, T, out_features)``.
 
     Embedding, then an RNN/LSTM/GRU run over the packed sequence, then a linear
@@ -289,9 +320,7 @@ class TokenEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` right-padded ids -> ``(B, T, out_features)``, zeros at padding."""
-        check_tokens(tokens, self.vocab_size)
-        tokens = tokens.long()
-        lengths = lengths_from_padding(tokens, self.pad_id)
+        tokens, lengths = self._check_inputs(tokens)
         packed = pack_padded_sequence(self.embedding(tokens), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         outputs, _ = self.rnn(packed)
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=tokens.shape[1])  # (B, T, H)
