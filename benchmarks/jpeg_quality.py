@@ -25,7 +25,8 @@ from PIL import Image
 
 from mmbook.data import load_cifar10
 from mmbook.data.cifar10 import locate_cifar10
-from mmbook.fastcnn import FastCNNConfig, train_fastcnn
+from mmbook.fastcnn import FastCNNConfig
+from mmbook.recipes import train_fastcnn
 
 
 def reencode(path: Path, source: Path, target: Path, quality: int) -> None:
@@ -35,14 +36,14 @@ def reencode(path: Path, source: Path, target: Path, quality: int) -> None:
     Image.open(path).convert("RGB").save(out, quality=quality)
 
 
-def accuracy_on(root: Path, quick: bool, epochs: int | None) -> tuple[float, float | None]:
+def accuracy_on(root: Path, quick: bool, epochs: int | None) -> tuple[float, float]:
     """Test accuracy (plain, flip TTA) of the CPU fastcnn recipe trained on the copy under ``root``."""
     train = load_cifar10("train", root=root, quick=quick, progress=False)
     test = load_cifar10("test", root=root, quick=quick, progress=False)
     config = FastCNNConfig() if epochs is None else FastCNNConfig(epochs=epochs)
-    result = train_fastcnn({"image": train.images, "label": train.labels},
-                           {"image": test.images, "label": test.labels}, config, device="cpu", progress=False)
-    return result.test_accuracy, result.test_accuracy_tta
+    run = train_fastcnn({"image": train.images, "label": train.labels},
+                        {"image": test.images, "label": test.labels}, config, device="cpu", progress=False)
+    return run.metrics["test_accuracy"], run.metrics["test_accuracy_tta"]
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Where LeNet's training step spends its time on a CPU, and how much a faster max-pool buys.
 
-``mmbook bench loader`` asks for 25x the source's loop on two CPU cores. Its *ceiling* row
-(LeNet's step on one fixed batch, no data path) shows that the step itself is the limit. This
-script looks inside that step:
+On two CPU cores the fast path of ``mmbook bench loader`` runs close to its *ceiling* row
+(LeNet's step on one fixed batch, no data path): the step itself is the limit. This script
+looks inside that step:
 
 1. LeNet's step, fp32 and bf16 autocast, at batch 512/1024/2048 (channels-last);
 2. the 2x2 max-pool after the first convolution, ``F.max_pool2d`` against
@@ -12,8 +12,8 @@ script looks inside that step:
     python benchmarks/lenet_step.py            # about two minutes on two cores
     python benchmarks/lenet_step.py --quick    # a few seconds, to check that it runs
 
-Every timing is the best of several interleaved repeats, since a shared VM's speed drifts by
-20-40% from one minute to the next. Results are in ``benchmarks/RESULTS.md``.
+Every timing is the best of several interleaved repeats, since a virtual machine's speed can
+drift by 20-40% from one minute to the next. Results are in ``benchmarks/RESULTS.md``.
 
 Why the pool is worth a look: ``conv1``'s output, ``(B, 6, 28, 28)`` in channels-last memory,
 has only six channels per pixel, fewer than one vector register holds, and ATen's pooling

@@ -1,18 +1,28 @@
 """mmbook: the code behind *mmbook*, a hands-on textbook on multimodal deep learning.
 
-The package mirrors the book's chapters:
+The package mirrors the book's chapters. Building blocks, from the bottom up:
 
-- :mod:`mmbook.runtime`    device choice, seeding, quick mode, environment report
-- :mod:`mmbook.data`       CIFAR-10 (offline copy or checked download), captions, loaders
-- :mod:`mmbook.cnn`        image encoders (LeNet, SmallCNN), FLOP counting, the conv2d checker
-- :mod:`mmbook.fastcnn`    the fast CNN trainer (``mmbook train --task cifar10 --model fastcnn``)
-- :mod:`mmbook.bench`      ``mmbook bench loader``: the source's loop against the fast path
-- :mod:`mmbook.text`       tokenizer, vocabulary and text encoders
-- :mod:`mmbook.fusion`     fusion modules: a list of modality features in, one tensor out
-- :mod:`mmbook.multimodal` ``MultimodalModel(encoders, fusion, head)`` and builders
-- :mod:`mmbook.training`   ``fit``: the training loop with AMP, checkpoints and progress
-- :mod:`mmbook.plotting`   the book's figures
-- :mod:`mmbook.cli`        the ``mmbook`` console script
+- :mod:`mmbook.runtime`      device choice, seeding, quick mode, mixed precision, the environment report
+- :mod:`mmbook.distributed`  torchrun and DistributedDataParallel: process group, shards, rank 0
+- :mod:`mmbook.data`         CIFAR-10, captions, synthetic scenes, your own image-text pairs, loaders, caches
+- :mod:`mmbook.cnn`          image encoders (LeNet, SmallCNN, the region encoder), FLOPs, the conv2d checker
+- :mod:`mmbook.text`         tokenizer, vocabularies and text encoders
+- :mod:`mmbook.fusion`       fusion modules: a list of modality features in, one tensor out
+- :mod:`mmbook.fastcnn`      the fast CNN's pieces: settings, whitened stem, test-time augmentation
+- :mod:`mmbook.objectives`   detection, grounding and role tagging: models, losses, metrics
+- :mod:`mmbook.alignment`    two-tower contrastive models, InfoNCE, retrieval, zero-shot, the modality gap
+- :mod:`mmbook.multimodal`   ``MultimodalModel(encoders, fusion, head)`` and builders
+- :mod:`mmbook.training`     ``fit``: the one training loop, with AMP, checkpoints and progress
+- :mod:`mmbook.plotting`     the book's figures
+
+Above them:
+
+- :mod:`mmbook.recipes`      what trains something end to end, and ``TASKS``, the tasks of ``mmbook train``
+- :mod:`mmbook.bench`        ``mmbook bench loader``: the source's loop against the fast path
+- :mod:`mmbook.exercises`    checkers that tell a learner what is wrong with an exercise answer
+- :mod:`mmbook.course`       the student edition and ``mmbook grade``
+- :mod:`mmbook.results`      the recorded benchmark figures, for the "Measured results" page
+- :mod:`mmbook.cli`          the ``mmbook`` console script
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The ``mmbook`` command line: ``mmbook env``, ``mmbook data``, ``mmbook train``, ``mmbook bench``.
+"""The ``mmbook`` command line: ``mmbook env``, ``mmbook data``, ``mmbook train``, ``mmbook grade``, ``mmbook bench``.
 
 ``mmbook train --task NAME`` looks the task up in :data:`mmbook.recipes.TASKS`, runs it, and
 reports through one function (:func:`report`), which prints the result and writes the JSON.
@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--text-encoder", choices=list(TEXT_ENCODER_KINDS), default="rnn",
                        help="cifar10-captions: the caption encoder (default rnn)")
     train.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the task's)")
-    train.add_argument("--batch-size", type=_positive_int, default=None, help="training batch size (default: the task's)")
+    train.add_argument("--batch-size", type=_positive_int, default=None,
+                       help="global training batch size, over all --nproc processes (default: the task's)")
+    train.add_argument("--nproc", type=_positive_int, default=1,
+                       help="processes to train on with torchrun + DDP (one per GPU; gloo on CPU); --batch-size stays global")
     train.add_argument("--model", choices=IMAGE_MODELS, default="fastcnn", help="cifar10: the image model")
     train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                        help="cifar10 fastcnn: the settings (default: gpu on CUDA, else cpu; gpu-93 is wider and longer)")
@@ -114,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint")
     train.add_argument("--json", type=Path, help="write the results as a JSON object to this path")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from mmbook.course import grade as course_grade
+
+    grade = commands.add_parser("grade", help="grade submitted student notebooks (runs their code: use a container)",
+                                description=course_grade.__doc__.splitlines()[0],
+                                epilog=f"WARNING: {course_grade.WARNING}")
+    course_grade.add_arguments(grade)
 
     bench = commands.add_parser("bench", help="benchmarks: `mmbook bench loader`")
     bench.add_argument("what", choices=("loader",), help="loader: the source's DataLoader loop against the fast path")
@@ -146,7 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         if args.command == "bench":
             return _bench(args)
-        return _train(args)
+        if args.command == "grade":
+            from mmbook.course import grade as course_grade
+
+            return course_grade.run(args)
+        from mmbook import distributed
+
+        if args.nproc > 1 and not distributed.under_torchrun():
+            return distributed.launch_torchrun(args.nproc, sys.argv[1:] if argv is None else list(argv))
+        with distributed.from_env():  # under torchrun: join the group (gloo/nccl), quiet ranks > 0; else nothing
+            return _train(args)
     except UsageError as error:
         print(f"mmbook: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -163,7 +182,11 @@ def _env() -> int:
 
     print(environment_report())
     found = locate_cifar10()
-    print(f"data: {data_root()} ({'CIFAR-10 ' + found[0] + ' at ' + str(found[1]) if found else 'no CIFAR-10 copy found'})")
+    if found:
+        print(f"data: {data_root()} (CIFAR-10 {found[0]} at {found[1]})")
+    else:
+        print(f"data: no CIFAR-10 copy under {data_root()}; point MMBOOK_DATA at a folder holding cifar10/ (the "
+              f"Makefile does this for ../shared/data beside the repository) or run `mmbook data --download`")
     return 0
 
 
@@ -231,6 +254,8 @@ def report(task, settings, run, facts: dict, wall_seconds: float, json_path: Pat
     """Print a run's headline figures and write its JSON (if ``json_path``); the one place results are written."""
     import torch
 
+    from mmbook import distributed
+
     _, chosen = task.resolve(settings)
     history = run.history
     result = {
@@ -239,13 +264,14 @@ def report(task, settings, run, facts: dict, wall_seconds: float, json_path: Pat
         "train_seconds": run.seconds, "wall_seconds": wall_seconds,
         "train_images_per_second": history.samples_per_second,
         "parameters": run.parameters, "torch": torch.__version__, "history": history.records,
+        "processes": distributed.world_size(),
         **({"test_accuracy": history.last["test_accuracy"]} if len(history) and "test_accuracy" in history.last else {}),
         **run.metrics,
     }
     figures = " | ".join(f"{name} {value:.4f}" for name, value in run.metrics.items()
                          if isinstance(value, float) and name != "train_seconds")
     print(f"{figures} | {run.seconds:.1f} s training | {history.samples_per_second:.0f} samples/s")
-    if json_path is not None:
+    if json_path is not None and distributed.is_main_process():
         _write_json(json_path, result)
     return 0
 

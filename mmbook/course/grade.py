@@ -1,0 +1,354 @@
+"""Grade submitted student notebooks: ``mmbook grade SUBMISSION.ipynb ... [--csv grades.csv]``.
+
+Each submission is executed top to bottom in a fresh Jupyter kernel (quick mode unless
+``--full``), in a new empty working folder, with a time limit for the whole notebook.
+Errors in cells do not stop it. Then each autograded exercise is read off its
+``checker`` cell (see :mod:`mmbook.course.markup`):
+
+- ``pass``   the cell printed ``<label>: passed`` (:func:`mmbook.exercises.passed_line`) and raised nothing;
+- ``fail``   it raised ``ExerciseError``/``AssertionError`` (wrong answer) or ``NotImplementedError``
+  (the ``...`` is still there), with the first line of the message;
+- ``error``  anything else: another exception, the cell never ran (time limit, dead kernel),
+  or the checker cell is missing from the submission.
+
+Before running, the grader puts the edition's own source back into each checker cell, so
+an edited checker cannot pass an exercise. It prints one row per submission, one column
+per autograded exercise and a total, and can write the same table as CSV.
+
+**Grading runs the students' code** with your permissions: it can read, change or delete
+your files and reach the network. Run it in a container or a throwaway VM.
+
+Exit status: 0 when every submission was graded (whatever the grades), 2 for bad input
+(a file that is not a notebook, a notebook whose exercise labels do not match its chapter
+in this edition of the book, submissions of different notebooks mixed in one call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmbook.course.markup import (CHECKER_TAG, MarkupError, cell_source, cell_tags, checker_cells, checker_label,
+                                  exercises)
+from mmbook.course.student import EDITION, read_notebook_json, student_notebook
+from mmbook.exercises import passed_line
+
+WARNING = ("mmbook grade runs the students' code with your permissions: it can read, change or delete your "
+           "files and use the network. Run it in a container or a throwaway VM.")
+DEFAULT_TIMEOUT = 600
+#: Exceptions that mean "the answer is wrong" or "not done" rather than "the code broke".
+FAIL_EXCEPTIONS = {"ExerciseError", "AssertionError", "NotImplementedError", "ExerciseNotDone"}
+
+
+class GradeInputError(ValueError):
+    """Bad input to the grader (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The grade of one exercise in one submission."""
+
+    status: str  # "pass", "fail" or "error"
+    detail: str = ""
+
+    def text(self, width: int | None = None) -> str:
+        text = self.status if not self.detail else f"{self.status}: {self.detail}"
+        return text if width is None or len(text) <= width else text[: width - 3] + "..."
+
+
+@dataclass
+class Reference:
+    """The notebook the submissions answer, in its student edition."""
+
+    source: str
+    notebook: dict
+    labels: list[str]
+    checkers: dict[str, str]  # label -> the checker cell's source
+
+    @property
+    def autograded(self) -> list[str]:
+        return list(self.checkers)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``mmbook grade``'s arguments to ``parser``."""
+    parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION.ipynb",
+                        help="student notebooks, all answering the same notebook of the book")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="also write the table to this CSV file")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"time limit for each whole notebook (default {DEFAULT_TIMEOUT})")
+    parser.add_argument("--against", type=Path, metavar="NOTEBOOK.ipynb",
+                        help="the book's notebook the submissions answer (default: the one each submission "
+                             "names in its metadata, looked up in --book)")
+    parser.add_argument("--book", type=Path, default=Path("book"), help="the book's folder (default: book)")
+    parser.add_argument("--full", action="store_true", help="run in full mode instead of quick mode")
+    parser.add_argument("--kernel", default="python3", help="the Jupyter kernel to run them in (default python3)")
+
+
+def build_parser(prog: str = "mmbook grade") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Execute submitted student notebooks and grade their autograded exercises.",
+        epilog=f"WARNING: {WARNING}")
+    add_arguments(parser)
+    return parser
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+def reference_from(path: Path, source: str | None = None) -> Reference:
+    """The student edition of the notebook at ``path`` (a book notebook or its student edition)."""
+    notebook = read_notebook_json(path)
+    meta = notebook.get("metadata", {}).get("mmbook", {})
+    if meta.get("edition") != EDITION:
+        notebook, _ = student_notebook(notebook, source or meta.get("source") or path.name)
+    source = notebook["metadata"]["mmbook"]["source"]
+    checkers: dict[str, str] = {}
+    for index, label in checker_cells(notebook, where=source):
+        checkers.setdefault(label, cell_source(notebook["cells"][index]))
+    return Reference(source, notebook, [e.label for e in exercises(notebook) if e.label], checkers)
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[Reference, list[tuple[Path, dict]]]:
+    """Read and check every submission, and find the notebook they answer.
+
+    Raises:
+        GradeInputError: with every problem found, one per line.
+    """
+    problems: list[str] = []
+    submissions: list[tuple[Path, dict]] = []
+    for path in args.submissions:
+        if not path.is_file():
+            problems.append(f"{path}: no such file")
+            continue
+        try:
+            submissions.append((path, read_notebook_json(path)))
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise GradeInputError("\n".join(problems))
+    references: dict[str, Reference] = {}
+    answers: dict[Path, str] = {}
+    for path, notebook in submissions:
+        try:
+            if args.against is not None:
+                key = str(args.against)
+                if key not in references:
+                    references[key] = reference_from(args.against)
+            else:
+                source = notebook.get("metadata", {}).get("mmbook", {}).get("source")
+                if not source:
+                    problems.append(f"{path} does not say which notebook of the book it answers (no metadata.mmbook."
+                                    f"source: was it written by `make student`?); name it with --against "
+                                    f"{args.book}/<chapter>/<notebook>.ipynb")
+                    continue
+                key = source
+                if key not in references:
+                    original = args.book / source
+                    if not original.is_file():
+                        problems.append(f"{path} answers {source}, which is not in {args.book}/; give the book's "
+                                        "folder with --book or the notebook with --against")
+                        continue
+                    references[key] = reference_from(original, source)
+        except (ValueError, MarkupError) as error:
+            problems.append(str(error))
+            continue
+        answers[path] = key
+        reference = references[key]
+        labels = [e.label for e in exercises(notebook) if e.label]
+        if labels != reference.labels:
+            problems.append(f"{path}: its exercises ({', '.join(labels) or 'none'}) do not match those of "
+                            f"{reference.source} in this edition of the book ({', '.join(reference.labels) or 'none'}); "
+                            "is it from another chapter or an older edition?")
+    if not problems and len(set(answers.values())) > 1:
+        listing = "; ".join(f"{path} answers {key}" for path, key in answers.items())
+        problems.append(f"the submissions answer different notebooks ({listing}); grade one notebook's "
+                        "submissions at a time")
+    if not problems:
+        reference = next(iter(references.values()))
+        if not reference.autograded:
+            problems.append(f"{reference.source} has no autograded exercises (no cell tagged '{CHECKER_TAG}'); "
+                            "there is nothing to grade")
+    if problems:
+        raise GradeInputError("\n".join(problems))
+    return reference, submissions
+
+
+# --- running -------------------------------------------------------------------------------------
+
+def prepare(notebook: dict, reference: Reference) -> tuple[dict, dict[str, list[int]]]:
+    """A copy of ``notebook`` with outputs cleared and the reference source in every checker cell.
+
+    Returns the copy and, per autograded label, the indices of its checker cells.
+    """
+    notebook = copy.deepcopy(notebook)
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+    cells: dict[str, list[int]] = {label: [] for label in reference.autograded}
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "code" or CHECKER_TAG not in cell_tags(cell):
+            continue
+        label = checker_label(cell)
+        if label not in cells:
+            continue
+        cell["source"] = reference.checkers[label]
+        cells[label].append(index)
+    return notebook, cells
+
+
+def execute(notebook: dict, timeout: float, kernel: str, quick: bool) -> str | None:
+    """Run ``notebook`` in place in a fresh kernel in an empty temporary folder; errors in cells do not stop it.
+
+    Returns ``None`` when it ran to the end, otherwise why it stopped (time limit, dead kernel).
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    node = nbformat.from_dict(notebook)
+    deadline = time.monotonic() + timeout
+    saved = os.environ.get("MMBOOK_QUICK")
+    os.environ["MMBOOK_QUICK"] = "1" if quick else "0"
+    stopped = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="mmbook-grade-") as folder:
+            client = NotebookClient(node, kernel_name=kernel, allow_errors=True, resources={"metadata": {"path": folder}},
+                                    timeout_func=lambda cell: max(1, math.ceil(deadline - time.monotonic())),
+                                    startup_timeout=120)
+            try:
+                client.execute()
+            except CellTimeoutError:
+                stopped = f"the notebook ran past the time limit of {timeout:g} s"
+            except DeadKernelError:
+                stopped = "the kernel died"
+            except Exception as error:  # a broken kernel must not stop the other submissions
+                stopped = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+    finally:
+        if saved is None:
+            os.environ.pop("MMBOOK_QUICK", None)
+        else:
+            os.environ["MMBOOK_QUICK"] = saved
+    notebook["cells"] = [dict(cell) for cell in node.cells]
+    return stopped
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def outcome_of(cell: dict, label: str, stopped: str | None) -> Outcome:
+    """Read one executed checker cell's verdict."""
+    outputs = cell.get("outputs", [])
+    for output in outputs:
+        if output.get("output_type") == "error":
+            name, value = output.get("ename", "Error"), _first_line(output.get("evalue", ""))
+            if name == "ExerciseNotDone":
+                return Outcome("fail", "not done (the starter's ... is still there)")
+            if name == "ExerciseError":
+                return Outcome("fail", value[len(label) + 2:] if value.startswith(f"{label}: ") else value)
+            status = "fail" if name in FAIL_EXCEPTIONS else "error"
+            return Outcome(status, f"{name}: {value}" if value else name)
+    if cell.get("execution_count") is None and not outputs:
+        return Outcome("error", f"not run ({stopped})" if stopped else "not run")
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    if passed_line(label) in printed.splitlines():
+        return Outcome("pass")
+    return Outcome("error", f"not run ({stopped})" if stopped else "the checker printed no verdict")
+
+
+def grade_one(notebook: dict, reference: Reference, timeout: float, kernel: str, quick: bool) -> dict[str, Outcome]:
+    """Execute one submission and grade each autograded exercise."""
+    prepared, cells = prepare(notebook, reference)
+    stopped = execute(prepared, timeout, kernel, quick)
+    outcomes: dict[str, Outcome] = {}
+    for label in reference.autograded:
+        if not cells[label]:
+            outcomes[label] = Outcome("error", "the checker cell is missing; restore it from the student edition")
+            continue
+        verdicts = [outcome_of(prepared["cells"][index], label, stopped) for index in cells[label]]
+        outcomes[label] = next((v for v in verdicts if v.status != "pass"), verdicts[0])
+    return outcomes
+
+
+# --- output --------------------------------------------------------------------------------------
+
+def table(rows: list[tuple[str, dict[str, Outcome]]], labels: list[str], width: int = 36) -> str:
+    """The grades as a plain-text table: one row per submission, one column per exercise, and a total."""
+    header = ["submission", *labels, "total"]
+    body = []
+    for name, outcomes in rows:
+        passed = sum(outcomes[label].status == "pass" for label in labels)
+        body.append([name, *(outcomes[label].text(width) for label in labels), f"{passed}/{len(labels)}"])
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[tuple[str, dict[str, Outcome]]], labels: list[str]) -> None:
+    """The same table as CSV: submission, one column per exercise (status: detail), passed, out_of."""
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["submission", *labels, "passed", "out_of"])
+        for name, outcomes in rows:
+            passed = sum(outcomes[label].status == "pass" for label in labels)
+            writer.writerow([name, *(outcomes[label].text() for label in labels), passed, len(labels)])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Grade with parsed arguments (what ``main`` and the ``mmbook grade`` subcommand call)."""
+    if not args.timeout > 0:
+        print("error: --timeout must be a positive number of seconds", file=sys.stderr)
+        return 2
+    try:
+        reference, submissions = load_inputs(args)
+    except GradeInputError as error:
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    try:
+        import ipykernel  # noqa: F401  (the kernel the notebooks run in)
+        import nbclient  # noqa: F401
+    except ImportError as error:
+        print(f"error: mmbook grade needs nbclient and ipykernel ({error}); install them with "
+              "pip install 'mmbook[book]'", file=sys.stderr)
+        return 2
+    print(f"WARNING: {WARNING}", file=sys.stderr)
+    mode = "full" if args.full else "quick"
+    print(f"grading {len(submissions)} submission(s) of {reference.source} ({len(reference.autograded)} autograded "
+          f"exercises, {mode} mode, {args.timeout:g} s per notebook)", file=sys.stderr)
+    rows = []
+    for path, notebook in submissions:
+        started = time.monotonic()
+        outcomes = grade_one(notebook, reference, args.timeout, args.kernel, quick=not args.full)
+        passed = sum(o.status == "pass" for o in outcomes.values())
+        print(f"  {path}: {passed}/{len(outcomes)} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        rows.append((str(path), outcomes))
+    print(table(rows, reference.autograded))
+    if args.csv is not None:
+        write_csv(args.csv, rows, reference.autograded)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``mmbook grade``'s entry point: parse ``argv`` and grade; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

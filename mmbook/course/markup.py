@@ -1,0 +1,190 @@
+"""Read the exercise markup of a book notebook.
+
+The conventions (README, "Rules of the house"):
+
+- An exercise is a sphinx-exercise directive in a markdown cell, ```` ```{exercise} Title ````
+  with a ``:label: ex-...`` option (``{exercise-start}`` … ``{exercise-end}`` counts too).
+- Its solution is gated: a markdown cell ```` ```{solution-start} ex-... ```` , then any
+  markdown and code cells, then ```` ```{solution-end} ````. A plain ```` ```{solution} ````
+  directive counts as a solution too. "Check your understanding" answers use the same markup.
+- A **starter** cell is a code cell tagged ``starter`` (and ``remove-cell``, so the
+  instructor's HTML book does not show it), placed after the exercise and *before*
+  ``{solution-start}``. It holds a scaffold with ``...`` where the student writes, and
+  must run without error (it only defines names; a bare ``...`` in a function body is fine).
+- A **checker** cell is a code cell tagged ``checker``, placed *after* ``{solution-end}``,
+  that calls ``check("ex-...", answer, ...)`` from :mod:`mmbook.exercises`. In the
+  instructor's notebook it checks the solution (so nbval proves the solution passes);
+  in the student's it checks the student's answer, and ``mmbook grade`` reads its output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+STARTER_TAG = "starter"
+CHECKER_TAG = "checker"
+#: Tags a starter cell carries in the source that the student edition drops.
+STARTER_SOURCE_TAGS = (STARTER_TAG, "remove-cell", "remove-input", "hide-input", "hide-cell")
+
+_FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}(?P<rest>.*)$")
+_LABEL = re.compile(r"^[ \t]*:label:[ \t]*(?P<label>\S+)")
+_CHECK_CALL = re.compile(r"""\bcheck\(\s*["'](?P<label>[^"']+)["']""")
+_SOLUTION_DIRECTIVES = {"solution", "solution-start", "solution-end"}
+_EXERCISE_DIRECTIVES = {"exercise", "exercise-start"}
+
+
+class MarkupError(ValueError):
+    """The exercise markup of a notebook is broken (says where and what to fix)."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise directive: its label (``None`` if it has none), title and markdown cell index."""
+
+    label: str | None
+    title: str
+    cell: int
+
+
+def cell_source(cell: Any) -> str:
+    """A cell's source as one string (notebooks store it as a string or a list of lines)."""
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
+def cell_tags(cell: Any) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _closing_fence(lines: list[str], start: int, fence: str) -> int:
+    """Index of the line that closes the directive opened at ``lines[start]`` (or -1)."""
+    char, length = fence[0], len(fence)
+    for index in range(start + 1, len(lines)):
+        stripped = lines[index].strip()
+        if stripped and set(stripped) == {char} and len(stripped) >= length:
+            return index
+    return -1
+
+
+def exercises(notebook: Any) -> list[Exercise]:
+    """The exercise directives of ``notebook`` in order (solutions are not exercises)."""
+    found = []
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        lines = cell_source(cell).split("\n")
+        for number, line in enumerate(lines):
+            match = _FENCE.match(line)
+            if not match or match["name"] not in _EXERCISE_DIRECTIVES:
+                continue
+            label = None
+            for option in lines[number + 1:]:
+                if not option.strip().startswith(":"):
+                    break
+                if label_match := _LABEL.match(option):
+                    label = label_match["label"]
+            found.append(Exercise(label, match["rest"].strip(), index))
+    return found
+
+
+def checker_label(cell: Any) -> str | None:
+    """The exercise label a ``checker`` cell checks (the first argument of its ``check(...)`` call)."""
+    match = _CHECK_CALL.search(cell_source(cell))
+    return match["label"] if match else None
+
+
+def checker_cells(notebook: Any, where: str = "notebook") -> list[tuple[int, str]]:
+    """``(cell index, label)`` of every cell tagged ``checker``.
+
+    Raises:
+        MarkupError: a checker cell without a ``check("ex-...", ...)`` call.
+    """
+    result = []
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] == "code" and CHECKER_TAG in cell_tags(cell):
+            label = checker_label(cell)
+            if label is None:
+                raise MarkupError(f"{where}: cell {index} is tagged 'checker' but has no check(\"ex-...\", ...) call")
+            result.append((index, label))
+    return result
+
+
+@dataclass
+class Stripped:
+    """A notebook's cells with the solutions cut out, and the text that was cut."""
+
+    cells: list[Any]
+    removed: list[str]
+
+
+def strip_solutions(cells: list[Any], where: str = "notebook") -> Stripped:
+    """Remove every gated solution span (markdown and code) and every ``{solution}`` directive.
+
+    Markdown cells that hold a marker are cut at the marker lines, so text outside the
+    span in the same cell stays; a cell left empty is dropped. ``cells`` is not modified.
+
+    Raises:
+        MarkupError: a span that is never closed, an end without a start, a nested start,
+            or a ``starter`` cell inside a solution.
+    """
+    kept: list[Any] = []
+    removed: list[str] = []
+    in_span = False
+    for index, cell in enumerate(cells):
+        text = cell_source(cell)
+        if cell["cell_type"] != "markdown":
+            if in_span:
+                if STARTER_TAG in cell_tags(cell):
+                    raise MarkupError(f"{where}: cell {index} is tagged 'starter' but lies inside a solution; "
+                                      "put starter cells before {solution-start}")
+                removed.append(text)
+            else:
+                kept.append(cell)
+            continue
+        lines = text.split("\n")
+        out: list[str] = []
+        cut: list[str] = []
+        touched = False
+        number = 0
+        while number < len(lines):
+            match = _FENCE.match(lines[number])
+            if match and match["name"] in _SOLUTION_DIRECTIVES:
+                touched = True
+                close = _closing_fence(lines, number, match["fence"])
+                if close < 0:
+                    raise MarkupError(f"{where}: cell {index}: the {{{match['name']}}} directive is not closed "
+                                      f"(no closing {match['fence']})")
+                name = match["name"]
+                if name == "solution-start":
+                    if in_span:
+                        raise MarkupError(f"{where}: cell {index}: {{solution-start}} inside another solution; "
+                                          "close the first with {solution-end}")
+                    in_span = True
+                elif name == "solution-end":
+                    if not in_span:
+                        raise MarkupError(f"{where}: cell {index}: {{solution-end}} without a {{solution-start}}")
+                    in_span = False
+                removed.append("\n".join(lines[number:close + 1]))
+                number = close + 1
+                continue
+            (cut if in_span else out).append(lines[number])
+            number += 1
+        if cut:
+            removed.append("\n".join(cut))
+        if not touched and not in_span:
+            kept.append(cell)
+        elif "\n".join(out).strip():
+            new_cell = dict(cell)
+            new_cell["source"] = "\n".join(out).strip("\n")
+            kept.append(new_cell)
+    if in_span:
+        raise MarkupError(f"{where}: a {{solution-start}} is never closed by {{solution-end}}")
+    return Stripped(kept, removed)
+
+
+def solution_texts(notebook: Any, where: str = "notebook") -> list[str]:
+    """The text of every solution in ``notebook`` (what the student edition must not contain)."""
+    return strip_solutions(notebook["cells"], where).removed
+

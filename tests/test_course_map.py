@@ -1,0 +1,45 @@
+"""The course-map page: its generated table is current, and the generator counts what the notebooks hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from course_fixtures import write_demo_book
+from mmbook.course import course_map
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_course_map_page_is_current():
+    old, new = course_map.update(ROOT / "book" / "course_map.md", ROOT)
+    assert old == new, "book/course_map.md is not current: run `python -m mmbook.course.course_map`"
+
+
+def test_course_map_is_in_the_front_matter():
+    entries = course_map.toc_entries(ROOT)
+    assert entries[0] == "book/course_map", "the course map comes right after the preface"
+
+
+def test_generator_lists_autograded_exercises(tmp_path):
+    write_demo_book(tmp_path / "book")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/index\nchapters:\n  - file: book/ch90_demo/demo\n")
+    (rows,) = course_map.summaries(tmp_path)
+    assert (rows.doc, rows.title, rows.exercises, rows.autograded) == (
+        "ch90_demo/demo", "A demo chapter", 3, ["ex-demo-square", "ex-demo-answer"])
+    assert rows.minutes >= 3 * course_map.MINUTES_PER_EXERCISE and rows.minutes % 15 == 0
+    page = tmp_path / "map.md"
+    page.write_text(f"# Map\n\n{course_map.BEGIN}\nstale\n{course_map.END}\n\nAfter.\n")
+    assert course_map.main(["--page", str(page), "--root", str(tmp_path), "--check"]) == 1
+    assert course_map.main(["--page", str(page), "--root", str(tmp_path)]) == 0
+    text = page.read_text()
+    assert "`ex-demo-square`, `ex-demo-answer`" in text and "**2 (67%)**" in text and text.endswith("After.\n")
+    assert course_map.main(["--page", str(page), "--root", str(tmp_path), "--check"]) == 0
+
+
+def test_page_without_markers_is_an_error(tmp_path):
+    page = tmp_path / "map.md"
+    page.write_text("# Map\n")
+    with pytest.raises(ValueError, match="has no generated block"):
+        course_map.update(page, tmp_path)

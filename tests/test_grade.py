@@ -1,0 +1,160 @@
+"""`mmbook grade` on a synthetic chapter: a correct, an empty and a broken submission, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from course_fixtures import (ANSWER_SOLUTION, ANSWER_STARTER, SQUARE_SOLUTION, SQUARE_STARTER, replace_cells,
+                             write_demo_book)
+from mmbook.course import grade, student
+
+pytest.importorskip("nbclient")
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A book with the demo chapter, its student edition, and submissions written from it."""
+    root = tmp_path_factory.mktemp("course")
+    write_demo_book(root / "book")
+    student.build(root / "book", root / "student")
+    edition = json.loads((root / "student" / "ch90_demo" / "demo.ipynb").read_text())
+    edition["cells"] = edition["cells"][1:]  # the Colab install cell would do nothing here; skip its process
+    submissions = {
+        # The instructor's solutions put into the student edition's starter cells.
+        "correct": replace_cells(edition, {SQUARE_STARTER: SQUARE_SOLUTION, ANSWER_STARTER: ANSWER_SOLUTION}),
+        "empty": edition,
+        # A crash in one exercise, a wrong answer with a known mistake in the other.
+        "broken": replace_cells(edition, {SQUARE_STARTER: "def square(x):\n    return x / 0",
+                                          ANSWER_STARTER: "answer = 24"}),
+        # A student who edited the checker cell to skip the check.
+        "tampered": replace_cells(replace_cells(edition, {SQUARE_STARTER: "def square(x):\n    return 0"}),
+                                  {'check("ex-demo-answer", answer)': 'print("ex-demo-answer: passed")  # checker',
+                                   'from mmbook.exercises import check\n\ncheck("ex-demo-square", square)':
+                                   'from mmbook.exercises import check\n\nprint("ex-demo-square: passed")  # check("ex-demo-square", square)'}),
+    }
+    paths = {}
+    for name, notebook in submissions.items():
+        paths[name] = root / "submissions" / f"{name}.ipynb"
+        paths[name].parent.mkdir(exist_ok=True)
+        paths[name].write_text(json.dumps(notebook))
+    return root, paths
+
+
+def rows_of(output: str) -> dict[str, list[str]]:
+    lines = output.strip().splitlines()
+    assert lines[0].split()[:1] == ["submission"] and set(lines[1]) <= {"-", " "}
+    return {Path(line.split()[0]).stem: line for line in lines[2:]}
+
+
+def test_grades_three_submissions(course, capsys):
+    root, paths = course
+    out_csv = root / "grades.csv"
+    status = grade.main([str(paths[name]) for name in ("correct", "empty", "broken", "tampered")] +
+                        ["--book", str(root / "book"), "--csv", str(out_csv), "--timeout", "120"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "runs the students' code" in captured.err and "container" in captured.err
+    header = captured.out.splitlines()[0].split()
+    assert header == ["submission", "ex-demo-square", "ex-demo-answer", "total"]
+    with out_csv.open() as handle:
+        table = {Path(row["submission"]).stem: row for row in csv.DictReader(handle)}
+    assert table["correct"]["ex-demo-square"] == "pass" and table["correct"]["ex-demo-answer"] == "pass"
+    assert table["correct"]["passed"] == "2" and table["correct"]["out_of"] == "2"
+    for label in ("ex-demo-square", "ex-demo-answer"):
+        assert table["empty"][label] == "fail: not done (the starter's ... is still there)"
+    assert table["empty"]["passed"] == "0"
+    assert table["broken"]["ex-demo-square"] == "error: ZeroDivisionError: float division by zero"
+    assert table["broken"]["ex-demo-answer"] == ("fail: your answer is 24 but should be 42; "
+                                                 "the digits are swapped")
+    assert table["broken"]["passed"] == "0"
+    # The grader puts the edition's checker back: an edited checker cell passes nothing.
+    assert table["tampered"]["ex-demo-square"].startswith("fail: square(3.0) is 0 but should be 9")
+    assert table["tampered"]["ex-demo-answer"] == ("error: the checker cell is missing; restore it from the "
+                                                   "student edition")
+    rows = rows_of(captured.out)
+    assert rows["correct"].split()[-1] == "2/2" and rows["empty"].split()[-1] == "0/2"
+    assert rows["broken"].split()[-1] == "0/2" and rows["tampered"].split()[-1] == "0/2"
+
+
+def test_time_limit_per_notebook(course, tmp_path, capsys):
+    root, paths = course
+    slow = json.loads(paths["correct"].read_text())
+    slow["cells"].insert(4, {"cell_type": "code", "execution_count": None, "id": "slow", "metadata": {},
+                             "outputs": [], "source": "import time\ntime.sleep(60)"})
+    path = tmp_path / "slow.ipynb"
+    path.write_text(json.dumps(slow))
+    assert grade.main([str(path), "--book", str(root / "book"), "--timeout", "8", "--csv", str(tmp_path / "g.csv")]) == 0
+    with (tmp_path / "g.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert row["ex-demo-square"] == "error: not run (the notebook ran past the time limit of 8 s)"
+    assert row["passed"] == "0"
+
+
+def test_a_file_that_is_not_a_notebook_is_exit_2(course, tmp_path, capsys):
+    root, paths = course
+    text = tmp_path / "essay.ipynb"
+    text.write_text("my answers are below\n")
+    assert grade.main([str(paths["correct"]), str(text), "--book", str(root / "book")]) == 2
+    err = capsys.readouterr().err
+    assert "essay.ipynb is not a Jupyter notebook (not JSON" in err
+    assert "WARNING" not in err, "nothing may run when the input is bad"
+
+
+def test_a_notebook_from_another_chapter_is_exit_2(course, tmp_path, capsys):
+    root, paths = course
+    other = json.loads(paths["correct"].read_text())
+    for cell in other["cells"]:
+        if cell["cell_type"] == "markdown":
+            cell["source"] = "".join(cell["source"]).replace("ex-demo-answer", "ex-other-answer")
+    path = tmp_path / "other.ipynb"
+    path.write_text(json.dumps(other))
+    assert grade.main([str(path), "--book", str(root / "book")]) == 2
+    assert "do not match those of ch90_demo/demo.ipynb" in capsys.readouterr().err
+
+
+def test_against_names_the_chapter_and_catches_a_mismatch(course, tmp_path, capsys):
+    root, paths = course
+    plain = json.loads(paths["correct"].read_text())
+    del plain["metadata"]["mmbook"]
+    path = tmp_path / "no_metadata.ipynb"
+    path.write_text(json.dumps(plain))
+    assert grade.main([str(path), "--book", str(root / "book")]) == 2
+    assert "does not say which notebook" in capsys.readouterr().err
+    # With --against it is graded (the reference is the book's notebook, cut to its student edition).
+    other_book = tmp_path / "book2"
+    source = write_demo_book(other_book)
+    notebook = json.loads(source.read_text())
+    notebook["cells"][4]["source"] = notebook["cells"][4]["source"].replace("ex-demo-square", "ex-demo-cube")
+    notebook["cells"][6]["source"] = notebook["cells"][6]["source"].replace("ex-demo-square", "ex-demo-cube")
+    notebook["cells"][10]["source"] = notebook["cells"][10]["source"].replace("ex-demo-square", "ex-demo-cube")
+    source.write_text(json.dumps(notebook))
+    assert grade.main([str(path), "--against", str(source)]) == 2
+    assert "is it from another chapter or an older edition?" in capsys.readouterr().err
+
+
+def test_missing_file_and_bad_timeout_are_exit_2(course, tmp_path, capsys):
+    root, paths = course
+    assert grade.main([str(tmp_path / "absent.ipynb"), "--book", str(root / "book")]) == 2
+    assert "absent.ipynb: no such file" in capsys.readouterr().err
+    assert grade.main([str(paths["correct"]), "--timeout", "0", "--book", str(root / "book")]) == 2
+    assert "--timeout must be a positive" in capsys.readouterr().err
+
+
+def test_help_warns_that_it_runs_student_code(capsys):
+    assert grade.main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "runs the students' code" in out and "container or a throwaway VM" in out
+
+
+def test_add_arguments_builds_a_subcommand():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mmbook")
+    commands = parser.add_subparsers(dest="command")
+    grade.add_arguments(commands.add_parser("grade"))
+    args = parser.parse_args(["grade", "a.ipynb", "b.ipynb", "--csv", "g.csv", "--timeout", "30"])
+    assert args.submissions == [Path("a.ipynb"), Path("b.ipynb")] and args.timeout == 30.0 and args.csv == Path("g.csv")
