@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_non_negative_int, default=0, help="seeds the data, the weights and the batch order")
     train.add_argument("--quick", action="store_true", help="quick mode: small subset, few epochs")
     train.add_argument("--data", type=Path, help="data directory (default: $MMBOOK_DATA)")
+    train.add_argument("--data-file", type=Path, default=None,
+                       help="pairs: a .csv or .jsonl file of (image, text, label) rows, or a folder "
+                            "<label>/<image>.png with <image>.txt")
     train.add_argument("--download", action="store_true", help="download CIFAR-10 if no copy is found")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
     train.add_argument("--channels-last", action="store_true",
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.nproc > 1 and not distributed.under_torchrun():
             return distributed.launch_torchrun(args.nproc, sys.argv[1:] if argv is None else list(argv))
-        with distributed.from_env():  # under torchrun: join the group (gloo/nccl), quiet ranks > 0; else nothing
+        # Under torchrun: join the group (nccl for CUDA, gloo for the CPU), quiet ranks > 0; else nothing.
+        with distributed.from_env(device=None if args.device == "auto" else args.device):
             return _train(args)
     except UsageError as error:
         print(f"mmbook: error: {error}", file=sys.stderr)
@@ -231,7 +235,7 @@ def _settings(args: argparse.Namespace):
         download=args.download, modalities=args.modalities, fusion=args.fusion, text_encoder=args.text_encoder,
         caption_noise=args.caption_noise, label_smoothing=args.label_smoothing, channels_last=args.channels_last,
         compile=args.compile, checkpoint=args.checkpoint, resume=args.resume, scenes=args.scenes, model=args.model,
-        recipe=args.recipe)
+        recipe=args.recipe, data_file=args.data_file)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -3,6 +3,11 @@
 :class:`LeNet` is the image branch of the book's worked example, exactly as in the
 source: conv 3->6 (5x5), max-pool, conv 6->16 (5x5), max-pool, then fully
 connected 400->120->84->10 (LeCun et al., 1998).
+
+Every encoder here takes an ``image_size`` (default 32, CIFAR-10's). LeNet keeps its
+5x5 grid of 16-channel cells for larger images by max-pooling the trunk's output
+adaptively down to 5x5 (at 32x32 the grid is already 5x5 and nothing changes), so it
+has the same parameters at every size and is exactly the chapter's network at 32x32.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from mmbook.runtime import evaluating
 
 
 class LeNet(nn.Module):
-    """LeNet-5 for 32x32 RGB images.
+    """LeNet-5 for RGB images, 32x32 as in the source (any square size from 32 up).
 
-    Shapes::
+    Shapes (``image_size=32``)::
 
         input   (B, 3, 32, 32)   float images
         conv1   (B, 6, 28, 28)   -> max-pool (B, 6, 14, 14)
@@ -26,13 +31,19 @@ class LeNet(nn.Module):
         fc2     (B, 84)
         fc3     (B, out_features)
 
+    For a larger ``image_size`` S the trunk ends in ``(B, 16, s, s)`` with
+    ``s = ((S - 4) // 2 - 4) // 2`` (13 for S = 64), which an adaptive max-pool reduces
+    to ``(B, 16, 5, 5)``; the fully connected layers are the same as at 32x32.
+
     Args:
         out_features: size of the output; 10 for CIFAR-10 logits, or the size of
             the image feature when LeNet is one branch of a multimodal model.
+        image_size: side of the square input images, at least 32.
     """
 
-    def __init__(self, out_features: int = 10) -> None:
+    def __init__(self, out_features: int = 10, image_size: int = 32) -> None:
         super().__init__()
+        self.image_size = check_image_size(image_size, minimum=32, name="LeNet")
         self.out_features = out_features
         self.conv1 = nn.Conv2d(3, 6, kernel_size=5)
         self.pool = nn.MaxPool2d(2, 2)
@@ -42,14 +53,17 @@ class LeNet(nn.Module):
         self.fc3 = nn.Linear(84, out_features)
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """The convolutional trunk: ``(B, 3, 32, 32)`` -> ``(B, 16, 5, 5)``, one 16-channel cell per region."""
-        check_images(images)
+        """The convolutional trunk: ``(B, 3, S, S)`` -> ``(B, 16, 5, 5)``, one 16-channel cell per region."""
+        check_images(images, self.image_size)
         # Max-pooling and ReLU commute (both are monotone: max(relu(a), relu(b)) = relu(max(a, b))),
         # so pooling first gives exactly the source's conv -> ReLU -> pool, while the ReLU (and its
         # backward pass) touches 4x fewer values. On two CPU cores that made LeNet's bare training
         # step (batch 256-1024) 15-35% faster; in a full training loop the gain is smaller.
         x = F.relu(self.pool(self.conv1(images)))
-        return F.relu(self.pool(self.conv2(x)))
+        x = F.relu(self.pool(self.conv2(x)))
+        if x.shape[-1] != 5:  # images larger than 32x32: pool the grid down to LeNet's 5x5
+            x = F.adaptive_max_pool2d(x, 5)
+        return x
 
     def dense(self, feature_map: torch.Tensor) -> torch.Tensor:
         """The fully connected layers before the last: ``(B, 16, 5, 5)`` -> ``(B, 84)``."""
@@ -61,8 +75,16 @@ class LeNet(nn.Module):
         return self.dense(self.feature_map(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, 32, 32)`` float images -> ``(B, out_features)``."""
+        """``(B, 3, S, S)`` float images -> ``(B, out_features)``."""
         return self.fc3(self.features(images))
+
+
+def check_image_size(image_size: int, minimum: int, name: str) -> int:
+    """``image_size`` as an int; a clear error unless it is an int of at least ``minimum``."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < minimum:
+        raise ValueError(f"{name} takes square images of side image_size >= {minimum}, got image_size={image_size!r}; "
+                         f"resize smaller images, e.g. with mmbook.data.load_pairs(..., image_size={minimum})")
+    return image_size
 
 
 def check_images(images: torch.Tensor, size: int = 32) -> None:
@@ -79,7 +101,7 @@ def check_images(images: torch.Tensor, size: int = 32) -> None:
         )
 
 class ImageRegionEncoder(nn.Module):
-    """LeNet as a region encoder, for attention over image regions: ``(B, 3, 32, 32)`` -> ``(B, 26, out_features)``.
+    """LeNet as a region encoder, for attention over image regions: ``(B, 3, S, S)`` -> ``(B, 26, out_features)``.
 
     Regions 0..24 are the cells of LeNet's last 5x5 feature map (:meth:`LeNet.feature_map`,
     16 channels each, projected, plus a learned position embedding); region 25 is LeNet's
@@ -87,21 +109,24 @@ class ImageRegionEncoder(nn.Module):
 
     Args:
         out_features: size of each region vector.
+        image_size: side of the square input images (see :class:`LeNet`); the regions are
+            always the 5x5 grid, so larger images give coarser cells.
     """
 
     num_regions = 26
     returns_sequences = True  # for MultimodalModel's check: a sequence fusion may follow
 
-    def __init__(self, out_features: int = 16) -> None:
+    def __init__(self, out_features: int = 16, image_size: int = 32) -> None:
         super().__init__()
-        self.lenet = LeNet(out_features=out_features)
+        self.lenet = LeNet(out_features=out_features, image_size=image_size)
+        self.image_size = image_size
         self.cell_proj = nn.Linear(16, out_features)
         self.position = nn.Parameter(torch.zeros(25, out_features))
         nn.init.normal_(self.position, std=0.1)
         self.out_features = out_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, 32, 32)`` -> ``(B, 26, out_features)``."""
+        """``(B, 3, S, S)`` -> ``(B, 26, out_features)``."""
         grid = self.lenet.feature_map(images)  # (B, 16, 5, 5)
         cells = self.cell_proj(grid.flatten(2).transpose(1, 2)) + self.position  # (B, 25, D)
         pooled = self.lenet.fc3(self.lenet.dense(grid))  # (B, D)
@@ -192,7 +217,7 @@ class PooledConvBlock(ConvBlock):
 
 
 class SmallCNN(nn.Module):
-    """A small modern CNN for 32x32 images, sized for CPUs.
+    """A small modern CNN for 32x32 images (other sizes with ``image_size``), sized for CPUs.
 
     Shapes (default widths)::
 
@@ -226,6 +251,8 @@ class SmallCNN(nn.Module):
         block: ``"residual"`` (:class:`ConvBlock`, then a max-pool) or ``"pooled"``
             (:class:`PooledConvBlock`).
         num_classes: number of logits.
+        image_size: side of the square input images (the layers do not depend on it: the
+            last pooling is global; larger images cost more arithmetic), at least 16.
         logit_scale: the head's output is multiplied by this; a small value (airbench
             uses 1/9) keeps the early logits small, which trains more stably at high
             learning rates with label smoothing.
@@ -239,8 +266,10 @@ class SmallCNN(nn.Module):
         logit_scale: float = 1 / 9,
         stem_pool: bool = True,
         block: str = "residual",
+        image_size: int = 32,
     ) -> None:
         super().__init__()
+        self.image_size = check_image_size(image_size, minimum=16, name="SmallCNN")
         blocks = {"residual": ConvBlock, "pooled": PooledConvBlock}
         if block not in blocks:
             raise ValueError(f"block must be one of {sorted(blocks)}, got {block!r}")
@@ -259,8 +288,8 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(widths[2], num_classes, bias=False)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, 32, 32)`` -> pooled features ``(B, widths[-1])``."""
-        check_images(images)
+        """``(B, 3, S, S)`` -> pooled features ``(B, widths[-1])``."""
+        check_images(images, self.image_size)
         x = F.relu(self.stem(images))
         if self.stem_pool:
             x = F.max_pool2d(x, 2)
@@ -273,7 +302,7 @@ class SmallCNN(nn.Module):
         return torch.amax(x, dim=(2, 3))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, 32, 32)`` float images -> ``(B, num_classes)`` logits."""
+        """``(B, 3, S, S)`` float images -> ``(B, num_classes)`` logits."""
         return self.head(self.features(images)) * self.logit_scale
 
 

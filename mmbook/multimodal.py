@@ -109,6 +109,62 @@ def parse_modalities(spec: str | Sequence[str]) -> list[str]:
     return [name for name in MODALITIES if name in names]
 
 
+def image_text_model(
+    modalities: str | Sequence[str],
+    vocab_size: int,
+    *,
+    num_classes: int,
+    fusion: str = "concat",
+    text_encoder: str = "rnn",
+    feature_size: int = 32,
+    image_size: int = 32,
+    fusion_options: Mapping[str, object] | None = None,
+) -> MultimodalModel:
+    """An image+text classifier: LeNet for images, a text encoder for texts, a fusion, a head.
+
+    Args:
+        modalities: ``"image"``, ``"text"`` or ``"image+text"``.
+        vocab_size: size of the text vocabulary.
+        num_classes: number of classes (required: e.g. ``len(data.label_vocab)`` from
+            :func:`mmbook.data.load_pairs`).
+        fusion: fusion name (see :data:`mmbook.fusion.FUSIONS`). ``cross_attention`` uses
+            region and token encoders (:class:`~mmbook.cnn.ImageRegionEncoder`,
+            :class:`~mmbook.text.TokenEncoder`); late fusions get no head. Two-stage fusion is
+            trained by its recipe, :func:`mmbook.recipes.train_two_stage`.
+        text_encoder: kind of the text branch (``rnn``, ``lstm``, ``gru`` or ``transformer``;
+            see :data:`mmbook.text.TEXT_ENCODER_KINDS`).
+        feature_size: the output size of each vector branch.
+        image_size: side of the square images (see :class:`~mmbook.cnn.LeNet`).
+        fusion_options: keyword arguments of the fusion class, e.g. ``{"hidden": 64}`` or, for
+            the GMU, ``{"normalize": True}`` (see :func:`mmbook.fusion.build_fusion`).
+
+    Returns:
+        A :class:`MultimodalModel` mapping a batch dict to ``(B, num_classes)`` logits.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int (the number of classes), got {num_classes!r}")
+    encoders: dict[str, nn.Module] = {}
+    names = parse_modalities(modalities)
+    if getattr(FUSIONS.get(fusion), "needs_sequences", False):
+        # Cross-attention reads region and token features (B, L, D), not one vector per modality.
+        if names != list(MODALITIES):
+            raise ValueError(f"fusion {fusion!r} needs both modalities ('image+text'), got {'+'.join(names)!r}")
+        encoders["image"] = ImageRegionEncoder(out_features=16, image_size=image_size)
+        encoders["text"] = TokenEncoder(vocab_size, kind=text_encoder, out_features=16)
+    for name in names:
+        if name in encoders:
+            continue
+        if name == "image":
+            encoders["image"] = LeNet(out_features=feature_size, image_size=image_size)
+        else:
+            encoders["text"] = TextEncoder(vocab_size, kind=text_encoder, out_features=feature_size)
+    sizes = [encoder.out_features for encoder in encoders.values()]
+    fusion_module = build_fusion(fusion, sizes, num_classes=num_classes, **dict(fusion_options or {}))
+    # A late fusion already returns class logits: no head after it.
+    head = nn.Identity() if getattr(fusion_module, "produces_logits", False) else ClassifierHead(fusion_module.out_features, num_classes)
+    return MultimodalModel(encoders, fusion_module, head)
+
+
 def captioned_cifar_model(
     modalities: str | Sequence[str],
     vocab_size: int,
@@ -117,37 +173,12 @@ def captioned_cifar_model(
     feature_size: int = 10,
     num_classes: int = 10,
 ) -> MultimodalModel:
-    """The worked example's model: LeNet for images, a text encoder for captions, fused, classified.
+    """The worked example's model: :func:`image_text_model` for 32x32 CIFAR-10 images, 10 classes, branches of 10.
 
     Args:
-        modalities: ``"image"``, ``"text"`` or ``"image+text"``.
-        vocab_size: size of the caption vocabulary.
-        fusion: fusion name (see :data:`mmbook.fusion.FUSIONS`). ``cross_attention`` uses
-            region and token encoders (:class:`~mmbook.cnn.ImageRegionEncoder`,
-            :class:`~mmbook.text.TokenEncoder`); late fusions get no head. Two-stage fusion is
-            trained by its recipe, :func:`mmbook.recipes.train_two_stage`.
-        text_encoder: kind of the text branch (``rnn``, ``lstm``, ``gru`` or ``transformer``;
-            see :data:`mmbook.text.TEXT_ENCODER_KINDS`).
+        modalities, vocab_size, fusion, text_encoder: as in :func:`image_text_model`.
         feature_size: the output size of each branch (10, as in the source).
-        num_classes: number of classes.
+        num_classes: number of classes (CIFAR-10's 10).
     """
-    encoders: dict[str, nn.Module] = {}
-    names = parse_modalities(modalities)
-    if getattr(FUSIONS.get(fusion), "needs_sequences", False):
-        # Cross-attention reads region and token features (B, L, D), not one vector per modality.
-        if names != list(MODALITIES):
-            raise ValueError(f"fusion {fusion!r} needs both modalities ('image+text'), got {'+'.join(names)!r}")
-        encoders["image"] = ImageRegionEncoder(out_features=16)
-        encoders["text"] = TokenEncoder(vocab_size, kind=text_encoder, out_features=16)
-    for name in names:
-        if name in encoders:
-            continue
-        if name == "image":
-            encoders["image"] = LeNet(out_features=feature_size)
-        else:
-            encoders["text"] = TextEncoder(vocab_size, kind=text_encoder, out_features=feature_size)
-    sizes = [encoder.out_features for encoder in encoders.values()]
-    fusion_module = build_fusion(fusion, sizes, num_classes=num_classes)
-    # A late fusion already returns class logits: no head after it.
-    head = nn.Identity() if getattr(fusion_module, "produces_logits", False) else ClassifierHead(fusion_module.out_features, num_classes)
-    return MultimodalModel(encoders, fusion_module, head)
+    return image_text_model(modalities, vocab_size, num_classes=num_classes, fusion=fusion,
+                            text_encoder=text_encoder, feature_size=feature_size)

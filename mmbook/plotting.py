@@ -34,22 +34,35 @@ def plot_history(histories: Mapping[str, object], metrics: Sequence[str] = ("tra
     return figure
 
 
-def to_displayable(images: torch.Tensor) -> torch.Tensor:
-    """Images ``(B, 3, H, W)``, uint8 or normalized float -> float ``(B, H, W, 3)`` in ``[0, 1]``."""
+def to_displayable(
+    images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
+) -> torch.Tensor:
+    """Images ``(B, 3, H, W)``, uint8 or normalized float -> float ``(B, H, W, 3)`` in ``[0, 1]``.
+
+    Args:
+        mean, std: the statistics the float images were normalized with (the loader's
+            ``mean`` and ``std``; default CIFAR-10's). uint8 images ignore them.
+    """
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
     else:
-        mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         images = (images.detach().float().cpu() * std + mean).clamp(0, 1)
     return images.permute(0, 2, 3, 1).cpu()
 
 
-def show_images(images: torch.Tensor, titles: Sequence[str] = (), columns: int = 4, width: float = 3.2):
-    """A grid of images ``(B, 3, H, W)`` with wrapped titles (e.g. label and caption). Returns the figure."""
+def show_images(
+    images: torch.Tensor, titles: Sequence[str] = (), columns: int = 4, width: float = 3.2,
+    mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
+):
+    """A grid of images ``(B, 3, H, W)`` with wrapped titles (e.g. label and caption). Returns the figure.
+
+    ``mean`` and ``std`` undo the normalisation of float images (see :func:`to_displayable`).
+    """
     import textwrap
 
-    images = to_displayable(images)
+    images = to_displayable(images, mean, std)
     rows = -(-len(images) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(width * columns, width * 1.15 * rows), squeeze=False)
     for k, axis in enumerate(axes.flat):

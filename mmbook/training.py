@@ -89,38 +89,6 @@ class History:
         return seen / seconds if seconds > 0 else 0.0
 
 
-@dataclass
-class Run:
-    """A trained model and its numbers: what every recipe in :mod:`mmbook.recipes` returns.
-
-    Attributes:
-        model: the trained model.
-        history: its :class:`History` (for a recipe with several stages, the last stage's).
-        metrics: final figures by name, e.g. ``{"test_accuracy": 0.78}``; a recipe documents its keys.
-    """
-
-    model: nn.Module
-    history: History
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def accuracy(self) -> float:
-        """Final test accuracy in ``[0, 1]``: ``metrics["test_accuracy"]``, else the last epoch's."""
-        if "test_accuracy" in self.metrics:
-            return float(self.metrics["test_accuracy"])
-        return float(self.history.last["test_accuracy"])
-
-    @property
-    def seconds(self) -> float:
-        """Training time of all stages (evaluation excluded)."""
-        return float(self.metrics.get("train_seconds", self.history.train_seconds))
-
-    @property
-    def parameters(self) -> int:
-        """Number of parameters of the model, trainable and frozen."""
-        return sum(p.numel() for p in self.model.parameters())
-
-
 def one_cycle(total_steps: int, warmup: float = 0.25) -> Callable[[int], float]:
     """A triangular one-cycle schedule (Smith & Topin, 2019), as a ``LambdaLR`` factor.
 
@@ -138,6 +106,17 @@ def one_cycle(total_steps: int, warmup: float = 0.25) -> Callable[[int], float]:
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return factor
+
+
+def _detached(output: Any) -> Any:
+    """``output`` cut from the graph: a tensor, or the tensors in a dict, list or tuple (models may return any of these)."""
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if isinstance(output, Mapping):
+        return type(output)({key: _detached(value) for key, value in output.items()})
+    if isinstance(output, (list, tuple)):
+        return type(output)(_detached(value) for value in output)
+    return output
 
 
 def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -376,7 +355,11 @@ def fit(
     step_model = distributed.wrap_model(model, device)  # DDP under torchrun, else the model itself
     step_model = torch.compile(step_model) if compile else step_model
     main_process = distributed.is_main_process()
-    plot = _LivePlot() if live_plot and main_process else None
+    plot = None
+    if live_plot and main_process:
+        from mmbook.plotting import LivePlot  # matplotlib only when a plot is asked for
+
+        plot = LivePlot()
     from tqdm.auto import tqdm
 
     bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=description, disable=not progress or not main_process,
@@ -410,7 +393,7 @@ def fit(
                 size = _batch_size(batch)
                 loss_sum += loss.detach() * size
                 if accuracy_fn is not None:
-                    right, batch_counted = accuracy_fn(output.detach(), batch)
+                    right, batch_counted = accuracy_fn(_detached(output), batch)
                     correct += right
                     counted += int(batch_counted)
                 seen += size
@@ -418,7 +401,9 @@ def fit(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - started
-            loss_total, correct, seen, counted = distributed.sum_over_ranks(loss_sum, correct, seen, counted, device=device)
+            # Under DDP: the sums over all ranks, so every rank records the figures of the whole epoch.
+            loss_total, correct, seen, counted = distributed.sum_over_ranks(loss_sum, correct, seen, counted,
+                                                                            device=device)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": loss_total / max(seen, 1),
@@ -432,7 +417,8 @@ def fit(
                     f"training diverged in epoch {epoch + 1}: the mean loss is {record['train_loss']}. "
                     f"Lower the learning rate (now {lr})" + (" or turn compile off" if compile else "") + ".")
             if test_loader is not None:
-                metrics = evaluate(model if distributed.world_size() > 1 else step_model, test_loader, device, amp, loss_fn=loss_fn, accuracy_fn=accuracy_fn)
+                eval_model = model if distributed.world_size() > 1 else step_model  # no DDP wrapper to evaluate
+                metrics = evaluate(eval_model, test_loader, device, amp, loss_fn=loss_fn, accuracy_fn=accuracy_fn)
                 record["test_loss"], record["test_accuracy"] = metrics["loss"], metrics["accuracy"]
             history.records.append(record)
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}",
@@ -459,37 +445,3 @@ def fit(
         if plot is not None:
             plot.close()
     return history
-
-
-class _LivePlot:
-    """Loss and accuracy curves, redrawn in place in a notebook after every epoch."""
-
-    def __init__(self) -> None:
-        self.handle = None
-        self.figure = None
-
-    def update(self, history: History) -> None:
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:
-            return
-        if get_ipython() is None:
-            return
-        from mmbook.plotting import plot_history
-
-        import matplotlib.pyplot as plt
-
-        if self.figure is not None:
-            plt.close(self.figure)
-        self.figure = plot_history({"model": history})
-        if self.handle is None:
-            self.handle = display(self.figure, display_id=True)
-        else:
-            self.handle.update(self.figure)
-
-    def close(self) -> None:
-        if self.figure is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(self.figure)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmbook.data.loaders import DeviceLoader, augment_images, make_dataloader, normalize_images
+from mmbook.data.loaders import DeviceLoader, augment_images, normalize_images
 
 
 def make_tensors(n=10):
@@ -73,28 +73,6 @@ def test_flip_augmentation_returns_the_image_or_its_mirror():
     assert torch.all(same | mirrored) and same.any() and mirrored.any()
 
 
-def test_alternate_flip_shows_every_image_once_each_way_in_two_epochs():
-    images = torch.randint(0, 255, (20, 3, 32, 32), dtype=torch.uint8)
-    tensors = {"image": images, "label": torch.arange(20)}
-    loader = DeviceLoader(tensors, batch_size=8, shuffle=True, augment=True, crop_padding=0, alternate_flip=True)
-    flipped_per_epoch = []
-    for _ in range(3):
-        flipped = torch.zeros(20, dtype=torch.bool)
-        for batch in loader:
-            mirrored = normalize_images(images[batch["label"]].flip(3))
-            flipped[batch["label"]] = (batch["image"] == mirrored).flatten(1).all(1)
-        flipped_per_epoch.append(flipped)
-    assert 0 < int(flipped_per_epoch[0].sum()) < 20  # a random part in the first epoch
-    assert torch.equal(flipped_per_epoch[1], ~flipped_per_epoch[0])  # the others in the second
-    assert torch.equal(flipped_per_epoch[2], flipped_per_epoch[0])
-
-
-def test_flip_mask_must_have_one_bool_per_image():
-    images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
-    with pytest.raises(ValueError, match="flip_mask"):
-        augment_images(images, crop_padding=0, flip_mask=torch.ones(3, dtype=torch.bool))
-
-
 def test_crop_augmentation_is_a_shifted_window_of_the_padded_image():
     images = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
     out = augment_images(images, torch.Generator().manual_seed(0), crop_padding=4, flip=False)
@@ -133,10 +111,68 @@ def test_cutout_is_repeatable_and_off_by_default():
     assert loader.cutout == 12 and next(iter(loader))["image"].shape == (8, 3, 32, 32)
 
 
-def test_standard_dataloader_gives_the_same_samples():
-    tensors = make_tensors(10)
-    fast = next(iter(DeviceLoader(tensors, batch_size=10)))
-    standard = next(iter(make_dataloader(tensors, batch_size=10)))
-    assert set(standard) == set(fast)
-    for key in fast:
-        torch.testing.assert_close(standard[key], fast[key])
+def _shards(loader_args, world_size, epoch=0):
+    return [DeviceLoader(*loader_args[0], **loader_args[1], rank=r, world_size=world_size).indices(epoch).tolist()
+            for r in range(world_size)]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_training_shards_are_disjoint_equal_and_slices_of_one_seeded_order(world_size):
+    tensors = make_tensors(12)
+    args = ((tensors, 6), {"shuffle": True, "seed": 5})
+    for epoch in (0, 1):
+        shards = _shards(args, world_size, epoch)
+        order = DeviceLoader(tensors, 6, shuffle=True, seed=5).indices(epoch).tolist()  # one process
+        assert sorted(sum(shards, [])) == list(range(12))
+        assert all(shards[r] == order[r::world_size] for r in range(world_size))
+    assert _shards(args, 2, 0) != _shards(args, 2, 1)
+
+
+def test_training_shards_drop_the_remainder_so_every_rank_runs_the_same_steps():
+    loaders = [DeviceLoader(make_tensors(11), 6, shuffle=True, rank=r, world_size=3) for r in range(3)]
+    assert [loader.shard_size for loader in loaders] == [3, 3, 3]
+    assert [loader.batch_size for loader in loaders] == [2, 2, 2]  # 6 is the global batch
+    assert [len(loader) for loader in loaders] == [2, 2, 2]
+    seen = [int(i) for loader in loaders for batch in loader for i in batch["label"]]
+    assert len(seen) == len(set(seen)) == 9
+
+
+def test_evaluation_shards_hold_every_sample_once_without_padding():
+    loaders = [DeviceLoader(make_tensors(11), 2, rank=r, world_size=3) for r in range(3)]
+    assert [loader.shard_size for loader in loaders] == [4, 4, 3]
+    seen = sorted(int(i) for loader in loaders for batch in loader for i in batch["label"])
+    assert seen == list(range(11))
+
+
+def test_set_epoch_chooses_the_order_and_iterations_count_epochs():
+    loader = DeviceLoader(make_tensors(10), 10, shuffle=True, seed=2)
+    first, second = (next(iter(loader))["label"].tolist() for _ in range(2))
+    loader.set_epoch(1)
+    assert next(iter(loader))["label"].tolist() == second
+    loader.set_epoch(0)
+    assert next(iter(loader))["label"].tolist() == first
+    with pytest.raises(ValueError, match="epoch must be >= 0"):
+        loader.set_epoch(-1)
+
+
+def test_augmentation_differs_between_ranks_and_epochs_and_repeats_with_set_epoch():
+    images = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).expand(16, 3, 32, 32).contiguous()
+    tensors = {"image": images, "label": torch.zeros(16, dtype=torch.int64)}
+
+    def augmented(rank, epoch):
+        loader = DeviceLoader(tensors, 16, augment=True, seed=0, rank=rank, world_size=2)
+        loader.set_epoch(epoch)
+        return next(iter(loader))["image"]  # the same 8 identical images on every rank
+
+    assert torch.equal(augmented(0, 0), augmented(0, 0))
+    assert not torch.equal(augmented(0, 0), augmented(1, 0))
+    assert not torch.equal(augmented(0, 0), augmented(0, 1))
+
+
+def test_bad_shard_arguments_are_refused():
+    with pytest.raises(ValueError, match="rank must be in"):
+        DeviceLoader(make_tensors(10), 2, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        DeviceLoader(make_tensors(2), 3, shuffle=True, rank=0, world_size=3)
+    with pytest.raises(ValueError, match=r"global batch \(--batch-size\) and must be divisible by the 3 processes"):
+        DeviceLoader(make_tensors(12), 4, shuffle=True, rank=0, world_size=3)

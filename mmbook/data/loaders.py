@@ -9,29 +9,48 @@ from host memory and the worker processes; shuffling is one ``randperm`` per epo
 and augmentation (random crop, horizontal flip) is done on the whole batch at once,
 on the device, instead of image by image in Python.
 
-:func:`make_dataloader` is the standard ``torch.utils.data.DataLoader`` path that most
-tutorials use, kept for comparison.
+Under torchrun (see :mod:`mmbook.distributed`) each process loads its own shard:
+every rank draws the same permutation, seeded with ``seed + epoch``, and takes every
+``world_size``-th sample of it, starting at its rank. A rank's batch ``k`` is then one
+slice of the global batch ``k`` that a single process with ``world_size`` times the
+batch would load, so DDP takes the single-process optimizer steps on the same samples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+
+from mmbook import distributed
 
 # Per-channel statistics of the CIFAR-10 training images.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``(B, 3, H, W)`` in 0..255 -> float, standardized per channel."""
+#: The key of the per-sample image index when several samples share one image (see :class:`DeviceLoader`).
+IMAGE_ID = "image_id"
+
+
+def normalize_images(
+    images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
+) -> torch.Tensor:
+    """uint8 images ``(B, C, H, W)`` in 0..255 -> float, standardized per channel.
+
+    Args:
+        mean, std: per-channel statistics of images scaled to ``[0, 1]`` (default CIFAR-10's;
+            :func:`image_statistics` computes them for other images).
+    """
     if images.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images (values 0..255), got dtype {images.dtype}")
-    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
+    channels = images.shape[1] if images.ndim == 4 else -1
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"expected one mean and one std per channel ({channels}), got {len(mean)} and {len(std)}")
+    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     # (x / 255 - mean) / std as one scale and one shift, applied in place: two passes over
     # the batch and no new tensors. Call it before any change to channels-last: broadcasting
     # a (1, 3, 1, 1) tensor over channels-last memory loops over 3 values at a time, which
@@ -39,9 +58,30 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return images.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
+def image_statistics(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images ``(N, C, H, W)`` scaled to ``[0, 1]``.
+
+    Computed from the training images, these are what :func:`normalize_images` and
+    :class:`DeviceLoader` take as ``mean`` and ``std`` (CIFAR-10's are :data:`CIFAR10_MEAN`,
+    :data:`CIFAR10_STD`). Sums run in float64, a chunk of images at a time.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"expected uint8 images (N, C, H, W) with N >= 1, got {images.dtype} {tuple(images.shape)}")
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros(images.shape[1], dtype=torch.float64)
+    for start in range(0, images.shape[0], chunk):
+        part = images[start : start + chunk].to(torch.float64) / 255.0
+        total += part.sum(dim=(0, 2, 3)).cpu()
+        squares += part.square().sum(dim=(0, 2, 3)).cpu()
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp(min=1e-12).sqrt()
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+
+
 def augment_images(
     images: torch.Tensor, generator: torch.Generator | None = None, crop_padding: int = 4, flip: bool = True,
-    cutout: int = 0, flip_mask: torch.Tensor | None = None,
+    cutout: int = 0,
 ) -> torch.Tensor:
     """Random crop (after reflect-padding), random horizontal flip and cutout of a whole batch.
 
@@ -54,8 +94,6 @@ def augment_images(
             mean CIFAR-10 colour (DeVries and Taylor, 2017); 0 disables. For uint8 images
             the colour is the mean in 0..255; for float images it is 0, the mean of
             normalized images.
-        flip_mask: bool ``(B,)``: which images to flip, instead of a random half (``flip`` must be on);
-            :class:`DeviceLoader` passes it for ``alternate_flip``.
 
     Returns:
         Augmented images of the same shape and dtype.
@@ -63,11 +101,7 @@ def augment_images(
     batch, _, height, width = images.shape
     device = images.device
     if flip:
-        if flip_mask is None:
-            flip_mask = torch.rand(batch, device=device, generator=generator) < 0.5
-        elif flip_mask.shape != (batch,) or flip_mask.dtype != torch.bool:
-            raise ValueError(f"flip_mask must be bool ({batch},), one entry per image; "
-                             f"got {flip_mask.dtype} {tuple(flip_mask.shape)}")
+        flip_mask = torch.rand(batch, device=device, generator=generator) < 0.5
         images = torch.where(flip_mask.view(-1, 1, 1, 1), images.flip(3), images)
     if crop_padding > 0:
         pad = crop_padding
@@ -96,36 +130,95 @@ def augment_images(
     return images
 
 
-def _check_tensors(tensors: Mapping[str, torch.Tensor]) -> int:
+def _check_tensors(tensors: Mapping[str, torch.Tensor], tables: Sequence[str] = ()) -> int:
+    """The number of samples; ``tables`` (image keys indexed by ``image_id``) are left out of the count."""
     if "label" not in tensors:
         raise KeyError(f"a data set needs a 'label' tensor, got keys {sorted(tensors)}")
-    sizes = {name: int(t.shape[0]) for name, t in tensors.items()}
+    sizes = {name: int(t.shape[0]) for name, t in tensors.items() if name not in tables}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"all tensors must have the same number of samples, got {sizes}")
     return next(iter(sizes.values()))
 
 
+def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one rank's augmentation in one epoch: different for every ``(seed, epoch, rank)``."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def shard_indices(
+    num_samples: int, rank: int, world_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+    even: bool = True, device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The sample indices ``(M,)`` that ``rank`` loads in ``epoch``, in loading order.
+
+    Every rank computes the same order (a permutation seeded with ``seed + epoch``, or
+    ``0 .. N-1`` without shuffling) and takes positions ``rank, rank + world_size, ...``.
+
+    Args:
+        even: every rank gets ``N // world_size`` samples, so all ranks run the same number
+            of steps (training; the last ``N % world_size`` samples of the order are left out
+            this epoch, others the next). ``False``: the shards cover every sample exactly
+            once and differ in length by at most one (evaluation, nothing padded).
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..world_size-1 and world_size >= 1, got rank {rank}, "
+                         f"world_size {world_size}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if shuffle:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed + epoch)
+        order = torch.randperm(num_samples, device=device, generator=generator)
+    else:
+        order = torch.arange(num_samples, device=device)
+    stop = (num_samples // world_size) * world_size if even else num_samples
+    return order[rank:stop:world_size]
+
+
 class DeviceLoader:
     """Iterate over batches of a data set that lives entirely on ``device``.
 
+    The order of epoch ``e`` is a permutation seeded with ``seed + e``; the augmentation of
+    epoch ``e`` is seeded with ``(seed, e, rank)``. The loader counts epochs itself (each
+    new iteration is the next epoch); :meth:`set_epoch` sets the count, so a resumed run
+    continues with the order and augmentation it would have had.
+
+    Under a process group (torchrun) the loader loads only this rank's shard (see
+    :func:`shard_indices`): training loaders (``shuffle=True``) give every rank the same
+    number of samples and steps; evaluation loaders (``shuffle=False``) split every sample
+    exactly once, unpadded, so counts summed over the ranks equal the single-process ones.
+    ``batch_size`` is the global batch: each rank loads ``batch_size / world_size`` samples
+    per step, so the same code takes the same optimizer steps on any number of processes.
+
+    Several samples may share one image (e.g. many questions per image): then ``tensors``
+    holds an ``"image_id"`` entry ``(N,)`` int64, and each image key holds an image *table*
+    ``(M, C, H, W)`` indexed by it. The table is stored once on the device, and each batch
+    gathers its images from it (then augments and normalizes them) by ``image_id``.
+
     Args:
-        tensors: name -> tensor with samples along dim 0; ``"image"`` must be uint8
-            ``(N, 3, H, W)`` and is normalized (and augmented) per batch on the device.
-        batch_size: samples per batch.
+        tensors: name -> tensor with samples along dim 0. The ``image_keys`` entries are
+            uint8 ``(N, C, H, W)``, normalized (and augmented) per batch on the device, or
+            float images that are already normalized (augmented only); with an ``"image_id"``
+            entry they are tables ``(M, C, H, W)`` instead (see above).
+        batch_size: samples per batch over all ranks (the global batch); a training loader
+            needs it divisible by the number of processes.
         shuffle: draw a new random order every epoch.
         augment: random crop and flip of the images (training only).
         device: where to keep the data; default CPU.
-        seed: seed of the shuffling and augmentation generator.
+        seed: seed of the shuffling and augmentation.
         drop_last: drop a last, smaller batch.
         channels_last: return images in channels-last memory format (faster convolutions
             on recent GPUs with mixed precision).
         crop_padding: padding of the random crop, in pixels (see :func:`augment_images`).
         cutout: side of the cutout square, in pixels; 0 disables (see :func:`augment_images`).
-        alternate_flip: with ``augment``, flip each image in every other epoch instead of at
-            random (airbench's scheme): a random half is flipped in the first epoch, and every
-            image's flip alternates after that. Over any two epochs each image is then seen
-            once each way, where random flips show about a quarter of the images the same way
-            twice.
+        rank, world_size: this process's shard; default from the process group
+            (``torch.distributed``), or ``0`` and ``1`` without one. ``rank=0, world_size=1``
+            loads everything, even under torchrun.
+        even_shards: equal shard lengths (see :func:`shard_indices`); default ``shuffle``.
+        mean, std: per-channel statistics that uint8 images are normalized with; default
+            CIFAR-10's (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`). For other images compute
+            them from the training images with :func:`image_statistics` (``load_pairs`` does).
+        image_keys: the keys that hold images; default ``("image",)``. Each one must be in
+            ``tensors``, except the default ``"image"`` (a text-only data set has none).
     """
 
     def __init__(
@@ -141,56 +234,105 @@ class DeviceLoader:
         channels_last: bool = False,
         crop_padding: int = 4,
         cutout: int = 0,
-        alternate_flip: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        even_shards: bool | None = None,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+        image_keys: Sequence[str] | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.num_samples = _check_tensors(tensors)
+        missing = [key for key in image_keys or () if key not in tensors]
+        if missing:
+            raise KeyError(f"image_keys {missing} are not in the data, which has keys {sorted(tensors)}")
+        self.image_keys = [key for key in (image_keys or ("image",)) if key in tensors]
+        tables = self.image_keys if IMAGE_ID in tensors else ()
+        self.num_samples = _check_tensors(tensors, tables)
+        for key in self.image_keys:
+            images = tensors[key]
+            if images.ndim != 4 or not (images.dtype == torch.uint8 or images.is_floating_point()):
+                raise TypeError(f"tensors[{key!r}] must be uint8 images 0..255 or normalized float images "
+                                f"(N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if tables:
+            ids = tensors[IMAGE_ID]
+            count = min(int(tensors[key].shape[0]) for key in tables)
+            if ids.dtype != torch.int64 or ids.ndim != 1:
+                raise TypeError(f"tensors['image_id'] must be int64 (N,), got {ids.dtype} {tuple(ids.shape)}")
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= count):
+                raise ValueError(f"image_id values must index the image table (0..{count - 1}), "
+                                 f"got {int(ids.min())}..{int(ids.max())}")
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.tensors = {name: t.to(self.device) for name, t in tensors.items()}
-        self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
         self.drop_last = drop_last
         self.channels_last = channels_last
         self.crop_padding = crop_padding
         self.cutout = cutout
+        self.rank = distributed.rank() if rank is None else rank
+        self.world_size = distributed.world_size() if world_size is None else world_size
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in 0..world_size-1, got rank {self.rank} of world_size {self.world_size}")
+        self.even_shards = shuffle if even_shards is None else even_shards
+        if self.even_shards and self.num_samples < self.world_size:
+            raise ValueError(f"{self.num_samples} samples cannot be split evenly over {self.world_size} processes")
+        self.global_batch_size = batch_size
+        #: Samples per batch on this rank (an evaluation loader's last ranks may load one fewer).
+        self.batch_size = (distributed.per_rank_batch_size(batch_size, self.world_size) if self.even_shards
+                           else -(-batch_size // self.world_size))
+        self.seed = seed
+        self.epoch = 0
+        # The augmentation's generator; re-seeded at the start of every epoch. AugmentedLoader uses it too.
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
-        self._epoch_count = 0
-        # Which images are flipped in even epochs; odd epochs flip the others.
-        self.flip_in_even_epochs = (torch.rand(self.num_samples, device=self.device, generator=self.generator) < 0.5
-                                    if alternate_flip else None)
+        self.generator.manual_seed(augmentation_seed(seed, 0, self.rank))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (0-based): its order and its augmentation."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    @property
+    def shard_size(self) -> int:
+        """Samples this rank loads per epoch (``N`` on one process)."""
+        if self.even_shards:
+            return self.num_samples // self.world_size
+        return len(range(self.rank, self.num_samples, self.world_size))
 
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+            return self.shard_size // self.batch_size
+        return -(-self.shard_size // self.batch_size)
+
+    def indices(self, epoch: int | None = None) -> torch.Tensor:
+        """The sample indices ``(M,)`` this rank loads in ``epoch`` (default: the next epoch), in order."""
+        return shard_indices(self.num_samples, self.rank, self.world_size, shuffle=self.shuffle, seed=self.seed,
+                             epoch=self.epoch if epoch is None else epoch, even=self.even_shards, device=self.device)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        if self.shuffle:
-            order = torch.randperm(self.num_samples, device=self.device, generator=self.generator)
-        else:
-            order = torch.arange(self.num_samples, device=self.device)
-        odd_epoch = self._epoch_count % 2 == 1
-        self._epoch_count += 1
+        epoch = self.epoch
+        self.epoch += 1
+        order = self.indices(epoch)
+        tables = self.image_keys if IMAGE_ID in self.tensors else ()
+        self.generator.manual_seed(augmentation_seed(self.seed, epoch, self.rank))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             # index_select is a plain gather; t[index] goes through advanced indexing, which
             # was 8x slower for a batch of uint8 images on a CPU.
-            batch = {name: t.index_select(0, index) for name, t in self.tensors.items()}
-            if "image" in batch:
-                images = batch["image"]
+            batch = {name: t.index_select(0, index) for name, t in self.tensors.items() if name not in tables}
+            for key in self.image_keys:
+                # With an image table, gather this batch's images by id (each image is stored once).
+                images = self.tensors[key].index_select(0, batch[IMAGE_ID]) if tables else batch[key]
                 if self.augment:
-                    flip_mask = None
-                    if self.flip_in_even_epochs is not None:
-                        flip_mask = self.flip_in_even_epochs.index_select(0, index) ^ odd_epoch
                     images = augment_images(images, self.generator, crop_padding=self.crop_padding,
-                                            cutout=self.cutout, flip_mask=flip_mask)
-                images = normalize_images(images)
+                                            cutout=self.cutout)
+                if images.dtype == torch.uint8:
+                    images = normalize_images(images, self.mean, self.std)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                batch["image"] = images
+                batch[key] = images
             yield batch
 
 
@@ -199,8 +341,9 @@ class AugmentedLoader:
 
     Augmentations that touch more than the image (boxes, masks) cannot live in
     :class:`DeviceLoader`, which only knows about images; this wrapper applies them to
-    the whole batch. It uses the wrapped loader's ``generator``, so a resumed run
-    (:func:`mmbook.training.fit` with ``resume=True``) replays the same augmentation.
+    the whole batch. It uses the wrapped loader's ``generator``, which is re-seeded every
+    epoch from ``(seed, epoch, rank)``, so a resumed run (:func:`mmbook.training.fit` with
+    ``resume=True`` sets the epoch) replays the same augmentation, and ranks differ.
 
     Args:
         loader: a :class:`DeviceLoader` (or any loader with ``len()`` and a ``generator``).
@@ -219,48 +362,12 @@ class AugmentedLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded to the wrapped loader (see :meth:`DeviceLoader.set_epoch`), if it has one."""
+        set_epoch = getattr(self.loader, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in self.loader:
             yield self.augment(batch, self.generator)
-
-
-class TensorDictDataset(Dataset):
-    """A map-style data set over a dict of tensors, one sample at a time (the standard path)."""
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor], augment: bool = False) -> None:
-        self.num_samples = _check_tensors(tensors)
-        self.tensors = dict(tensors)
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = {name: t[index] for name, t in self.tensors.items()}
-        if "image" in sample:
-            image = sample["image"].unsqueeze(0)
-            if self.augment:
-                image = augment_images(image)
-            sample["image"] = normalize_images(image)[0]
-        return sample
-
-
-def make_dataloader(
-    tensors: Mapping[str, torch.Tensor],
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    augment: bool = False,
-    num_workers: int = 0,
-    seed: int = 0,
-) -> DataLoader:
-    """The standard ``DataLoader`` path over the same tensors, for comparison with :class:`DeviceLoader`."""
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return DataLoader(
-        TensorDictDataset(tensors, augment=augment),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        generator=generator,
-    )

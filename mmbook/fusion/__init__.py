@@ -27,6 +27,7 @@ tfn                :class:`TensorFusion`                         :mod:`mmbook.fu
 lowrank_tfn        :class:`LowRankTensorFusion`                  :mod:`mmbook.fusion.tensor`
 cross_attention    :class:`CrossAttentionFusion`                 :mod:`mmbook.fusion.attention`
 co_attention       :class:`CoAttentionFusion`                    :mod:`mmbook.fusion.co_attention`
+film               :class:`FiLMFusion`                           :mod:`mmbook.fusion.film`
 =================  ============================================  =========================
 """
 
@@ -48,6 +49,7 @@ from mmbook.fusion.attention import CrossAttentionFusion, check_sequences
 from mmbook.fusion.base import ConcatFusion, check_features
 from mmbook.fusion.checks import check_fusion_module
 from mmbook.fusion.co_attention import CoAttentionFusion
+from mmbook.fusion.film import FiLMFusion
 from mmbook.fusion.late import AverageLateFusion, LateFusion, LearnedLateFusion
 from mmbook.fusion.robustness import area_under_curve, corrupt_images, noisy_caption_tokens
 from mmbook.fusion.tensor import LowRankTensorFusion, TensorFusion
@@ -71,6 +73,7 @@ FUSIONS: dict[str, type[nn.Module]] = {
     "lowrank_tfn": LowRankTensorFusion,
     "cross_attention": CrossAttentionFusion,
     "co_attention": CoAttentionFusion,
+    "film": FiLMFusion,
 }
 
 
@@ -92,7 +95,7 @@ def build_fusion(name: str, in_features: Sequence[int], num_classes: int | None 
 
 
 __all__ = [
-    "FUSIONS", "AverageLateFusion", "CoAttentionFusion", "ConcatFusion", "CrossAttentionFusion", "GatedMultimodalUnit", "GlobalWeightFusion",
+    "FUSIONS", "AverageLateFusion", "CoAttentionFusion", "ConcatFusion", "CrossAttentionFusion", "FiLMFusion", "GatedMultimodalUnit", "GlobalWeightFusion",
     "LateFusion", "LearnedLateFusion", "LowRankTensorFusion", "ModalityDropout",
     "ReliabilityEstimator", "TensorFusion", "TwoStageFusion", "area_under_curve",
     "build_fusion", "check_features", "check_fusion_module", "check_sequences", "corrupt_images", "extract_features",

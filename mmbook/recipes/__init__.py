@@ -5,6 +5,7 @@ calls :func:`mmbook.training.fit` (the one training loop), and returns a :class:
 recipe                                  trains
 ======================================  ==============================================================
 :func:`train_captioned`                 the worked example's image+text classifier (any fusion)
+:func:`train_image_text`                the same for your own image-text pairs (:func:`mmbook.data.load_pairs`)
 :func:`train_two_stage`                 two-stage weighted fusion: unimodal models, estimator, fusion
 :func:`fit_two_stage`                   the same, from unimodal models and loaders you built
 :func:`train_fastcnn`                   the CNN chapter's fast small CNN on CIFAR-10
@@ -19,7 +20,7 @@ Recipes sit above the building blocks (:mod:`mmbook.multimodal`, :mod:`mmbook.fu
 :mod:`mmbook.objectives`, :mod:`mmbook.data`); no building block imports a recipe.
 """
 
-from mmbook.recipes.captioned import train_captioned
+from mmbook.recipes.captioned import train_captioned, train_image_text
 from mmbook.recipes.fastcnn import train_fastcnn
 from mmbook.recipes.run import Run
 from mmbook.recipes.scenes import train_scene_task
@@ -29,5 +30,5 @@ from mmbook.recipes.two_stage import fit_two_stage, train_two_stage
 
 __all__ = [
     "TASKS", "Defaults", "Run", "Settings", "Task", "fit_two_stage", "train_captioned", "train_fastcnn", "train_scene_task",
-    "train_text_classifier", "train_two_stage",
+    "train_image_text", "train_text_classifier", "train_two_stage",
 ]

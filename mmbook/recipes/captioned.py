@@ -1,4 +1,4 @@
-"""The worked example's recipe: an image+text classifier on captioned CIFAR-10, with any fusion."""
+"""The image+text recipe: a classifier of images and texts with any fusion (the worked example's, and your own data's)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,52 @@ from pathlib import Path
 import torch
 
 from mmbook.data import DeviceLoader
+from mmbook.data.loaders import CIFAR10_MEAN, CIFAR10_STD, image_statistics
 from mmbook.fusion import ModalityDropout
-from mmbook.multimodal import captioned_cifar_model
+from mmbook.multimodal import image_text_model
 from mmbook.runtime import pick_device, seed_everything
 from mmbook.recipes.run import Run
 from mmbook.training import fit
 
 
-def train_captioned(
+def check_labels(train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor] | None,
+                 num_classes: int | None) -> int:
+    """The number of classes: ``num_classes``, or inferred as ``max(train label) + 1``; checks every label.
+
+    Raises:
+        ValueError: a label (train or test) outside ``0 .. num_classes - 1``, before any training.
+    """
+    for split, tensors in (("train", train), ("test", test)):
+        if tensors is not None and "label" not in tensors:
+            raise KeyError(f"the {split} data has no 'label' entry, got keys {sorted(tensors)}")
+    labels = train["label"]
+    if labels.numel() == 0:
+        raise ValueError("the training data holds no samples")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    for split, tensors in (("train", train), ("test", test)):
+        if tensors is None or tensors["label"].numel() == 0:
+            continue
+        low, high = int(tensors["label"].min()), int(tensors["label"].max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"the {split} labels run {low}..{high}, outside the head's {num_classes} classes "
+                             f"(0..{num_classes - 1}); pass num_classes= the number of classes (e.g. "
+                             f"len(data.label_vocab)), and encode test labels with the training label vocabulary")
+    return num_classes
+
+
+def train_image_text(
     train: Mapping[str, torch.Tensor],
     test: Mapping[str, torch.Tensor],
     vocab_size: int,
     modalities: str = "image+text",
     fusion: str = "concat",
     *,
+    num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    feature_size: int = 32,
+    augment: bool = False,
     text_encoder: str = "rnn",
     epochs: int = 3,
     batch_size: int = 128,
@@ -37,12 +69,20 @@ def train_captioned(
     resume: bool = False,
     progress: bool = True,
 ) -> Run:
-    """Build ``captioned_cifar_model(modalities, fusion=...)`` and train it with :func:`mmbook.training.fit`.
+    """Build ``image_text_model(modalities, fusion=...)`` and train it with :func:`mmbook.training.fit`.
 
     Args:
-        train, test: batch dicts ``{"image": uint8 (N, 3, 32, 32), "text": (N, T), "label": (N,)}``.
-        vocab_size: caption vocabulary size.
-        modalities, fusion, text_encoder: as in :func:`mmbook.multimodal.captioned_cifar_model`.
+        train, test: batch dicts ``{"image": uint8 (N, 3, S, S), "text": (N, T), "label": (N,)}``, or
+            with an image table ``{"image": (M, 3, S, S), "image_id": (N,), ...}`` (as
+            :meth:`mmbook.data.PairSplit.tensors` returns); every image is stored once.
+        vocab_size: text vocabulary size.
+        modalities, fusion, text_encoder, feature_size: as in :func:`mmbook.multimodal.image_text_model`;
+            the image size is read from the images.
+        num_classes: number of classes; ``None`` infers it as the largest training label + 1. A
+            label outside ``0 .. num_classes - 1`` (train or test) is an error before training.
+        mean, std: per-channel image statistics for normalisation; ``None`` computes them from
+            the training images (:func:`mmbook.data.image_statistics`).
+        augment: random crop and flip of the training images.
         epochs, batch_size, lr, label_smoothing: the schedule (one-cycle AdamW, as in :func:`mmbook.training.fit`).
         modality_dropout: if nonzero, wrap the fusion in :class:`mmbook.fusion.ModalityDropout` with this ``p``
             (a float, or one probability per modality, e.g. ``(0.0, 0.5)`` to drop only the text).
@@ -52,17 +92,49 @@ def train_captioned(
     Returns:
         A :class:`~mmbook.recipes.Run`; ``metrics["test_accuracy"]`` is the last epoch's test accuracy.
     """
+    num_classes = check_labels(train, test, num_classes)
+    image_size = 32
+    if "image" in modalities:
+        if "image" not in train:
+            raise KeyError(f"modalities {modalities!r} read images, but the data has no 'image' entry: {sorted(train)}")
+        image_size = int(train["image"].shape[-1])
+        if mean is None or std is None:
+            mean, std = image_statistics(train["image"])
+    normalisation = {"mean": CIFAR10_MEAN if mean is None else mean, "std": CIFAR10_STD if std is None else std}
     device = pick_device(device)
     seed_everything(seed)
-    model = captioned_cifar_model(modalities, vocab_size, fusion=fusion, text_encoder=text_encoder)
+    model = image_text_model(modalities, vocab_size, num_classes=num_classes, fusion=fusion,
+                             text_encoder=text_encoder, feature_size=feature_size, image_size=image_size)
     if (modality_dropout if isinstance(modality_dropout, (int, float)) else sum(modality_dropout)) > 0:
         model.fusion = ModalityDropout(model.fusion, p=modality_dropout)
-    history = fit(model, DeviceLoader(train, batch_size, shuffle=True, device=device, seed=seed,
-                                      channels_last=channels_last),
-                  DeviceLoader(test, 1000, device=device, channels_last=channels_last), epochs=epochs, lr=lr,
+    history = fit(model, DeviceLoader(train, batch_size, shuffle=True, augment=augment, device=device, seed=seed,
+                                      channels_last=channels_last, **normalisation),
+                  DeviceLoader(test, 1000, device=device, channels_last=channels_last, **normalisation),
+                  epochs=epochs, lr=lr,
                   label_smoothing=label_smoothing, device=device, amp=amp, channels_last=channels_last,
                   compile=compile, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                   description=f"{modalities} {fusion}",
-                  extra_state={"modalities": modalities, "fusion": fusion, "text_encoder": text_encoder})
+                  extra_state={"modalities": modalities, "fusion": fusion, "text_encoder": text_encoder,
+                               "num_classes": num_classes})
     metrics = {"test_accuracy": history.last["test_accuracy"]} if len(history) else {}
     return Run(model, history, metrics)
+
+
+def train_captioned(
+    train: Mapping[str, torch.Tensor],
+    test: Mapping[str, torch.Tensor],
+    vocab_size: int,
+    modalities: str = "image+text",
+    fusion: str = "concat",
+    *,
+    num_classes: int | None = None,
+    **options,
+) -> Run:
+    """The worked example's recipe: :func:`train_image_text` with the worked example's model and statistics.
+
+    Branches of 10 features (``captioned_cifar_model``) and CIFAR-10's mean and standard deviation;
+    ``num_classes`` is inferred from the labels (10 for CIFAR-10) unless given. ``options`` are
+    :func:`train_image_text`'s.
+    """
+    options = {"feature_size": 10, "mean": CIFAR10_MEAN, "std": CIFAR10_STD, **options}
+    return train_image_text(train, test, vocab_size, modalities, fusion, num_classes=num_classes, **options)

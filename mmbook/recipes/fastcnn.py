@@ -62,7 +62,8 @@ def train_fastcnn(
     network.eval()
     metrics: dict[str, float] = {}
     if test is not None:
-        test_loader = DeviceLoader(test, 1000, device=device, channels_last=config.channels_last)
+        # Every process evaluates the whole test set (rank 0 reports), so the figures do not depend on --nproc.
+        test_loader = DeviceLoader(test, 1000, device=device, channels_last=config.channels_last, rank=0, world_size=1)
         metrics["test_accuracy"] = evaluate_images(network, test_loader, tta=False, amp=amp)
         if config.tta:
             metrics["test_accuracy_tta"] = evaluate_images(network, test_loader, tta=True, amp=amp,

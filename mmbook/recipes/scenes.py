@@ -56,4 +56,6 @@ def train_scene_task(
                   checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, loss_fn=task.loss_fn,
                   accuracy_fn=task.accuracy_fn, description=name,
                   extra_state={"task": name, "modalities": modalities})
-    return Run(task.model, history, scene_metrics(task, test_loader) if len(history) else {})
+    # The task's own metric on the whole test set in every process (rank 0 reports it).
+    whole_test = DeviceLoader(test.tensors(), 500, device=device, rank=0, world_size=1)
+    return Run(task.model, history, scene_metrics(task, whole_test) if len(history) else {})

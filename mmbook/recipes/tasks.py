@@ -67,6 +67,7 @@ class Settings:
     scenes: int | None = None
     model: str = "fastcnn"
     recipe: str | None = None
+    data_file: Path | None = None
 
     def changed(self) -> list[str]:
         """The names of the settings that differ from their defaults."""
@@ -220,6 +221,56 @@ def _scenes(name: str) -> Callable[[Settings], tuple[Run, dict[str, Any]]]:
 
 _SCENE_OPTIONS = frozenset({"modalities", "checkpoint", "resume", "scenes"})
 
+
+def _retrieval(settings: Settings) -> tuple[Run, dict[str, Any]]:
+    from mmbook.alignment import train_scene_retrieval
+
+    defaults, chosen = TASKS["scene-retrieval"].resolve(settings)
+    result = train_scene_retrieval(scenes=settings.scenes or defaults.train_count, seed=settings.seed,
+                                   device=settings.device, progress=settings.progress, quick=settings.quick,
+                                   download=settings.download, **chosen)
+    model, history = result.pop("model"), result.pop("history")
+    metrics = {name: value for name, value in result.items() if isinstance(value, (int, float))}
+    return Run(model, history, metrics), {"train_images": result["train_scenes"], "test_images": result["gallery"]}
+
+
+def _retrieval_defaults(quick: bool) -> Defaults:
+    from mmbook.alignment import RETRIEVAL_DEFAULTS
+
+    values = RETRIEVAL_DEFAULTS[quick]
+    return Defaults(epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
+                    train_count=values["scenes"], test_count=values["test_scenes"])
+
+# --task pairs: the images are resized to this side, and this share of the images (with all their texts) is the test split.
+PAIRS_IMAGE_SIZE = 64
+PAIRS_TEST_FRACTION = 0.2
+
+
+def _pairs(settings: Settings) -> tuple[Run, dict[str, Any]]:
+    from mmbook.data.pairs import load_pairs
+    from mmbook.recipes.captioned import train_image_text
+
+    if settings.data_file is None:
+        raise ValueError("--task pairs needs --data-file: a .csv or .jsonl file of (image, text, label) rows, "
+                         "or a folder <label>/<image>.png with the texts in <image>.txt")
+    if settings.fusion == "two_stage":
+        raise ValueError("--task pairs does not support --fusion two_stage")
+    _, chosen = TASKS["pairs"].resolve(settings)
+    modalities = settings.modalities or "image+text"
+    data = load_pairs(settings.data_file, image_size=PAIRS_IMAGE_SIZE, test_fraction=PAIRS_TEST_FRACTION,
+                      seed=settings.seed, progress=settings.progress)
+    run = train_image_text(data.train.tensors(), data.test.tensors(), len(data.vocab), modalities, settings.fusion,
+                           num_classes=data.num_classes, mean=data.mean, std=data.std,
+                           text_encoder=settings.text_encoder, label_smoothing=settings.label_smoothing,
+                           channels_last=settings.channels_last, compile=settings.compile,
+                           checkpoint_dir=settings.checkpoint, resume=settings.resume, seed=settings.seed,
+                           device=settings.device, amp=settings.amp, progress=settings.progress, **chosen)
+    return run, {"modalities": modalities, "fusion": settings.fusion, "text_encoder": settings.text_encoder,
+                 "data_file": str(settings.data_file), "image_size": data.image_size, "classes": data.num_classes,
+                 "train_images": data.train.num_images, "train_texts": len(data.train),
+                 "test_images": data.test.num_images, "test_texts": len(data.test)}
+
+
 #: The tasks of ``mmbook train --task``, by name.
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("cifar10-captions", "the worked example: CIFAR-10 images with generated captions (any fusion)",
@@ -239,4 +290,11 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("scene-tagging", "the objectives chapter's grounded role tagging of captions", "entity_f1",
          Defaults(epochs=8, batch_size=64, train_count=8000, test_count=1000),
          Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS, _scenes("scene-tagging")),
+    Task("scene-retrieval", "the alignment chapter's contrastive image-caption model: retrieval and zero-shot",
+         "recall_at_10_text_to_image", _retrieval_defaults(False), _retrieval_defaults(True), frozenset({"scenes"}),
+         _retrieval),
+    Task("pairs", "your own image-text pairs (--data-file pairs.jsonl or .csv; any fusion)", "test_accuracy",
+         Defaults(epochs=10, batch_size=64), Defaults(epochs=2, batch_size=64),
+         frozenset({"data_file", "modalities", "fusion", "text_encoder", "label_smoothing", "channels_last",
+                    "compile", "checkpoint", "resume"}), _pairs),
 )}

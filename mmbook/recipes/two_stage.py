@@ -131,7 +131,8 @@ def train_two_stage(
     return fit_two_stage(
         unimodal,
         DeviceLoader(take(train, heldout, seed=seed), batch_size, shuffle=True, device=device, seed=seed),
-        DeviceLoader(take(train, 0, heldout, seed=seed), 1000, device=device),
+        # Every process measures reliability on the whole held-out part, so all train the same estimator.
+        DeviceLoader(take(train, 0, heldout, seed=seed), 1000, device=device, rank=0, world_size=1),
         DeviceLoader(test, 1000, device=device),
         epochs=epochs, lr=lr, device=device, amp=amp, progress=progress,
     )

@@ -1,6 +1,6 @@
-"""Turning captions into token ids: a tokenizer and a vocabulary.
+"""Turning captions into token ids: a tokenizer and a vocabulary; and class labels into ids: a label vocabulary.
 
-Id 0 is ``<pad>`` and id 1 is ``<unk>`` in every vocabulary, so padding can be
+Id 0 is ``<pad>`` and id 1 is ``<unk>`` in every text vocabulary, so padding can be
 recognised without the vocabulary at hand. (torchtext, which used to provide
 this, is retired; the whole thing is a few lines.)
 """
@@ -98,3 +98,75 @@ class Vocabulary:
         if itos[:2] != [PAD_TOKEN, UNK_TOKEN]:
             raise ValueError("not a mmbook vocabulary: ids 0 and 1 must be <pad> and <unk>")
         return cls(itos[2:])
+
+
+class LabelVocabulary:
+    """A mapping between class labels and ids ``0 .. C-1``, with no special tokens.
+
+    A text :class:`Vocabulary` reserves ``<pad>`` and ``<unk>``; labels need neither: every
+    label is a class, and a label never seen in training is an error, not ``<unk>``.
+    Labels are kept as strings (``3`` and ``"3"`` are the same class), so labels read from
+    a CSV file and from JSON agree.
+
+    Args:
+        classes: the class names, in id order; ``classes[k]`` is the name of id ``k``.
+    """
+
+    def __init__(self, classes: Sequence[object]) -> None:
+        self.classes: list[str] = [str(label) for label in classes]
+        if not self.classes:
+            raise ValueError("a label vocabulary needs at least one class")
+        self.index: dict[str, int] = {label: i for i, label in enumerate(self.classes)}
+        if len(self.index) != len(self.classes):
+            raise ValueError(f"class labels must be unique, got {self.classes}")
+
+    @classmethod
+    def build(cls, labels: Iterable[object]) -> "LabelVocabulary":
+        """The classes of ``labels``, sorted (numbers numerically when all labels are integers), so ids are deterministic."""
+        names = {str(label) for label in labels}
+        if not names:
+            raise ValueError("cannot build a label vocabulary from no labels")
+        if all(re.fullmatch(r"-?\d+", name) for name in names):
+            return cls(sorted(names, key=int))
+        return cls(sorted(names))
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __contains__(self, label: object) -> bool:
+        return str(label) in self.index
+
+    def __repr__(self) -> str:
+        return f"LabelVocabulary({self.classes!r})"
+
+    def encode(self, label: object) -> int:
+        """The id of ``label``.
+
+        Raises:
+            KeyError: for a label that is not one of :attr:`classes`.
+        """
+        try:
+            return self.index[str(label)]
+        except KeyError:
+            shown = ", ".join(self.classes[:20]) + (", ..." if len(self.classes) > 20 else "")
+            raise KeyError(f"unknown label {label!r}: the classes are {shown} (from the training data); "
+                           f"drop or relabel samples whose class the model was not trained on") from None
+
+    def encode_many(self, labels: Iterable[object]) -> torch.Tensor:
+        """Ids of ``labels`` as an int64 tensor ``(N,)``."""
+        return torch.tensor([self.encode(label) for label in labels], dtype=torch.int64)
+
+    def decode(self, ids: Iterable[int] | int) -> list[str] | str:
+        """The class name of one id, or the list of names of several."""
+        if isinstance(ids, int) or (isinstance(ids, torch.Tensor) and ids.ndim == 0):
+            return self.classes[int(ids)]
+        return [self.classes[int(i)] for i in ids]
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly form, for checkpoints."""
+        return {"classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "LabelVocabulary":
+        """Inverse of :meth:`to_dict`."""
+        return cls(state["classes"])

@@ -1,0 +1,136 @@
+"""Captions that describe *their own* scene: every object with its size and place, and one relation.
+
+The scenes of :mod:`mmbook.data.scenes` come with a caption that mentions two classes, one of
+them possibly absent: good for tagging, useless for retrieval, where a caption has to single
+out its image among a thousand others. :func:`describe_scenes` writes one caption per scene
+that lists every object, left to right, as ``size name place``, and adds one spatial relation
+between two of them::
+
+    a small cat at the top left and a big truck in the middle where the cat is left of the truck
+
+- **size**: ``small`` (side <= 22 pixels), ``medium`` or ``big`` (side >= 27), from the object's box;
+- **name**: the CIFAR-10 class, or with probability ``kind_probability`` only its kind
+  (``animal`` or ``vehicle``), so that the kind words are learned for every class;
+- **place**: the cell of a 3x3 grid that holds the object's centre (``top left`` ... ``bottom right``,
+  ``middle`` for the centre cell);
+- **relation** (scenes with two or more objects): ``left of``, ``right of``, ``above`` or ``below``,
+  from the larger offset between two random objects' centres.
+
+Everything is deterministic given ``seed``. :func:`caption_vocabulary` is fixed, independent of the
+data, so a model and its prompts always agree on token ids.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mmbook.data.cifar10 import CIFAR10_CLASSES
+from mmbook.data.scenes import BIG_MIN, CANVAS, KIND_OF, SMALL_MAX, SceneSet
+from mmbook.text.vocab import Vocabulary
+
+SIZE_WORDS = ("small", "medium", "big")
+KINDS = ("animal", "vehicle")
+# Rows (top to bottom) x columns (left to right) of the 3x3 grid of places.
+PLACES = (("at the top left", "at the top", "at the top right"),
+          ("on the left", "in the middle", "on the right"),
+          ("at the bottom left", "at the bottom", "at the bottom right"))
+RELATIONS = {"left": "is left of", "right": "is right of", "above": "is above", "below": "is below"}
+PLACE_PHRASES = tuple(phrase for row in PLACES for phrase in row)
+# Prompt templates for zero-shot classification; ``{}`` is replaced by a class name. They read like
+# the caption of a one-object scene, one template per size and place (27 in all), so that their
+# average keeps the class and averages size and place out. Every word of them is in the caption
+# vocabulary (a word outside it would read as "<unk>").
+PROMPT_TEMPLATES = tuple(f"a {size} {{}} {place}" for size in SIZE_WORDS for place in PLACE_PHRASES)
+
+
+def caption_vocabulary() -> Vocabulary:
+    """The fixed vocabulary of :func:`describe_scenes` captions and the prompt templates."""
+    words = ["a", "the", "and", "where", "is", "of", *SIZE_WORDS, *KINDS, *CIFAR10_CLASSES]
+    for phrase in PLACE_PHRASES + tuple(RELATIONS.values()):
+        words += phrase.split()
+    return Vocabulary(list(dict.fromkeys(words)))
+
+
+def size_word(side: float) -> str:
+    """``small``, ``medium`` or ``big`` for an object of side ``side`` pixels."""
+    return "small" if side <= SMALL_MAX else ("big" if side >= BIG_MIN else "medium")
+
+
+def place_phrase(centre_x: float, centre_y: float) -> str:
+    """The 3x3-grid place of a centre on the 64x64 canvas, e.g. ``"at the top left"``."""
+    column = min(2, int(3 * centre_x / CANVAS))
+    row = min(2, int(3 * centre_y / CANVAS))
+    return PLACES[row][column]
+
+
+def describe_scene(boxes: np.ndarray, classes: np.ndarray, rng: np.random.Generator,
+                   kind_probability: float = 0.2, layout_dropout: float = 0.0) -> str:
+    """One caption for one scene.
+
+    Args:
+        boxes: ``(k, 4)`` ``(x1, y1, x2, y2)`` of the scene's ``k`` objects.
+        classes: ``(k,)`` their CIFAR-10 labels.
+        rng: the random generator (names by kind, which relation).
+        kind_probability: chance that an object is named by its kind instead of its class.
+        layout_dropout: chance that the caption leaves out every size and place ("a cat and a truck
+            where the cat is left of the truck"); the relation stays.
+    """
+    k = len(classes)
+    if k == 0:
+        raise ValueError("a scene needs at least one object to be described")
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sides = boxes[:, 2] - boxes[:, 0]
+    names = [KIND_OF[CIFAR10_CLASSES[c]] if rng.random() < kind_probability else CIFAR10_CLASSES[c]
+             for c in classes.tolist()]
+    order = np.argsort(centres[:, 0], kind="stable")
+    if rng.random() < layout_dropout:
+        parts = [f"a {names[j]}" for j in order]
+    else:
+        parts = [f"a {size_word(sides[j])} {names[j]} {place_phrase(*centres[j])}" for j in order]
+    caption = " and ".join(parts)
+    if k >= 2:
+        a, b = (int(j) for j in rng.choice(k, size=2, replace=False))
+        dx, dy = centres[a] - centres[b]
+        relation = ("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("above" if dy < 0 else "below")
+        caption += f" where the {names[a]} {RELATIONS[relation]} the {names[b]}"
+    return caption
+
+
+def describe_scenes(scenes: SceneSet, seed: int = 0, kind_probability: float = 0.2,
+                    layout_dropout: float = 0.0) -> list[str]:
+    """One caption per scene of ``scenes`` (see the module docstring). Deterministic given ``seed``.
+
+    ``layout_dropout`` > 0 is for training captions: a caption without sizes and places can only be
+    matched by the classes it names, so the model cannot get by on layout alone.
+    """
+    for name, value in (("kind_probability", kind_probability), ("layout_dropout", layout_dropout)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    rng = np.random.default_rng(seed)
+    boxes, classes, counts = scenes.boxes.numpy(), scenes.classes.numpy(), scenes.counts.numpy()
+    return [describe_scene(boxes[i, : counts[i]], classes[i, : counts[i]], rng, kind_probability, layout_dropout)
+            for i in range(len(scenes))]
+
+
+def encode_captions(captions: Sequence[str], vocab: Vocabulary | None = None) -> torch.Tensor:
+    """Token ids ``(N, T)`` int64, right-padded with 0, in the :func:`caption_vocabulary`."""
+    vocab = vocab or caption_vocabulary()
+    unknown = sorted({w for c in captions for w in c.split() if w not in vocab})
+    if unknown:
+        raise ValueError(f"captions hold words outside the caption vocabulary: {unknown[:5]}; "
+                         f"write prompts with words of caption_vocabulary() only")
+    tokens, _ = vocab.encode_batch(list(captions))
+    return tokens
+
+
+def shared_captions(captions: Sequence[str]) -> dict[str, int]:
+    """How often captions repeat: ``unique`` captions, ``shared`` (captions used by more than one scene),
+    ``scenes_with_shared_caption`` and ``largest_group`` (the most scenes sharing one caption)."""
+    counts = Counter(captions)
+    repeated = [n for n in counts.values() if n > 1]
+    return {"scenes": len(captions), "unique": len(counts), "shared": len(repeated),
+            "scenes_with_shared_caption": int(sum(repeated)), "largest_group": max(counts.values(), default=0)}
