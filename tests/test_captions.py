@@ -1,10 +1,17 @@
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pytest
 import torch
 
 from mmbook.data.captioned import load_captioned_cifar10
-from mmbook.data.captions import ATTRIBUTE_PHRASES, CLASS_ATTRIBUTES, CaptionGenerator, caption_groups
+from mmbook.data.captions import (
+    ATTRIBUTE_PHRASES,
+    CLASS_ATTRIBUTES,
+    CaptionGenerator,
+    caption_groups,
+    mentioned_attributes,
+    text_only_ceiling,
+)
 from mmbook.data.cifar10 import CIFAR10_CLASSES
 from mmbook.text import tokenize
 
@@ -76,3 +83,44 @@ def test_captioned_cifar10_builds_tokens_from_a_train_vocabulary(tiny_data):
     assert set(data.train.tensors()) == {"image", "text", "label"}
     # Test captions use another seed: different wording for the same image index.
     assert data.train.captions[:20] != data.test.captions[:20]
+
+
+def brute_force_caption_only_accuracy(noise: float, count: int = 30_000) -> float:
+    """Accuracy of a lookup table (caption string -> most frequent class) built on one seed's
+    captions and tested on another seed's, over balanced labels: no model, no theory."""
+    labels = [i % 10 for i in range(count)]
+    table: dict[str, Counter] = defaultdict(Counter)
+    for label, caption in zip(labels, CaptionGenerator(noise=noise, seed=3).captions(labels)):
+        table[caption][label] += 1
+    rule = {caption: counts.most_common(1)[0][0] for caption, counts in table.items()}
+    test_captions = CaptionGenerator(noise=noise, seed=4).captions(labels)
+    return sum(rule.get(caption) == label for caption, label in zip(test_captions, labels)) / count
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1, 0.5])
+def test_text_only_ceiling_matches_a_brute_force_count_over_generated_captions(noise):
+    # 30,000 test captions: the count's standard error is below 0.003.
+    assert text_only_ceiling(noise) == pytest.approx(brute_force_caption_only_accuracy(noise), abs=0.012)
+
+
+def test_text_only_ceiling_is_below_the_two_class_group_count():
+    # "four legs" alone fits four classes, so the ceiling is below 1/2 even without noise,
+    # and falls as the noise rises, to chance when every caption is random.
+    ceilings = [text_only_ceiling(noise) for noise in (0.0, 0.1, 0.5, 1.0)]
+    assert ceilings[0] < 0.5 - 0.01
+    assert ceilings == sorted(ceilings, reverse=True)
+    assert ceilings[-1] == pytest.approx(0.1)
+
+
+def test_mentioned_attributes_are_a_distribution_over_the_class_attributes():
+    for name, attributes in CLASS_ATTRIBUTES.items():
+        sets = mentioned_attributes(name)
+        assert sum(sets.values()) == pytest.approx(1.0)
+        assert all(mention <= set(attributes) and 1 <= len(mention) <= 2 for mention in sets)
+
+
+def test_text_only_ceiling_rejects_bad_input():
+    with pytest.raises(ValueError, match="noise"):
+        text_only_ceiling(-0.1)
+    with pytest.raises(ValueError, match="no caption attributes"):
+        text_only_ceiling(0.1, classes=("airplane", "unicorn"))

@@ -19,6 +19,10 @@ Groups (classes that no caption can tell apart)::
     deer, horse           hooves, field, four legs
     frog, ship            water
 
+A caption that mentions only "four legs" leaves four classes (cat, dog, deer, horse).
+:func:`text_only_ceiling` counts, from these tables, the best accuracy that any
+classifier reading only the caption can reach.
+
 Captions are deterministic: caption ``i`` depends only on ``(seed, i, label)``,
 not on the order in which captions are made.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from itertools import combinations
 
 from mmbook.data.cifar10 import CIFAR10_CLASSES
 
@@ -73,6 +78,10 @@ TWO_ATTRIBUTE_TEMPLATES: tuple[str, ...] = (
     "an image showing {a} and {b}",
     "you can see {a} and also {b}",
 )
+
+
+# Probability that a caption of a class with two or more attributes uses a two-attribute template.
+TWO_ATTRIBUTE_PROBABILITY = 0.5
 
 
 class CaptionGenerator:
@@ -122,7 +131,7 @@ class CaptionGenerator:
         attributes = list(CLASS_ATTRIBUTES[self.classes[described]])
         rng.shuffle(attributes)
         phrases = [rng.choice(ATTRIBUTE_PHRASES[name]) for name in attributes]
-        if len(phrases) >= 2 and rng.random() < 0.5:
+        if len(phrases) >= 2 and rng.random() < TWO_ATTRIBUTE_PROBABILITY:
             return rng.choice(TWO_ATTRIBUTE_TEMPLATES).format(a=phrases[0], b=phrases[1])
         return rng.choice(ONE_ATTRIBUTE_TEMPLATES).format(a=phrases[0])
 
@@ -137,3 +146,52 @@ def caption_groups(classes: Sequence[str] = CIFAR10_CLASSES) -> list[tuple[str, 
     for name in classes:
         groups.setdefault(tuple(sorted(CLASS_ATTRIBUTES[name])), []).append(name)
     return [tuple(members) for members in groups.values()]
+
+
+def mentioned_attributes(class_name: str) -> dict[frozenset[str], float]:
+    """The sets of attributes a caption of ``class_name`` mentions, with their probabilities.
+
+    A caption mentions the first one or two of its class's attributes after a uniform
+    shuffle: one with probability ``1 - TWO_ATTRIBUTE_PROBABILITY`` (always, for a class
+    with a single attribute), two otherwise. Which phrase and template express them is
+    drawn independently of the class, so this set is all that a caption says about it.
+    """
+    if class_name not in CLASS_ATTRIBUTES:
+        raise ValueError(f"no caption attributes defined for class {class_name!r}; known: {sorted(CLASS_ATTRIBUTES)}")
+    attributes = CLASS_ATTRIBUTES[class_name]
+    if len(attributes) == 1:
+        return {frozenset(attributes): 1.0}
+    one = (1.0 - TWO_ATTRIBUTE_PROBABILITY) / len(attributes)
+    pairs = list(combinations(attributes, 2))
+    sets = {frozenset([name]): one for name in attributes}
+    sets.update({frozenset(pair): TWO_ATTRIBUTE_PROBABILITY / len(pairs) for pair in pairs})
+    return sets
+
+
+def text_only_ceiling(noise: float, classes: Sequence[str] = CIFAR10_CLASSES) -> float:
+    """The best test accuracy any caption-only classifier can reach, for balanced classes.
+
+    Computed from the generator's tables: a caption of true class ``y`` describes class
+    ``d`` with probability ``(1 - noise) [d = y] + noise / C``, and mentions an attribute set
+    ``S`` with the probability given by :func:`mentioned_attributes`. The Bayes classifier
+    picks, for each ``S``, the class with the largest joint probability, so the ceiling is
+    ``sum over S of max over y of P(y, S)``, with ``P(y) = 1 / C``.
+
+    Example:
+        >>> round(text_only_ceiling(0.0), 4)  # three two-class groups, two groups sharing "four legs"
+        0.4833
+    """
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"caption noise must be a probability in [0, 1], got {noise}")
+    classes = tuple(classes)
+    if not classes:
+        raise ValueError("classes must name at least one class")
+    described = [mentioned_attributes(name) for name in classes]
+    joint: dict[frozenset[str], list[float]] = {}
+    count = len(classes)
+    for y in range(count):
+        for d, sets in enumerate(described):
+            p_described = (1.0 - noise) * (d == y) + noise / count
+            for mention, p_mention in sets.items():
+                joint.setdefault(mention, [0.0] * count)[y] += p_described * p_mention / count
+    return sum(max(row) for row in joint.values())
