@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mmbook-installed
+KERNEL_CONFIG := $(VENV)/etc/ipython/ipython_kernel_config.py
+READY  := $(STAMP) $(KERNEL_CONFIG)
 
 # Use the offline copy of the data beside the repository when there is one.
 ifeq ($(origin MMBOOK_DATA), undefined)
@@ -15,9 +17,9 @@ endif
 # Extra flags for the book build, e.g. BOOKFLAGS="-W -n --keep-going" (as in CI).
 BOOKFLAGS ?=
 
-.PHONY: install test unit nbval book lab clean gpu-data
+.PHONY: install test unit nbval book book-quick linkcheck browser-check data lab clean gpu-data
 
-install: $(STAMP)
+install: $(READY)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,33 +27,110 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[book,test]'
 	touch $(STAMP)
 
+# Every kernel (book build, nbval, JupyterLab) logs "Kernel is running over TCP without
+# encryption". It is harmless here: the kernel and its client are processes of the same
+# user on this machine, talking over the loopback interface (127.0.0.1), and every message
+# is signed with the key in a connection file that only this user can read. This file,
+# which IPython loads for every kernel of this environment, drops that one message and
+# keeps every other one.
+$(KERNEL_CONFIG): | $(STAMP)
+	mkdir -p $(@D)
+	printf '%s\n' \
+	  '# Written by `make install`; see the Makefile for why.' \
+	  'import logging' \
+	  'class _DropPlainTCPNotice(logging.Filter):' \
+	  '    def filter(self, record):' \
+	  '        return "without encryption" not in record.getMessage()' \
+	  'logging.getLogger("IPKernelApp").addFilter(_DropPlainTCPNotice())' > $@
+
 # All tests: unit tests, then every notebook in quick mode under nbval, in parallel.
 # Tests never touch the network (MMBOOK_OFFLINE=1 forbids downloads). Two pytest
 # workers share the cores, so each uses one thread: oversubscribed OpenMP threads
 # spin-wait and can make small models many times slower.
 TEST_ENV := MMBOOK_QUICK=1 MMBOOK_OFFLINE=1 OMP_NUM_THREADS=1
-test: $(STAMP)
+test: $(READY)
 	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax tests book
 
-unit: $(STAMP)
+unit: $(READY)
 	$(TEST_ENV) $(BIN)/python -m pytest -n 2 tests
 
-nbval: $(STAMP)
+nbval: $(READY)
 	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax book
 
-book: $(STAMP)
-	$(BIN)/jupyter-book build . $(BOOKFLAGS)
-	@echo "Open _build/html/index.html"
+# The book in one of two modes, each in its own folder with its own Sphinx environment
+# and its own execution cache, so that pages of one mode never stand in for the other's:
+#   make book        full mode, the published numbers   -> _build/full/_build/html
+#   make book-quick  quick mode (MMBOOK_QUICK=1), as CI -> _build/quick/_build/html
+# The mode comes from the target alone; MMBOOK_QUICK in the environment does not change
+# it. Within a mode the execution cache re-runs only notebooks whose content changed
+# (see README, "Rules of the house", for changes to mmbook). Notebooks run one at a time,
+# so each kernel gets one thread per core (GNU nproc itself obeys OMP_NUM_THREADS, hence
+# env -u), and its idle threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE): on a
+# busy 2-core machine, spinning threads made LeNet's training step 7-9x slower than one
+# thread, and passive ones matched one thread (see README, "Building the book").
+NPROC        := $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 1)
+BOOK_THREADS ?= $(NPROC)
+BOOK_OMP_WAIT ?= PASSIVE
+book:       BOOK_MODE := full
+book-quick: BOOK_MODE := quick
+linkcheck:  BOOK_MODE := full
+BOOK_DIR  = _build/$(BOOK_MODE)
+BOOK_HTML = $(BOOK_DIR)/_build/html
+BOOK_ENV  = MMBOOK_QUICK=$(if $(filter quick,$(BOOK_MODE)),1,0) OMP_NUM_THREADS=$(BOOK_THREADS) OMP_WAIT_POLICY=$(BOOK_OMP_WAIT)
 
-lab: $(STAMP)
+book book-quick: $(READY)
+	$(BOOK_ENV) $(BIN)/jupyter-book build . --path-output $(BOOK_DIR) $(BOOKFLAGS)
+	@echo "Built in $(BOOK_MODE) mode. Open $(BOOK_HTML)/index.html"
+
+# External links of the full-mode book (needs the network). Run after `make book`: it
+# reuses that build's execution cache. Broken links are reported in
+# _build/full/_build/linkcheck.txt and make this target fail; the publish workflow
+# lets that step fail without stopping the deploy.
+linkcheck: $(READY)
+	$(BOOK_ENV) $(BIN)/jupyter-book build . --path-output $(BOOK_DIR) --builder linkcheck; \
+	  status=$$?; mv -f $(BOOK_HTML)/output.txt $(BOOK_DIR)/_build/linkcheck.txt 2>/dev/null; \
+	  rm -f $(BOOK_HTML)/output.json; exit $$status
+
+# The quick-mode site as a reader's browser shows it (headless Chromium from Debian's
+# packages: apt-get install chromium chromium-driver). Build it first: make book-quick.
+# MathJax is served from a local copy of the mathjax@3 npm package when npm can fetch
+# one, so that math is checked without reaching MathJax's CDN.
+MATHJAX_COPY := _build/browser-check/node_modules/mathjax
+browser-check: $(READY)
+	@test -f $(MATHJAX_COPY)/es5/tex-mml-chtml.js || ! command -v npm >/dev/null || \
+	  npm install --silent --no-save --no-audit --no-fund --prefix _build/browser-check mathjax@3 || true
+	$(BIN)/python scripts/browser_check.py _build/quick/_build/html --mathjax $(MATHJAX_COPY)
+
+# The data the notebooks and tests read: a copy of CIFAR-10 in MMBOOK_DATA, downloaded
+# from the CIFAR-10 site (checksums verified) when there is none.
+data: $(READY)
+	$(BIN)/mmbook data --download
+
+# The student edition (README, "Rules of the house"): every gated solution removed,
+# starter cells kept. `make student` writes the notebooks to hand out,
+# _build/student/<chapter>/<notebook>.ipynb; `make book-student` builds the HTML book
+# from them, in a copy of the book's sources (_build/student-book, full mode like
+# `make book`; STUDENT_MODE=quick for a faster build) -> _build/student-book/_build/html.
+STUDENT_MODE ?= full
+.PHONY: student book-student
+student: $(READY)
+	$(BIN)/python -m mmbook.course.student book _build/student
+
+book-student: $(READY)
+	$(BIN)/python -m mmbook.course.student --tree . _build/student-book
+	MMBOOK_QUICK=$(if $(filter quick,$(STUDENT_MODE)),1,0) OMP_NUM_THREADS=$(BOOK_THREADS) \
+	  $(BIN)/jupyter-book build _build/student-book $(BOOKFLAGS)
+	@echo "Open _build/student-book/_build/html/index.html"
+
+lab: $(READY)
 	$(BIN)/jupyter lab book/
 
 clean:
 	rm -rf _build
 
-# The data for a GPU run with the `device` tool, which copies only the repository
-# (64 MiB at most): the JPEG copy of CIFAR-10 packed into .gpu/ (git-ignored, about
-# 20 MB). Then: run command "bash benchmarks/gpu_check.sh --plan tricks", carry [".gpu"].
+# The data for a GPU machine without network access: the CIFAR-10 copy packed into .gpu/
+# (git-ignored, about 20 MB), which benchmarks/gpu_check.sh unpacks there. For
+# benchmarks/airbench_side_by_side.py, also: pip download --no-deps airbench==0.1.8 -d .gpu
 gpu-data:
 	test -d "$(MMBOOK_DATA)/cifar10" || { echo "no CIFAR-10 copy in MMBOOK_DATA=$(MMBOOK_DATA)"; exit 1; }
 	mkdir -p .gpu

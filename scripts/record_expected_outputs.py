@@ -5,8 +5,10 @@ Usage::
     python scripts/record_expected_outputs.py book/ch07_worked_example/worked_example.ipynb [...]
     python scripts/record_expected_outputs.py --strip-only NOTEBOOK [...]
 
-For every cell marked ``# NBVAL_CHECK_OUTPUT`` the text it printed is stored in
-``metadata["mmbook"]["expected_output"]``; the conftest hook hands it to nbval.
+For every cell tagged ``nbval-check-output`` (or, in notebooks not yet converted by
+``scripts/retag_notebooks.py``, starting with a ``# NBVAL_CHECK_OUTPUT`` line) the text it
+printed is stored in ``metadata["mmbook"]["expected_output"]``; the conftest hook hands it
+to nbval.
 Then every output and execution count is removed, so the notebook is committed
 clean, as the book and the tests expect.
 """
@@ -21,6 +23,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import CHECK_TAG, is_checked_cell  # noqa: E402  (one definition of a checked cell)
+
 
 def stream_text(cell) -> str:
     parts = []
@@ -28,7 +33,8 @@ def stream_text(cell) -> str:
         if output.get("output_type") == "stream" and output.get("name") == "stdout":
             parts.append(output["text"])
         elif output.get("output_type") in {"execute_result", "display_data", "error"} or output.get("name") == "stderr":
-            raise SystemExit(f"a NBVAL_CHECK_OUTPUT cell may only print to stdout; it produced {output.get('output_type')}:\n{cell.source}")
+            raise SystemExit(f"a cell tagged {CHECK_TAG} may only print to stdout; it produced "
+                             f"{output.get('output_type')}:\n{cell.source}")
     return "".join(parts)
 
 
@@ -54,7 +60,7 @@ def main() -> int:
             NotebookClient(notebook, timeout=3600, kernel_name="python3",
                            resources={"metadata": {"path": str(path.parent)}}).execute()
             for cell in notebook.cells:
-                if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in cell.source:
+                if cell.cell_type == "code" and is_checked_cell(cell):
                     cell.metadata.setdefault("mmbook", {})["expected_output"] = stream_text(cell)
         strip(notebook)
         nbformat.write(notebook, path)
