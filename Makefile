@@ -17,7 +17,7 @@ endif
 # Extra flags for the book build, e.g. BOOKFLAGS="-W -n --keep-going" (as in CI).
 BOOKFLAGS ?=
 
-.PHONY: install test unit nbval book book-quick linkcheck browser-check data lab clean gpu-data
+.PHONY: install test unit nbval book book-quick linkcheck browser-check data lab clean gpu-data launch-branch publish-notebooks
 
 install: $(READY)
 
@@ -91,6 +91,23 @@ linkcheck: $(READY)
 	  status=$$?; mv -f $(BOOK_HTML)/output.txt $(BOOK_DIR)/_build/linkcheck.txt 2>/dev/null; \
 	  rm -f $(BOOK_HTML)/output.json; exit $$status
 
+# The notebooks that the published book's Colab and Binder buttons open, pinned to the build
+# (see scripts/pin_notebooks.py and publish.yml). Before the build, `make launch-branch`
+# points the buttons at PIN_BRANCH in _config.yml; after it, `make publish-notebooks REF=...`
+# commits book/ with every install cell installing mmbook at REF (default: this commit) to
+# PIN_BRANCH and pushes it, so a learner runs the code that produced the page's numbers.
+PIN_BRANCH ?= published
+REF ?= $(shell git rev-parse HEAD)
+launch-branch: $(READY)
+	$(BIN)/python scripts/pin_notebooks.py --launch-branch $(PIN_BRANCH)
+
+publish-notebooks: $(READY)
+	$(BIN)/python scripts/pin_notebooks.py --ref $(REF) --launch-branch $(PIN_BRANCH)
+	git checkout -B $(PIN_BRANCH)
+	git -c user.name="mmbook publish" -c user.email="publish@users.noreply.github.com" \
+	  commit -q -m "The book's notebooks, installing mmbook at $(REF)" -- _config.yml book
+	git push --force origin $(PIN_BRANCH)
+
 # The quick-mode site as a reader's browser shows it (headless Chromium from Debian's
 # packages: apt-get install chromium chromium-driver). Build it first: make book-quick.
 # MathJax is served from a local copy of the mathjax@3 npm package when npm can fetch
@@ -118,7 +135,7 @@ student: $(READY)
 
 book-student: $(READY)
 	$(BIN)/python -m mmbook.course.student --tree . _build/student-book
-	MMBOOK_QUICK=$(if $(filter quick,$(STUDENT_MODE)),1,0) OMP_NUM_THREADS=$(BOOK_THREADS) \
+	MMBOOK_QUICK=$(if $(filter quick,$(STUDENT_MODE)),1,0) OMP_NUM_THREADS=$(BOOK_THREADS) OMP_WAIT_POLICY=$(BOOK_OMP_WAIT) \
 	  $(BIN)/jupyter-book build _build/student-book $(BOOKFLAGS)
 	@echo "Open _build/student-book/_build/html/index.html"
 

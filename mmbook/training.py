@@ -10,9 +10,7 @@ One batch, from the loader to the loss, reads top to bottom in :func:`fit`::
 
 Every recipe in :mod:`mmbook.recipes` builds a model, loaders and an optimizer and calls
 :func:`fit`; none has a loop of its own. Around the step: a progress bar, a per-epoch history, an optional live plot in
-notebooks, and a checkpoint after every epoch that ``resume=True`` picks up.
-Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors and plain
-containers only, never arbitrary pickled objects.
+notebooks, and a checkpoint after every epoch (:mod:`mmbook.checkpoints`) that ``resume=True`` picks up.
 """
 
 from __future__ import annotations
@@ -29,10 +27,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmbook import distributed
-from mmbook.data.cache import atomic_save, load_tensors
+from mmbook.checkpoints import CHECKPOINT_NAME, restore_training_state, save_checkpoint, training_state
 from mmbook.runtime import autocast, evaluating, grad_scaler, pick_device, resolve_amp
 
-CHECKPOINT_NAME = "last.pt"
 # Custom objectives (see mmbook.objectives): ``loss_fn(output, batch) -> scalar loss`` and
 # ``accuracy_fn(output, batch) -> (number correct, number counted)``.
 LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
@@ -48,7 +45,6 @@ def _default_accuracy(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -
     return (logits.argmax(dim=1) == labels).sum(), int(labels.shape[0])
 
 
-_CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -188,31 +184,6 @@ def predict(
     return torch.cat(logits), torch.cat(labels)
 
 
-def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically: a crash mid-write never corrupts the previous checkpoint."""
-    atomic_save({"format": _CHECKPOINT_FORMAT, **state}, path)
-
-
-def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, safely (``weights_only=True``).
-
-    Raises:
-        FileNotFoundError: if there is no checkpoint at ``path``.
-        ValueError: if the file is not a readable mmbook checkpoint.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train without --resume first, or check the directory")
-    try:
-        state = load_tensors(path)
-    except ValueError as error:
-        raise ValueError(f"checkpoint {error}. It may be truncated or from another program; delete it to start "
-                         f"afresh.") from error
-    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an mmbook checkpoint (format {_CHECKPOINT_FORMAT})")
-    return state
-
-
 def build_optimizer(
     name: str, parameters: Iterable[torch.Tensor] | Iterable[dict[str, Any]], *, lr: float, weight_decay: float,
     momentum: float = 0.9,
@@ -288,12 +259,13 @@ def fit(
         extra_state: plain data stored in the checkpoint (e.g. the vocabulary), for reloading.
         progress: show a ``tqdm`` progress bar.
 
+        live_plot: in a notebook, redraw loss and accuracy curves after every epoch.
+        description: the progress bar's label.
+
     Under torchrun (:mod:`mmbook.distributed`) the model is wrapped in DDP, each rank trains
     on its shard of ``train_loader``, the history holds figures summed over the ranks, and
     rank 0 alone shows progress and plots and writes the checkpoint (which every rank reads
     on ``resume``).
-        live_plot: in a notebook, redraw loss and accuracy curves after every epoch.
-        description: the progress bar's label.
 
     Returns:
         The :class:`History` of all epochs (including resumed ones).
@@ -334,22 +306,7 @@ def fit(
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     loader_generator = getattr(train_loader, "generator", None)
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        # The learning-rate schedule depends on the planned length of the run, so a
-        # run can only be resumed with the same number of epochs.
-        if state.get("planned_epochs") != epochs:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} belongs to a run of {state.get('planned_epochs')} epochs, "
-                f"not {epochs}; resume with epochs={state.get('planned_epochs')} (CLI: --epochs "
-                f"{state.get('planned_epochs')}), or start a new run in another checkpoint directory"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = History(list(state["history"]))
-        torch.set_rng_state(state["torch_rng"])
-        if loader_generator is not None and state.get("loader_rng") is not None:
-            loader_generator.set_state(state["loader_rng"])
+        history = History(restore_training_state(checkpoint_path, model, opt, scheduler, epochs, loader_generator))
     start_epoch = len(history)
 
     step_model = distributed.wrap_model(model, device)  # DDP under torchrun, else the model itself
@@ -424,16 +381,8 @@ def fit(
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}",
                             acc=f"{record.get('test_accuracy', record['train_accuracy']):.3f}")
             if checkpoint_path is not None and main_process:
-                save_checkpoint(checkpoint_path, {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "history": history.records,
-                    "planned_epochs": epochs,
-                    "torch_rng": torch.get_rng_state(),
-                    "loader_rng": loader_generator.get_state() if loader_generator is not None else None,
-                    "extra": extra_state or {},
-                })
+                save_checkpoint(checkpoint_path, training_state(model, opt, scheduler, history.records, epochs,
+                                                                loader_generator, extra_state))
             if plot is not None:
                 plot.update(history)
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """A small synthetic chapter notebook with the course markup, for the student-build and grading tests.
 
-It has three exercises: two autograded (``ex-demo-square``: write a function;
+It has one "Check your understanding" question (``cu-demo-sign``) and three exercises: two autograded (``ex-demo-square``: write a function;
 ``ex-demo-answer``: give a number) with starter and checker cells, and one open
 question whose solution is one markdown cell holding both gate markers. Every piece
 of solution text contains ``SOLUTION-``, so a leak is easy to find.
@@ -51,6 +51,11 @@ def demo_notebook() -> dict:
         ("code", INSTALL, None),
         ("code", SETUP, None),
         ("markdown", "(demo-chapter)=\n# A demo chapter\n\n**Learning objectives**\n\n- Square a number.", None),
+        ("markdown", "## Check your understanding", None),
+        ("markdown", "```{exercise} Sign\n:label: cu-demo-sign\n:nonumber:\n\nCan a square be negative?\n```", None),
+        ("markdown", "```{solution-start} cu-demo-sign\n:class: dropdown\n```", None),
+        ("markdown", "No, a real number times itself is never negative: SOLUTION-CU-TEXT.", None),
+        ("markdown", "```{solution-end}\n```", None),
         ("markdown", "## Exercises", None),
         ("markdown", "```{exercise} Square\n:label: ex-demo-square\n\nWrite `square(x)`.\n```", None),
         ("code", SQUARE_STARTER, ["starter", "remove-cell"]),
@@ -75,6 +80,11 @@ def demo_notebook() -> dict:
         "nbformat": 4,
         "nbformat_minor": 5,
     }
+
+
+def cell_index(notebook: dict, text: str) -> int:
+    """Index of the first cell of ``notebook`` whose source contains ``text``."""
+    return next(i for i, cell in enumerate(notebook["cells"]) if text in "".join(cell["source"]))
 
 
 def write_demo_book(root: Path, chapter: str = "ch90_demo", name: str = "demo.ipynb") -> Path:

@@ -188,6 +188,24 @@ def _ogm(mine, other):
     return 1 - math.tanh(mine / other - 1) if mine > other else 1.0
 
 
+def _majority(train, test, score_on_train=False, peek=False):
+    majority = torch.mode(test if peek else train).values
+    return float(((train if score_on_train else test) == majority).float().mean())
+
+
+def _fastest(records, threshold, key="test_accuracy_tta"):
+    reached = [r for r in records if r.step in ("fastcnn", "seed", "reference") and (r.get(key) or 0) >= threshold]
+    return min(reached, key=lambda r: r.get("train_seconds"))
+
+
+def _ghost(net, images, labels, parts, split=True, mean=True):
+    net.zero_grad()
+    chunks = list(zip(images.chunk(parts), labels.chunk(parts))) if split else [(images, labels)]
+    loss = sum(F.cross_entropy(net(x), y) for x, y in chunks)
+    (loss / len(chunks) if mean else loss).backward()
+    return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+
 CASES = {
     "ex-intro-seeds": (_interval, [
         (_interval_z, "use Student's t with n - 1 degrees of freedom"),
@@ -261,6 +279,19 @@ CASES = {
         (lambda sizes: sizes[0] * 128 + 128 + 1290, "sum\\(sizes\\) inputs"),
     ]),
     "ex-frontiers-image-occlusion": (7, [(8, "the patch must fit inside the image"), (6, "count the first position")]),
+    "ex-own-majority": (_majority, [
+        (lambda train, test: _majority(train, test, peek=True), "most common label of the \\*training\\* labels"),
+        (lambda train, test: _majority(train, test, score_on_train=True), "score the constant answer on the test"),
+    ]),
+    "ex-appendix-fastest": (_fastest, [
+        (lambda records, threshold: _fastest(records, 1e-9), "keep only the runs that reach the threshold"),
+        (lambda records, threshold: _fastest(records, threshold, key="test_accuracy"), "accuracy with TTA"),
+        (lambda records, threshold: _fastest(records, threshold).recipe, "return the record itself"),
+    ]),
+    "ex-scaling-ghost-bn": (_ghost, [
+        (lambda *args: _ghost(*args, split=False), "whole-batch gradient"),
+        (lambda *args: _ghost(*args, mean=False), "average the slices' gradients"),
+    ]),
 }
 
 

@@ -144,8 +144,7 @@ def test_evaluate_images_with_shift_tta_sees_six_views():
             return images.mean(dim=(2, 3)).repeat(1, 4)[:, :10]
 
     loader = DeviceLoader(data, 16)
-    accuracy = evaluate_images(Recorder(), loader, tta=True, shift=1)
-    assert 0.0 <= accuracy <= 1.0
+    evaluate_images(Recorder(), loader, tta=True, shift=1)
     assert len(seen) == 6  # the image and its mirror, then two shifted copies and their mirrors
     images = next(iter(loader))["image"]
     padded = F.pad(images, (1, 1, 1, 1), mode="reflect")

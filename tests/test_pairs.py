@@ -318,7 +318,8 @@ def test_a_users_data_set_trains_with_every_fusion(tmp_path):
     assert data.train.images.shape[1:] == (3, 64, 64)
     assert train_loader.tensors["image"].shape[0] == data.train.num_images < len(data.train)
     assert set(accuracies) == set(FUSIONS)
-    assert all(0.0 <= accuracy <= 1.0 for accuracy in accuracies.values())
+    test_texts = len(data.test)
+    assert all(test_texts * accuracy == pytest.approx(round(test_texts * accuracy)) for accuracy in accuracies.values())
 
 
 def test_train_image_text_infers_classes_and_statistics(tmp_path):
@@ -326,7 +327,7 @@ def test_train_image_text_infers_classes_and_statistics(tmp_path):
     run = train_image_text(data.train.tensors(), data.test.tensors(), len(data.vocab), "image+text", "film",
                            epochs=1, batch_size=16, progress=False)
     assert run.model.head.net[-1].out_features == 13
-    assert 0.0 <= run.accuracy <= 1.0
+    assert run.accuracy == run.history.last["test_accuracy"]
 
 
 def test_the_pairs_task_trains_on_a_data_file(tmp_path):
@@ -339,7 +340,8 @@ def test_the_pairs_task_trains_on_a_data_file(tmp_path):
     run, facts = task.train(settings)
     assert facts["classes"] == 13 and facts["image_size"] == 64
     assert facts["train_images"] + facts["test_images"] == 26 and facts["train_texts"] == 3 * facts["train_images"]
-    assert 0.0 <= run.metrics[task.metric] <= 1.0
+    correct = run.metrics[task.metric] * facts["test_texts"]
+    assert correct == pytest.approx(round(correct))  # a share of the test texts
     with pytest.raises(ValueError, match="--data-file applies to --task pairs"):
         TASKS["cifar10-captions"].check(settings)
     with pytest.raises(ValueError, match="--task pairs needs --data-file"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from course_fixtures import ANSWER_STARTER, SQUARE_STARTER, demo_notebook, write_demo_book
+from course_fixtures import ANSWER_STARTER, SQUARE_STARTER, cell_index, demo_notebook, write_demo_book
 from mmbook.course import student
 from mmbook.course.markup import MarkupError, cell_source, exercises, solution_texts, strip_solutions
 
@@ -104,14 +104,14 @@ def test_broken_markup_is_an_error(markdown, message):
 
 def test_checker_for_an_unknown_exercise_is_an_error():
     notebook = demo_notebook()
-    notebook["cells"][10]["source"] = 'check("ex-demo-elsewhere", square)'
+    notebook["cells"][cell_index(notebook, 'check("ex-demo-square"')]["source"] = 'check("ex-demo-elsewhere", square)'
     with pytest.raises(MarkupError, match="ex-demo-elsewhere.*not an exercise of this notebook"):
         student.student_notebook(notebook, "ch90_demo/demo.ipynb")
 
 
 def test_starter_inside_a_solution_is_an_error():
     notebook = demo_notebook()
-    notebook["cells"][7]["metadata"]["tags"] = ["starter"]
+    notebook["cells"][cell_index(notebook, "SOLUTION-SQUARE-CODE")]["metadata"]["tags"] = ["starter"]
     with pytest.raises(MarkupError, match="starter.*inside a solution"):
         student.student_notebook(notebook, "ch90_demo/demo.ipynb")
 

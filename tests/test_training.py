@@ -4,7 +4,8 @@ import torch
 from mmbook.data.loaders import DeviceLoader
 from mmbook.multimodal import captioned_cifar_model
 from mmbook.runtime import seed_everything
-from mmbook.training import CHECKPOINT_NAME, evaluate, fit, load_checkpoint
+from mmbook.checkpoints import CHECKPOINT_NAME, load_checkpoint
+from mmbook.training import evaluate, fit
 
 
 def toy_tensors(n=64, seed=0):

@@ -116,3 +116,16 @@ def test_deploy_uses_deploy_pages_under_the_pages_concurrency_group():
     deploy = workflow["jobs"]["deploy"]
     assert deploy["needs"] == "build"
     assert [step["uses"].split("@")[0] for step in deploy["steps"]] == ["actions/deploy-pages"]
+
+
+def test_publish_pins_the_notebooks_that_the_launch_buttons_open():
+    workflow = load("publish.yml")
+    build = workflow["jobs"]["build"]
+    runs = [step.get("run", "").strip() for step in build["steps"]]
+    book = runs.index('make book BOOKFLAGS="-W -n --keep-going"')
+    assert runs.index("make launch-branch") < book, "the buttons' branch must be set before the build"
+    (publish,) = [step for step in build["steps"] if step.get("run", "").startswith("make publish-notebooks")]
+    assert build["steps"].index(publish) > book
+    assert publish["run"].strip() == "make publish-notebooks REF=${{ github.sha }}"
+    assert publish.get("if") == "github.ref == 'refs/heads/main'"
+    assert build["permissions"] == {"contents": "write"}

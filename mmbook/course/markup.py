@@ -6,7 +6,11 @@ The conventions (README, "Rules of the house"):
   with a ``:label: ex-...`` option (``{exercise-start}`` … ``{exercise-end}`` counts too).
 - Its solution is gated: a markdown cell ```` ```{solution-start} ex-... ```` , then any
   markdown and code cells, then ```` ```{solution-end} ````. A plain ```` ```{solution} ````
-  directive counts as a solution too. "Check your understanding" answers use the same markup.
+  directive counts as a solution too.
+- A **concept question** of a "Check your understanding" section is an ``{exercise}`` whose
+  label starts with ``cu-`` (:data:`CONCEPT_PREFIX`), with ``:nonumber:``; its answer is gated
+  like a solution, so the student edition removes it. Concept questions are not exercises:
+  :func:`exercises` leaves them out, :func:`concept_questions` lists them.
 - A **starter** cell is a code cell tagged ``starter`` (and ``remove-cell``, so the
   instructor's HTML book does not show it), placed after the exercise and *before*
   ``{solution-start}``. It holds a scaffold with ``...`` where the student writes, and
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 STARTER_TAG = "starter"
+#: Label prefix of a "Check your understanding" question.
+CONCEPT_PREFIX = "cu-"
 CHECKER_TAG = "checker"
 #: Tags a starter cell carries in the source that the student edition drops.
 STARTER_SOURCE_TAGS = (STARTER_TAG, "remove-cell", "remove-input", "hide-input", "hide-cell")
@@ -69,7 +75,20 @@ def _closing_fence(lines: list[str], start: int, fence: str) -> int:
 
 
 def exercises(notebook: Any) -> list[Exercise]:
-    """The exercise directives of ``notebook`` in order (solutions are not exercises)."""
+    """The exercise directives of ``notebook`` in order (solutions and concept questions are not exercises)."""
+    return [found for found in _exercise_directives(notebook) if not is_concept_question(found)]
+
+
+def concept_questions(notebook: Any) -> list[Exercise]:
+    """The "Check your understanding" questions of ``notebook`` in order (labels ``cu-...``)."""
+    return [found for found in _exercise_directives(notebook) if is_concept_question(found)]
+
+
+def is_concept_question(exercise: Exercise) -> bool:
+    return exercise.label is not None and exercise.label.startswith(CONCEPT_PREFIX)
+
+
+def _exercise_directives(notebook: Any) -> list[Exercise]:
     found = []
     for index, cell in enumerate(notebook["cells"]):
         if cell["cell_type"] != "markdown":

@@ -22,6 +22,18 @@ import torch
 from torch import nn
 
 
+def region_token_sizes(in_features: Sequence[int], hidden: int, heads: int, name: str) -> list[int]:
+    """``[D_img, D_txt]`` as ints; a clear error unless there are two positive sizes and ``heads`` divides ``hidden``."""
+    sizes = [int(d) for d in in_features]
+    if len(sizes) != 2:
+        raise ValueError(f"{name} fuses exactly two modalities (image regions, text tokens), got {len(sizes)}")
+    if any(d <= 0 for d in sizes):
+        raise ValueError(f"{name} needs positive feature sizes, got {sizes}")
+    if hidden <= 0 or hidden % heads:
+        raise ValueError(f"hidden ({hidden}) must be positive and divisible by heads ({heads})")
+    return sizes
+
+
 def check_sequences(features: Sequence[torch.Tensor], in_features: Sequence[int]) -> None:
     """Raise a clear error unless ``features`` are tensors ``(B, L_m, D_m)`` with one B."""
     if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):
@@ -66,11 +78,7 @@ class CrossAttentionFusion(nn.Module):
 
     def __init__(self, in_features: Sequence[int], hidden: int = 32, heads: int = 4) -> None:
         super().__init__()
-        self.in_features = [int(d) for d in in_features]
-        if len(self.in_features) != 2:
-            raise ValueError(f"CrossAttentionFusion fuses exactly two modalities (image regions, text tokens), got {len(self.in_features)}")
-        if hidden % heads:
-            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        self.in_features = region_token_sizes(in_features, hidden, heads, "CrossAttentionFusion")
         self.key_proj = nn.Linear(self.in_features[0], hidden)
         self.query_proj = nn.Linear(self.in_features[1], hidden)
         self.attention = nn.MultiheadAttention(hidden, heads, batch_first=True)

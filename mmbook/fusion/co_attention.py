@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mmbook.fusion.attention import check_sequences
+from mmbook.fusion.attention import check_sequences, region_token_sizes
 
 
 class CoAttentionFusion(nn.Module):
@@ -44,14 +44,7 @@ class CoAttentionFusion(nn.Module):
 
     def __init__(self, in_features: Sequence[int], hidden: int = 32, heads: int = 4) -> None:
         super().__init__()
-        self.in_features = [int(d) for d in in_features]
-        if len(self.in_features) != 2:
-            raise ValueError(f"CoAttentionFusion fuses exactly two modalities (image regions, text tokens), "
-                             f"got {len(self.in_features)}")
-        if any(d <= 0 for d in self.in_features):
-            raise ValueError(f"CoAttentionFusion needs positive feature sizes, got {self.in_features}")
-        if hidden <= 0 or hidden % heads:
-            raise ValueError(f"hidden ({hidden}) must be positive and divisible by heads ({heads})")
+        self.in_features = region_token_sizes(in_features, hidden, heads, "CoAttentionFusion")
         self.image_proj = nn.Linear(self.in_features[0], hidden)
         self.text_proj = nn.Linear(self.in_features[1], hidden)
         self.text_to_image = nn.MultiheadAttention(hidden, heads, batch_first=True)

@@ -27,7 +27,6 @@ from mmbook.objectives.detection import (
     mean_average_precision,
 )
 from mmbook.objectives.grounding import (
-    GROUNDING_MODES,
     FiLM,
     GroundingModel,
     grounding_accuracy,
@@ -44,7 +43,7 @@ from mmbook.objectives.tagging import (
 )
 
 __all__ = [
-    "FiLM", "GROUNDING_MODES", "GridDetector", "GroundingModel", "SceneBackbone", "SceneTagger",
+    "FiLM", "GridDetector", "GroundingModel", "SceneBackbone", "SceneTagger",
     "average_precision", "bio_spans", "calibration_bins", "check_entity_f1", "check_iou", "coordinate_channels",
     "decode_boxes", "decode_detections", "decode_tags", "detection_accuracy", "detection_loss",
     "entity_scores", "expected_calibration_error", "flip_scenes", "grid_targets", "ground_truth_list", "grounding_accuracy",

@@ -8,9 +8,9 @@ grid detector does. The prediction is the box of the best-scoring cell.
 
 Two baselines share the interface:
 
-- ``mode="image"``: no text (FiLM is skipped). It can find objects but cannot know
+- ``modalities="image"``: no text (FiLM is skipped). It can find objects but cannot know
   which one is meant, so with ``k`` objects it is right about ``1/k`` of the time.
-- ``mode="text"``: no image. A linear layer maps the expression to cell scores and
+- ``modalities="text"``: no image. A linear layer maps the expression to cell scores and
   boxes; it learns where objects tend to be ("the leftmost object" is on the left),
   but it cannot see them.
 """
@@ -24,11 +24,11 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
+from mmbook.multimodal import parse_modalities
 from mmbook.objectives.backbone import SceneBackbone, coordinate_channels
 from mmbook.objectives.detection import centre_cells, decode_boxes
 from mmbook.text import TextEncoder
 
-GROUNDING_MODES = ("image", "text", "image+text")
 
 
 class FiLM(nn.Module):
@@ -49,22 +49,21 @@ class GroundingModel(nn.Module):
 
     Args:
         vocab_size: size of the expression vocabulary.
-        mode: ``"image+text"`` (fused with FiLM), ``"image"`` or ``"text"``.
+        modalities: ``"image+text"`` (fused with FiLM), ``"image"`` or ``"text"``.
         width: backbone width.
         grid: grid size ``S`` (8 for 64x64 scenes).
     """
 
-    def __init__(self, vocab_size: int, mode: str = "image+text", width: int = 32, grid: int = 8) -> None:
+    def __init__(self, vocab_size: int, modalities: str = "image+text", width: int = 32, grid: int = 8) -> None:
         super().__init__()
-        if mode not in GROUNDING_MODES:
-            raise ValueError(f"mode must be one of {GROUNDING_MODES}, got {mode!r}")
-        self.mode, self.grid = mode, grid
-        if "text" in mode:
+        names = parse_modalities(modalities)
+        self.modalities, self.grid = "+".join(names), grid
+        if "text" in names:
             self.text = TextEncoder(vocab_size, kind="gru", embed_dim=32, hidden_size=64, out_features=None)
-        if "image" in mode:
+        if "image" in names:
             self.backbone = SceneBackbone(width)
             channels = self.backbone.out_channels
-            if "text" in mode:
+            if "text" in names:
                 self.film = FiLM(self.text.out_features, channels)
             self.head = nn.Sequential(nn.Conv2d(channels + 2, channels, 3, padding=1), nn.ReLU(inplace=True),
                                       nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
@@ -74,11 +73,11 @@ class GroundingModel(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``image`` ``(B, 3, 64, 64)`` and/or ``expression`` ``(B, T)`` -> ``(B, 5, S, S)``."""
-        if self.mode == "text":
+        if self.modalities == "text":
             encoded = self.text(batch["expression"])
             return self.text_head(encoded).view(-1, 5, self.grid, self.grid)
         features = self.backbone(batch["image"])
-        if self.mode == "image+text":
+        if self.modalities == "image+text":
             features = F.relu(self.film(features, self.text(batch["expression"])))
         return self.head(coordinate_channels(features))
 

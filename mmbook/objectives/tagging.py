@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmbook.data.scenes import TAG_PAD
+from mmbook.multimodal import parse_modalities
 from mmbook.objectives.backbone import SceneBackbone, coordinate_channels
 from mmbook.text import PAD_ID, lengths_from_padding
 
@@ -28,25 +29,31 @@ class SceneTagger(nn.Module):
 
         text      (B, T) word ids, right-padded with 0
         embedded  (B, T, E) -> BiGRU -> states (B, T, 2H)
-        fused:    states += Attention(query=states, keys=values=image cells (B, S*S, 2H))
+        image+text: states += Attention(query=states, keys=values=image cells (B, S*S, 2H))
         BiGRU -> (B, T, 2H) -> Linear -> tag logits (B, T, num_tags)
 
     Args:
         vocab_size: caption vocabulary size.
         num_tags: number of BIO tags.
-        fused: read the image too (cross-attention) or not.
+        modalities: ``"image+text"`` (read the image too, by cross-attention) or ``"text"``.
         hidden: GRU state size ``H`` per direction.
         width: backbone width.
     """
 
-    def __init__(self, vocab_size: int, num_tags: int, fused: bool = True, hidden: int = 64, width: int = 32) -> None:
+    def __init__(self, vocab_size: int, num_tags: int, modalities: str = "image+text", hidden: int = 64,
+                 width: int = 32) -> None:
         super().__init__()
-        self.fused = fused
+        names = parse_modalities(modalities)
+        if "text" not in names:
+            raise ValueError(f"SceneTagger tags caption words: modalities must be 'text' or 'image+text', "
+                             f"got {modalities!r}")
+        self.modalities = "+".join(names)
+        self.reads_image = "image" in names
         self.embedding = nn.Embedding(vocab_size, 32, padding_idx=PAD_ID)
         self.encoder = nn.GRU(32, hidden, batch_first=True, bidirectional=True)
         self.decoder = nn.GRU(2 * hidden, hidden, batch_first=True, bidirectional=True)
         self.classifier = nn.Linear(2 * hidden, num_tags)
-        if fused:
+        if self.reads_image:
             self.backbone = SceneBackbone(width)
             self.project = nn.Conv2d(self.backbone.out_channels + 2, 2 * hidden, 1)
             self.attention = nn.MultiheadAttention(2 * hidden, num_heads=4, batch_first=True)
@@ -58,11 +65,11 @@ class SceneTagger(nn.Module):
         return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])[0]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``text`` ``(B, T)`` (and ``image`` ``(B, 3, 64, 64)`` if fused) -> tag logits ``(B, T, num_tags)``."""
+        """``text`` ``(B, T)`` (and ``image`` ``(B, 3, 64, 64)`` with ``"image+text"``) -> tag logits ``(B, T, num_tags)``."""
         tokens = batch["text"]
         lengths = lengths_from_padding(tokens)
         states = self._run(self.encoder, self.embedding(tokens), lengths)  # (B, T, 2H)
-        if self.fused:
+        if self.reads_image:
             cells = self.project(coordinate_channels(self.backbone(batch["image"])))  # (B, 2H, S, S)
             cells = cells.flatten(2).transpose(1, 2)  # (B, S*S, 2H)
             read, _ = self.attention(states, cells, cells, need_weights=False)

@@ -66,7 +66,7 @@ def build_scene_task(name: str, modalities: str = "image+text", vocab_size: int 
             raise ValueError("scene-tagging tags caption words: use --modalities text or image+text")
         from mmbook.data.scenes import TAGS
 
-        return SceneTask(name, SceneTagger(vocab_size, len(TAGS), fused=modalities == "image+text", width=width),
+        return SceneTask(name, SceneTagger(vocab_size, len(TAGS), modalities, width=width),
                          tagging_loss, tagging_accuracy, 1)
     raise ValueError(f"unknown scene task {name!r}; expected one of {SCENE_TASKS}")
 

@@ -1,0 +1,85 @@
+"""Checkpoints of a training run: what :func:`mmbook.training.fit` saves after every epoch and resumes from.
+
+A checkpoint is one file, ``last.pt`` in the run's checkpoint directory, written atomically (a
+crash mid-write never corrupts the previous one) and read with ``torch.load(weights_only=True)``:
+tensors and plain containers only, never arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmbook.data.cache import atomic_save, load_tensors
+
+CHECKPOINT_NAME = "last.pt"
+_CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: a crash mid-write never corrupts the previous checkpoint."""
+    atomic_save({"format": _CHECKPOINT_FORMAT, **state}, path)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, safely (``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: if there is no checkpoint at ``path``.
+        ValueError: if the file is not a readable mmbook checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train without --resume first, or check the directory")
+    try:
+        state = load_tensors(path)
+    except ValueError as error:
+        raise ValueError(f"checkpoint {error}. It may be truncated or from another program; delete it to start "
+                         f"afresh.") from error
+    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an mmbook checkpoint (format {_CHECKPOINT_FORMAT})")
+    return state
+
+
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   records: list[dict[str, float]], planned_epochs: int, loader_generator: torch.Generator | None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a run needs to continue exactly where it stopped, as plain data and tensors."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "history": records,
+        "planned_epochs": planned_epochs,
+        "torch_rng": torch.get_rng_state(),
+        "loader_rng": loader_generator.get_state() if loader_generator is not None else None,
+        "extra": extra or {},
+    }
+
+
+def restore_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                           planned_epochs: int, loader_generator: torch.Generator | None) -> list[dict[str, float]]:
+    """Load the checkpoint at ``path`` into the model, optimizer, scheduler and random generators.
+
+    Returns:
+        The history records of the epochs already done.
+
+    Raises:
+        ValueError: the checkpoint belongs to a run of another length (the learning-rate schedule
+            depends on it), or the file is not a readable checkpoint.
+    """
+    state = load_checkpoint(path)
+    if state.get("planned_epochs") != planned_epochs:
+        planned = state.get("planned_epochs")
+        raise ValueError(f"checkpoint {path} belongs to a run of {planned} epochs, not {planned_epochs}; resume with "
+                         f"epochs={planned} (CLI: --epochs {planned}), or start a new run in another checkpoint "
+                         "directory")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if loader_generator is not None and state.get("loader_rng") is not None:
+        loader_generator.set_state(state["loader_rng"])
+    return list(state["history"])
