@@ -243,3 +243,74 @@ def test_authoring_refuses_what_it_cannot_place(label, cells, message):
 
     with pytest.raises(MarkupError, match=message):
         authoring.insert_exercise_cells(demo_notebook(), label, **cells)
+
+
+def _top_level_names(source: str) -> tuple[set[str], set[str]]:
+    """Names a notebook cell defines and reads at module level (not inside functions, classes or lambdas)."""
+    import ast
+
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    tree = ast.parse(code)
+    defined: set[str] = set()
+    read: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+            for decorator in node.decorator_list:
+                visit(decorator)
+            return
+        if isinstance(node, ast.Lambda):
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            return
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            inner = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+            for child in ast.walk(node):
+                if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load) and child.id not in inner:
+                    read.add(child.id)
+            return
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else defined).add(node.id)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for statement in tree.body:
+        visit(statement)
+    return defined, read
+
+
+def _solution_only_reads(edition: dict) -> list[str]:
+    """Cells after the first exercise that read a name no kept cell before them defines."""
+    import builtins
+
+    first_exercise = min((e.cell for e in exercises(edition)), default=len(edition["cells"]))
+    defined = set(dir(builtins)) | {"display", "get_ipython"}
+    problems = []
+    for index, cell in enumerate(edition["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        names, reads = _top_level_names(cell_source(cell))
+        missing = sorted(reads - defined - names)
+        if index > first_exercise and missing:
+            problems.append(f"cell {index} reads {missing}")
+        defined |= names
+    return problems
+
+
+def test_a_name_defined_only_in_a_solution_is_found():
+    notebook = demo_notebook()
+    del notebook["cells"][cell_index(notebook, ANSWER_STARTER)]
+    edition, _ = student.student_notebook(notebook, "demo.ipynb")
+    assert any("['answer']" in problem for problem in _solution_only_reads(edition))
+    edition, _ = student.student_notebook(demo_notebook(), "demo.ipynb")
+    assert _solution_only_reads(edition) == []
+
+
+def test_real_student_edition_defines_every_name_its_exercise_cells_read(real_edition):
+    """With the solutions cut, no starter, checker or later cell reads a name only a solution defined."""
+    out, _ = real_edition
+    problems = [f"{path.relative_to(BOOK)}: {problem}" for path in student.book_notebooks(BOOK)
+                for problem in _solution_only_reads(json.loads((out / path.relative_to(BOOK)).read_text(encoding="utf-8")))]
+    assert not problems, "\n".join(problems)
