@@ -14,7 +14,11 @@ cells of each notebook and reports every figure that is not
 - inside a role such as ``{glue:text}`name:.3f``` or ``{ref}`...```,
 - on a line that quotes its source: one that holds a ``{cite}`` role or a
   ``<!-- quoted: SOURCE -->`` comment (for figures from a paper or from
-  ``benchmarks/RESULTS.md``).
+  ``benchmarks/RESULTS.md``),
+- inside a block that code writes, between the MyST comments ``% BEGIN GENERATED ...``
+  and ``% END GENERATED`` (the course map's table, written by ``mmbook.course.course_map``).
+
+Notebooks are read cell by cell; the book's Markdown pages (``.md``) as one cell each.
 
 Exit status 1 when something was found, with one line per figure.
 """
@@ -75,6 +79,15 @@ def prose_lines(source: str) -> list[tuple[int, str]]:
     # Math may span lines; blank it out first, keeping the line breaks.
     source = re.sub(r"\$\$.+?\$\$|\$[^$]+?\$", lambda m: re.sub(r"[^\n]", " ", m.group()), source, flags=re.S)
     lines = source.splitlines()
+    generated = False
+    for number, line in enumerate(lines):
+        if line.startswith("% BEGIN GENERATED"):
+            generated = True
+        elif line.startswith("% END GENERATED"):
+            generated = False
+            lines[number] = ""
+        if generated:
+            lines[number] = ""
     kept: list[tuple[int, str]] = []
     stack: list[tuple[str, bool]] = []  # (fence, is_prose) of the open fenced blocks
     for number, line in enumerate(lines, start=1):
@@ -109,9 +122,12 @@ def figures_in_line(line: str) -> list[str]:
 
 
 def scan_notebook(path: Path) -> list[Offender]:
-    """Every unglued figure in the markdown cells of the notebook at ``path``."""
+    """Every unglued figure in the markdown cells of the notebook at ``path`` (or in a ``.md`` page)."""
     try:
-        notebook = json.loads(Path(path).read_text(encoding="utf-8"))
+        if Path(path).suffix == ".md":
+            notebook = {"cells": [{"cell_type": "markdown", "source": Path(path).read_text(encoding="utf-8")}]}
+        else:
+            notebook = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is not a readable notebook (.ipynb JSON): {error}") from error
     offenders = []
@@ -149,15 +165,16 @@ def missing_glue(path: Path) -> list[str]:
 
 
 def notebooks_under(paths: list[Path]) -> list[Path]:
-    """The notebooks named, and those under the folders named (checkpoints skipped), sorted."""
+    """The notebooks and Markdown pages named, and those under the folders named (checkpoints skipped), sorted."""
     found = []
     for path in paths:
         if path.is_dir():
-            found += [p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts]
-        elif path.suffix == ".ipynb":
+            found += [p for suffix in ("*.ipynb", "*.md") for p in path.rglob(suffix)
+                      if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts]
+        elif path.suffix in (".ipynb", ".md"):
             found.append(path)
         else:
-            raise ValueError(f"{path} is neither a notebook (.ipynb) nor a folder")
+            raise ValueError(f"{path} is neither a notebook (.ipynb), a Markdown page (.md) nor a folder")
     return sorted(found)
 
 
