@@ -17,7 +17,7 @@ endif
 # Extra flags for the book build, e.g. BOOKFLAGS="-W -n --keep-going" (as in CI).
 BOOKFLAGS ?=
 
-.PHONY: install test unit nbval book book-quick linkcheck browser-check data lab clean gpu-data launch-branch publish-notebooks
+.PHONY: install test unit nbval book book-quick linkcheck browser-check data lab clean gpu-data launch-branch publish-notebooks lab-check
 
 install: $(READY)
 
@@ -117,6 +117,12 @@ browser-check: $(READY)
 	@test -f $(MATHJAX_COPY)/es5/tex-mml-chtml.js || ! command -v npm >/dev/null || \
 	  npm install --silent --no-save --no-audit --no-fund --prefix _build/browser-check mathjax@3 || true
 	$(BIN)/python scripts/browser_check.py _build/quick/_build/html --mathjax $(MATHJAX_COPY)
+
+# JupyterLab as `make lab` opens it, in headless Chromium: jupyterlab-myst renders the
+# exercises, folds the solutions and leaves no raw MyST markup (scripts/lab_check.py);
+# screenshots in _build/lab-check/.
+lab-check: $(READY)
+	$(BIN)/python scripts/lab_check.py ch01_what_is_multimodal/what_is_multimodal.ipynb ch03_cnn/02_pooling.ipynb
 
 # The data the notebooks and tests read: a copy of CIFAR-10 in MMBOOK_DATA, downloaded
 # from the CIFAR-10 site (checksums verified) when there is none.

@@ -10,7 +10,8 @@ For every cell tagged ``nbval-check-output`` (or, in notebooks not yet converted
 printed is stored in ``metadata["mmbook"]["expected_output"]``; the conftest hook hands it
 to nbval.
 Then every output and execution count is removed, so the notebook is committed
-clean, as the book and the tests expect.
+clean, as the book and the tests expect, and every cell inside a gated solution is folded
+for JupyterLab (``mmbook.course.markup.fold_solutions``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import CHECK_TAG, is_checked_cell  # noqa: E402  (one definition of a checked cell)
+from mmbook.course.markup import fold_solutions  # noqa: E402
 
 
 def stream_text(cell) -> str:
@@ -63,6 +65,7 @@ def main() -> int:
                 if cell.cell_type == "code" and is_checked_cell(cell):
                     cell.metadata.setdefault("mmbook", {})["expected_output"] = stream_text(cell)
         strip(notebook)
+        fold_solutions(notebook, where=str(path))
         nbformat.write(notebook, path)
         print(f"{path}: {'stripped' if args.strip_only else 'recorded and stripped'}")
     return 0

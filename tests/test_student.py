@@ -314,3 +314,28 @@ def test_real_student_edition_defines_every_name_its_exercise_cells_read(real_ed
     problems = [f"{path.relative_to(BOOK)}: {problem}" for path in student.book_notebooks(BOOK)
                 for problem in _solution_only_reads(json.loads((out / path.relative_to(BOOK)).read_text(encoding="utf-8")))]
     assert not problems, "\n".join(problems)
+
+
+def test_fold_solutions_folds_the_cells_inside_each_solution_only():
+    from mmbook.course.markup import fold_solutions, solution_span_cells
+
+    notebook = demo_notebook()
+    inside = solution_span_cells(notebook["cells"])
+    assert [cell_source(notebook["cells"][i]) for i in inside if "SOLUTION-SQUARE" in cell_source(notebook["cells"][i])]
+    assert fold_solutions(notebook) == len(inside) and fold_solutions(notebook) == 0  # idempotent
+    folded = [i for i, c in enumerate(notebook["cells"]) if c["metadata"].get("jupyter", {}).get("source_hidden")]
+    assert folded == inside
+    starters = [i for i, c in enumerate(notebook["cells"]) if "starter" in c["metadata"].get("tags", [])]
+    assert not set(starters) & set(folded)
+
+
+def test_every_solution_cell_of_the_book_is_folded_for_jupyterlab():
+    from mmbook.course.markup import solution_span_cells
+
+    unfolded = []
+    for path in student.book_notebooks(BOOK):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        unfolded += [f"{path.relative_to(BOOK)} cell {i}" for i in solution_span_cells(cells, str(path))
+                     if not cells[i]["metadata"].get("jupyter", {}).get("source_hidden")]
+    assert not unfolded, "run scripts/record_expected_outputs.py (or mmbook.course.markup.fold_solutions):\n" + \
+        "\n".join(unfolded)

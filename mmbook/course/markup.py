@@ -7,6 +7,11 @@ The conventions (README, "Rules of the house"):
 - Its solution is gated: a markdown cell ```` ```{solution-start} ex-... ```` , then any
   markdown and code cells, then ```` ```{solution-end} ````. A plain ```` ```{solution} ````
   directive counts as a solution too.
+- Every cell *between* a solution's two marker cells is **folded** in JupyterLab
+  (``metadata.jupyter.source_hidden``; :func:`fold_solutions`), so that a reader of the
+  instructor's notebook sees the "Solution" dropdown that jupyterlab-myst draws for
+  ``{solution-start}`` and a collapsed bar for each cell of the solution. The book's HTML
+  ignores this metadata (it folds solutions with the dropdown class).
 - A **concept question** of a "Check your understanding" section is an ``{exercise}`` whose
   label starts with ``cu-`` (:data:`CONCEPT_PREFIX`), with ``:nonumber:``; its answer is gated
   like a solution, so the student edition removes it. Concept questions are not exercises:
@@ -207,3 +212,41 @@ def solution_texts(notebook: Any, where: str = "notebook") -> list[str]:
     """The text of every solution in ``notebook`` (what the student edition must not contain)."""
     return strip_solutions(notebook["cells"], where).removed
 
+
+
+def solution_span_cells(cells: list[Any], where: str = "notebook") -> list[int]:
+    """Indices of the cells strictly between a ``{solution-start}`` cell and its ``{solution-end}`` cell.
+
+    Raises:
+        MarkupError: a span that is never closed, or an end without a start.
+    """
+    inside: list[int] = []
+    start: int | None = None
+    for index, cell in enumerate(cells):
+        names = []
+        if cell["cell_type"] == "markdown":
+            names = [m["name"] for line in cell_source(cell).split("\n") if (m := _FENCE.match(line))
+                     and m["name"] in ("solution-start", "solution-end")]
+        if "solution-start" in names and "solution-end" not in names:
+            if start is not None:
+                raise MarkupError(f"{where}: cell {index}: {{solution-start}} inside another solution")
+            start = index
+        elif "solution-end" in names and "solution-start" not in names:
+            if start is None:
+                raise MarkupError(f"{where}: cell {index}: {{solution-end}} without a {{solution-start}}")
+            inside += range(start + 1, index)
+            start = None
+    if start is not None:
+        raise MarkupError(f"{where}: the {{solution-start}} of cell {start} is never closed by {{solution-end}}")
+    return inside
+
+
+def fold_solutions(notebook: Any, where: str = "notebook") -> int:
+    """Fold (``metadata.jupyter.source_hidden``) every cell inside a gated solution; returns how many changed."""
+    changed = 0
+    for index in solution_span_cells(notebook["cells"], where):
+        jupyter = notebook["cells"][index].setdefault("metadata", {}).setdefault("jupyter", {})
+        if jupyter.get("source_hidden") is not True:
+            jupyter["source_hidden"] = True
+            changed += 1
+    return changed
