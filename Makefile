@@ -65,18 +65,21 @@ nbval: $(READY)
 # it. Within a mode the execution cache re-runs only notebooks whose content changed
 # (see README, "Rules of the house", for changes to mmbook). Notebooks run one at a time,
 # so each kernel gets one thread per core (GNU nproc itself obeys OMP_NUM_THREADS, hence
-# env -u), and its idle threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE): on a
-# busy 2-core machine, spinning threads made LeNet's training step 7-9x slower than one
-# thread, and passive ones matched one thread (see README, "Building the book").
+# env -u). OpenMP's wait policy is left at its default (threads spin briefly, then sleep),
+# which is fastest when the build has the machine to itself: LeNet's training step ran at
+# 8,200-9,000 images/s with it and 6,500-7,400 with OMP_WAIT_POLICY=PASSIVE on two idle
+# cores. When something else competes for the cores, BOOK_OMP_WAIT=PASSIVE is the safer
+# choice (two such runs at once: 4,700-4,900 images/s each, against 2,800 with the default
+# and 520-535 with ACTIVE, endless spinning); see README, "Building the book".
 NPROC        := $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 1)
 BOOK_THREADS ?= $(NPROC)
-BOOK_OMP_WAIT ?= PASSIVE
+BOOK_OMP_WAIT ?=
 book:       BOOK_MODE := full
 book-quick: BOOK_MODE := quick
 linkcheck:  BOOK_MODE := full
 BOOK_DIR  = _build/$(BOOK_MODE)
 BOOK_HTML = $(BOOK_DIR)/_build/html
-BOOK_ENV  = MMBOOK_QUICK=$(if $(filter quick,$(BOOK_MODE)),1,0) OMP_NUM_THREADS=$(BOOK_THREADS) OMP_WAIT_POLICY=$(BOOK_OMP_WAIT)
+BOOK_ENV  = MMBOOK_QUICK=$(if $(filter quick,$(BOOK_MODE)),1,0) OMP_NUM_THREADS=$(BOOK_THREADS) $(if $(BOOK_OMP_WAIT),OMP_WAIT_POLICY=$(BOOK_OMP_WAIT))
 
 book book-quick: $(READY)
 	$(BOOK_ENV) $(BIN)/jupyter-book build . --path-output $(BOOK_DIR) $(BOOKFLAGS)
@@ -141,7 +144,7 @@ student: $(READY)
 
 book-student: $(READY)
 	$(BIN)/python -m mmbook.course.student --tree . _build/student-book
-	MMBOOK_QUICK=$(if $(filter quick,$(STUDENT_MODE)),1,0) OMP_NUM_THREADS=$(BOOK_THREADS) OMP_WAIT_POLICY=$(BOOK_OMP_WAIT) \
+	MMBOOK_QUICK=$(if $(filter quick,$(STUDENT_MODE)),1,0) OMP_NUM_THREADS=$(BOOK_THREADS) $(if $(BOOK_OMP_WAIT),OMP_WAIT_POLICY=$(BOOK_OMP_WAIT)) \
 	  $(BIN)/jupyter-book build _build/student-book $(BOOKFLAGS)
 	@echo "Open _build/student-book/_build/html/index.html"
 
