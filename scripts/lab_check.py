@@ -93,10 +93,12 @@ def check_notebook(driver, url: str, source: dict, shot: Path, wait: float = 90.
                 open: nb.querySelectorAll('details[open]').length,
                 placeholders: nb.querySelectorAll('.jp-InputPlaceholder').length};
     """
+    titles = [e.title for e in exercises(source) + concept_questions(source) if e.title]
     state, deadline = None, time.monotonic() + wait
-    while time.monotonic() < deadline:  # until every cell is drawn and jupyterlab-myst has rendered
+    while time.monotonic() < deadline:  # until every cell is drawn and jupyterlab-myst has rendered them all
         state = driver.execute_script(script)
-        if state and state["cells"] >= len(source["cells"]) and state["dropdowns"] >= solutions:
+        if (state and state["cells"] >= len(source["cells"]) and state["dropdowns"] >= solutions
+                and all(title in state["text"] for title in titles)):
             break
         time.sleep(1)
     if not state:
@@ -117,7 +119,6 @@ def check_notebook(driver, url: str, source: dict, shot: Path, wait: float = 90.
         lines = [line for line in cell_source(source["cells"][index]).splitlines() if line.strip()]
         if len(lines) > 1 and lines[-1].strip() in state["text"]:
             problems.append(f"the code of solution cell {index} is shown in full: {lines[-1].strip()[:60]!r}")
-    titles = [e.title for e in exercises(source) + concept_questions(source) if e.title]
     missing = [t for t in titles if t not in state["text"]]
     if missing or expected_boxes == 0:
         problems.append(f"exercise titles not drawn: {missing[:3]}")
