@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmbook.objectives.backbone import SceneBackbone, coordinate_channels
+from mmbook.runtime import evaluating
 from mmbook.text import TextEncoder
 
 INIT_TEMPERATURE = 0.07  # CLIP's initial temperature
@@ -78,18 +79,6 @@ class SceneImageTower(nn.Module):
         what = torch.amax(grid, dim=(2, 3))  # (B, 2w)
         where = F.relu(self.fc(F.relu(self.reduce(coordinate_channels(grid))).flatten(1)))  # (B, 128)
         return torch.cat([what, where], dim=1)
-
-
-class PairEmbeddings(dict):
-    """A :class:`TwoTower` output: ``{"image": (B, d), "text": (B, d), "scale": ()}``.
-
-    A dict with a :meth:`detach`, so that code written for tensor outputs (``output.detach()``,
-    as :func:`mmbook.training.fit` does before computing accuracy) works with it too.
-    """
-
-    def detach(self) -> "PairEmbeddings":
-        """The same entries, detached from the autograd graph."""
-        return PairEmbeddings({name: value.detach() for name, value in self.items()})
 
 
 class TwoTower(nn.Module):
@@ -139,10 +128,10 @@ class TwoTower(nn.Module):
         """``(B, T)`` right-padded token ids -> unit vectors ``(B, d)``."""
         return F.normalize(self.text_projection(self.text_tower(tokens)).float(), dim=-1)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> PairEmbeddings:
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{"image": (B, 3, 64, 64), "text": (B, T)}`` -> ``{"image": (B, d), "text": (B, d), "scale": ()}``."""
-        return PairEmbeddings(image=self.encode_image(batch["image"]), text=self.encode_text(batch["text"]),
-                              scale=self.scale)
+        return dict(image=self.encode_image(batch["image"]), text=self.encode_text(batch["text"]),
+                    scale=self.scale)
 
 
 # ---------------------------------------------------------------------------
@@ -329,14 +318,12 @@ def retrieval_report(image_embeddings: torch.Tensor, text_embeddings: torch.Tens
 @torch.no_grad()
 def embed(model: TwoTower, loader, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Image and text embeddings ``(N, d)`` of every batch of ``loader``, on the CPU, in loader order."""
-    was_training = model.training
-    model.eval()
     device = device or next(model.parameters()).device
     images, texts = [], []
-    for batch in loader:
-        images.append(model.encode_image(batch["image"].to(device)).cpu())
-        texts.append(model.encode_text(batch["text"].to(device)).cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            images.append(model.encode_image(batch["image"].to(device)).cpu())
+            texts.append(model.encode_text(batch["text"].to(device)).cpu())
     return torch.cat(images), torch.cat(texts)
 
 
@@ -358,14 +345,12 @@ def class_embeddings(model: TwoTower, class_names: Sequence[str], templates: Seq
     if not templates or any("{}" not in t for t in templates):
         raise ValueError(f"templates must be a non-empty list of strings with a '{{}}' for the class name, got {templates!r}")
     vocab = vocab or caption_vocabulary()
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     vectors = []
-    for name in class_names:
-        tokens = encode_captions([t.format(name) for t in templates], vocab).to(device)
-        vectors.append(F.normalize(model.encode_text(tokens).mean(dim=0), dim=0))
-    model.train(was_training)
+    with evaluating(model):
+        for name in class_names:
+            tokens = encode_captions([t.format(name) for t in templates], vocab).to(device)
+            vectors.append(F.normalize(model.encode_text(tokens).mean(dim=0), dim=0))
     return torch.stack(vectors).cpu()
 
 
@@ -684,12 +669,10 @@ def embed_images(model: TwoTower, images: torch.Tensor, batch_size: int = 500) -
     """Unit image embeddings ``(N, d)`` of uint8 scenes ``(N, 3, 64, 64)``, on the CPU."""
     from mmbook.data.loaders import normalize_images
 
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    out = [model.encode_image(normalize_images(images[i : i + batch_size].to(device))).cpu()
-           for i in range(0, len(images), batch_size)]
-    model.train(was_training)
+    with evaluating(model):
+        out = [model.encode_image(normalize_images(images[i : i + batch_size].to(device))).cpu()
+               for i in range(0, len(images), batch_size)]
     return torch.cat(out)
 
 

@@ -100,6 +100,7 @@ def check_images(images: torch.Tensor, size: int = 32) -> None:
             f"mmbook.data.loaders.normalize_images(images)"
         )
 
+
 class ImageRegionEncoder(nn.Module):
     """LeNet as a region encoder, for attention over image regions: ``(B, 3, S, S)`` -> ``(B, 26, out_features)``.
 
@@ -131,7 +132,6 @@ class ImageRegionEncoder(nn.Module):
         cells = self.cell_proj(grid.flatten(2).transpose(1, 2)) + self.position  # (B, 25, D)
         pooled = self.lenet.fc3(self.lenet.dense(grid))  # (B, D)
         return torch.cat([cells, pooled.unsqueeze(1)], dim=1)
-
 
 
 # ---------------------------------------------------------------------------

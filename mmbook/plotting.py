@@ -97,7 +97,6 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], title: str = ""
     return figure
 
 
-
 class LivePlot:
     """Loss and accuracy curves, redrawn in place in a notebook after every epoch."""
 

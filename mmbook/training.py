@@ -45,8 +45,6 @@ def _default_accuracy(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -
     return (logits.argmax(dim=1) == labels).sum(), int(labels.shape[0])
 
 
-
-
 @dataclass
 class History:
     """Per-epoch metrics of a training run.

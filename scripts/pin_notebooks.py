@@ -23,21 +23,21 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
+
 _BRANCH_LINE = re.compile(r"^(?P<indent>[ \t]+)branch:[ \t]*(?P<branch>\S+)[ \t]*$", re.MULTILINE)
-_URL_LINE = re.compile(r"^[ \t]+url:[ \t]*(?P<url>\S+)[ \t]*$", re.MULTILINE)
 _REF = re.compile(r"^[\w./-]+$")
 
 
 def repository(config: str) -> tuple[str, str]:
     """``(url, branch)`` of the ``repository:`` section of a ``_config.yml`` text."""
-    section = config.split("\nrepository:", 1)
-    if len(section) != 2:
+    section = (yaml.safe_load(config) or {}).get("repository")
+    if not isinstance(section, dict):
         raise ValueError("_config.yml has no 'repository:' section")
-    body = re.split(r"\n(?=\S)", section[1], maxsplit=1)[0]
-    url, branch = _URL_LINE.search(body), _BRANCH_LINE.search(body)
+    url, branch = section.get("url"), section.get("branch")
     if not url or not branch:
         raise ValueError("_config.yml's repository section needs 'url:' and 'branch:'")
-    return url["url"], branch["branch"]
+    return str(url), str(branch)
 
 
 def check_ref(ref: str) -> str:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.launch_branch:
             config_path.write_text(set_launch_branch(config, args.launch_branch), encoding="utf-8")
             print(f"launch buttons open branch {args.launch_branch} of {url}")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

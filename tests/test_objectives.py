@@ -319,6 +319,7 @@ def test_cli_scene_task_errors(capsys):
     assert main(["train", "--task", "scene-detection", "--modalities", "text"]) == 2
     assert "image only" in capsys.readouterr().err
     assert main(["train", "--task", "scene-tagging", "--modalities", "image"]) == 2
+    assert "tags caption words" in capsys.readouterr().err
     assert main(["train", "--task", "scene-grounding", "--label-smoothing", "0.1"]) == 2
     assert main(["train", "--task", "scene-grounding", "--scenes", "0"]) == 2
 

@@ -137,10 +137,12 @@ def checker_cells(notebook: Any, where: str = "notebook") -> list[tuple[int, str
 
 @dataclass
 class Stripped:
-    """A notebook's cells with the solutions cut out, and the text that was cut."""
+    """A notebook's cells with the solutions cut out, the text that was cut, and the indices of the
+    cells that lay wholly inside a gated solution (between its two marker cells)."""
 
     cells: list[Any]
     removed: list[str]
+    inside: list[int]
 
 
 def strip_solutions(cells: list[Any], where: str = "notebook") -> Stripped:
@@ -155,6 +157,7 @@ def strip_solutions(cells: list[Any], where: str = "notebook") -> Stripped:
     """
     kept: list[Any] = []
     removed: list[str] = []
+    inside: list[int] = []
     in_span = False
     for index, cell in enumerate(cells):
         text = cell_source(cell)
@@ -164,6 +167,7 @@ def strip_solutions(cells: list[Any], where: str = "notebook") -> Stripped:
                     raise MarkupError(f"{where}: cell {index} is tagged 'starter' but lies inside a solution; "
                                       "put starter cells before {solution-start}")
                 removed.append(text)
+                inside.append(index)
             else:
                 kept.append(cell)
             continue
@@ -197,6 +201,8 @@ def strip_solutions(cells: list[Any], where: str = "notebook") -> Stripped:
             number += 1
         if cut:
             removed.append("\n".join(cut))
+        if not touched and in_span:
+            inside.append(index)
         if not touched and not in_span:
             kept.append(cell)
         elif "\n".join(out).strip():
@@ -205,7 +211,7 @@ def strip_solutions(cells: list[Any], where: str = "notebook") -> Stripped:
             kept.append(new_cell)
     if in_span:
         raise MarkupError(f"{where}: a {{solution-start}} is never closed by {{solution-end}}")
-    return Stripped(kept, removed)
+    return Stripped(kept, removed, inside)
 
 
 def solution_texts(notebook: Any, where: str = "notebook") -> list[str]:
@@ -213,32 +219,13 @@ def solution_texts(notebook: Any, where: str = "notebook") -> list[str]:
     return strip_solutions(notebook["cells"], where).removed
 
 
-
 def solution_span_cells(cells: list[Any], where: str = "notebook") -> list[int]:
     """Indices of the cells strictly between a ``{solution-start}`` cell and its ``{solution-end}`` cell.
 
     Raises:
-        MarkupError: a span that is never closed, or an end without a start.
+        MarkupError: as :func:`strip_solutions`.
     """
-    inside: list[int] = []
-    start: int | None = None
-    for index, cell in enumerate(cells):
-        names = []
-        if cell["cell_type"] == "markdown":
-            names = [m["name"] for line in cell_source(cell).split("\n") if (m := _FENCE.match(line))
-                     and m["name"] in ("solution-start", "solution-end")]
-        if "solution-start" in names and "solution-end" not in names:
-            if start is not None:
-                raise MarkupError(f"{where}: cell {index}: {{solution-start}} inside another solution")
-            start = index
-        elif "solution-end" in names and "solution-start" not in names:
-            if start is None:
-                raise MarkupError(f"{where}: cell {index}: {{solution-end}} without a {{solution-start}}")
-            inside += range(start + 1, index)
-            start = None
-    if start is not None:
-        raise MarkupError(f"{where}: the {{solution-start}} of cell {start} is never closed by {{solution-end}}")
-    return inside
+    return strip_solutions(cells, where).inside
 
 
 def fold_solutions(notebook: Any, where: str = "notebook") -> int:

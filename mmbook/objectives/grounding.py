@@ -30,7 +30,6 @@ from mmbook.objectives.detection import centre_cells, decode_boxes
 from mmbook.text import TextEncoder
 
 
-
 class FiLM(nn.Module):
     """Feature-wise linear modulation: ``(B, C, S, S)`` features, ``(B, D)`` condition -> ``(B, C, S, S)``."""
 

@@ -28,6 +28,7 @@ from mmbook.runtime import evaluating
 
 SCENE_TASKS = ("scene-detection", "scene-grounding", "scene-tagging")
 
+
 @dataclass
 class SceneTask:
     """A model with its loss and accuracy, the fewest objects its scenes need, and its training augmentation.
@@ -62,8 +63,6 @@ def build_scene_task(name: str, modalities: str = "image+text", vocab_size: int 
         # Referring needs distractors: grounding scenes hold 2 to 4 objects.
         return SceneTask(name, GroundingModel(vocab_size, modalities, width), grounding_loss, grounding_accuracy, 2)
     if name == "scene-tagging":
-        if modalities not in ("text", "image+text"):
-            raise ValueError("scene-tagging tags caption words: use --modalities text or image+text")
         from mmbook.data.scenes import TAGS
 
         return SceneTask(name, SceneTagger(vocab_size, len(TAGS), modalities, width=width),

@@ -241,6 +241,7 @@ def _retrieval_defaults(quick: bool) -> Defaults:
     return Defaults(epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
                     train_count=values["scenes"], test_count=values["test_scenes"])
 
+
 # --task pairs: the images are resized to this side, and this share of the images (with all their texts) is the test split.
 PAIRS_IMAGE_SIZE = 64
 PAIRS_TEST_FRACTION = 0.2
