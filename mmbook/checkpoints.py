@@ -1,8 +1,7 @@
 """Checkpoints of a training run: what :func:`mmbook.training.fit` saves after every epoch and resumes from.
 
-A checkpoint is one file, ``last.pt`` in the run's checkpoint directory, written atomically (a
-crash mid-write never corrupts the previous one) and read with ``torch.load(weights_only=True)``:
-tensors and plain containers only, never arbitrary pickled objects.
+A checkpoint is one file, ``last.pt`` in the run's checkpoint directory, written atomically (a crash
+mid-write never corrupts the previous one) and holding tensors and plain containers only.
 """
 
 from __future__ import annotations
@@ -18,13 +17,8 @@ CHECKPOINT_NAME = "last.pt"
 _CHECKPOINT_FORMAT = 1
 
 
-def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically: a crash mid-write never corrupts the previous checkpoint."""
-    atomic_save({"format": _CHECKPOINT_FORMAT, **state}, path)
-
-
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`, safely (``weights_only=True``).
+    """Read a checkpoint written by :func:`save_checkpoint`, safely (``torch.load(weights_only=True)``).
 
     Raises:
         FileNotFoundError: if there is no checkpoint at ``path``.
@@ -43,11 +37,12 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return state
 
 
-def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                   records: list[dict[str, float]], planned_epochs: int, loader_generator: torch.Generator | None,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything a run needs to continue exactly where it stopped, as plain data and tensors."""
-    return {
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    records: list[dict[str, float]], planned_epochs: int, loader_generator: torch.Generator | None,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Write everything a run needs to continue exactly where it stopped, as plain data and tensors, atomically."""
+    atomic_save({
+        "format": _CHECKPOINT_FORMAT,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -56,7 +51,7 @@ def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
         "torch_rng": torch.get_rng_state(),
         "loader_rng": loader_generator.get_state() if loader_generator is not None else None,
         "extra": extra or {},
-    }
+    }, path)
 
 
 def restore_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -71,8 +66,8 @@ def restore_training_state(path: Path, model: torch.nn.Module, optimizer: torch.
             depends on it), or the file is not a readable checkpoint.
     """
     state = load_checkpoint(path)
-    if state.get("planned_epochs") != planned_epochs:
-        planned = state.get("planned_epochs")
+    planned = state.get("planned_epochs")
+    if planned != planned_epochs:
         raise ValueError(f"checkpoint {path} belongs to a run of {planned} epochs, not {planned_epochs}; resume with "
                          f"epochs={planned} (CLI: --epochs {planned}), or start a new run in another checkpoint "
                          "directory")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_DATA = 1
-IMAGE_MODELS = ("fastcnn", "lenet")  # --task cifar10 (the CNN chapter)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="global training batch size, over all --nproc processes (default: the task's)")
     train.add_argument("--nproc", type=_positive_int, default=1,
                        help="processes to train on with torchrun + DDP (one per GPU; gloo on CPU); --batch-size stays global")
-    train.add_argument("--model", choices=IMAGE_MODELS, default="fastcnn", help="cifar10: the image model")
+    train.add_argument("--model", choices=("fastcnn", "lenet"), default="fastcnn", help="cifar10: the image model")
     train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                        help="cifar10 fastcnn: the settings (default: gpu on CUDA, else cpu; gpu-93 is wider and longer)")
     train.add_argument("--lr", type=_positive_float, default=None,
@@ -153,16 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "data", None) is not None and not args.data.is_dir() and not args.download:
             raise UsageError(f"--data {args.data}: no such directory (point it at a folder holding cifar10/ "
                              f"or use --download)")
-        if args.command == "env":
-            return _env()
-        if args.command == "data":
-            return _data(args)
-        if args.command == "bench":
-            return _bench(args)
-        if args.command == "grade":
-            from mmbook.course import grade as course_grade
+        if args.command != "train":
+            from mmbook.course import grade as course_grade  # already imported by build_parser
 
-            return course_grade.run(args)
+            return {"env": _env, "data": _data, "bench": _bench, "grade": course_grade.run}[args.command](args)
         from mmbook import distributed
 
         if args.nproc > 1 and not distributed.under_torchrun():
@@ -170,17 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         # Under torchrun: join the group (nccl for CUDA, gloo for the CPU), quiet ranks > 0; else nothing.
         with distributed.from_env(device=None if args.device == "auto" else args.device):
             return _train(args)
-    except UsageError as error:
+    except (UsageError, DataNotFoundError, CorruptDataError) as error:
         print(f"mmbook: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (DataNotFoundError, CorruptDataError) as error:
-        print(f"mmbook: error: {error}", file=sys.stderr)
-        return EXIT_DATA
+        return EXIT_USAGE if isinstance(error, UsageError) else EXIT_DATA
     except KeyboardInterrupt:
         return 130
 
 
-def _env() -> int:
+def _env(args: argparse.Namespace) -> int:
     from mmbook.data import data_root, locate_cifar10
     from mmbook.runtime import environment_report
 
@@ -195,13 +185,12 @@ def _env() -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from mmbook.data import data_root, load_cifar10, locate_cifar10
+    from mmbook.data import DataNotFoundError, data_root, load_cifar10, locate_cifar10
 
     root = args.data or data_root()
     found = locate_cifar10(root)
     if found is None and not args.download:
-        print(f"mmbook: error: no CIFAR-10 copy under {root}; run `mmbook data --download` or set MMBOOK_DATA", file=sys.stderr)
-        return 1
+        raise DataNotFoundError(f"no CIFAR-10 copy under {root}; run `mmbook data --download` or set MMBOOK_DATA")
     if found is not None:
         print(f"CIFAR-10 ({found[0]}) at {found[1]}")
     if args.verify or found is None:
@@ -224,18 +213,16 @@ def _device_from_flag(name: str):
 
 def _settings(args: argparse.Namespace):
     """The :class:`mmbook.recipes.Settings` that the ``train`` flags ask for."""
+    from dataclasses import fields
+
     from mmbook.recipes import Settings
     from mmbook.runtime import is_quick
 
     if args.resume and args.checkpoint is None:
         raise UsageError("--resume needs --checkpoint DIR")
-    return Settings(
-        quick=args.quick or is_quick(), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        device=_device_from_flag(args.device), amp=args.amp, progress=not args.no_progress, data=args.data,
-        download=args.download, modalities=args.modalities, fusion=args.fusion, text_encoder=args.text_encoder,
-        caption_noise=args.caption_noise, label_smoothing=args.label_smoothing, channels_last=args.channels_last,
-        compile=args.compile, checkpoint=args.checkpoint, resume=args.resume, scenes=args.scenes, model=args.model,
-        recipe=args.recipe, data_file=args.data_file)
+    same_name = {f.name: getattr(args, f.name) for f in fields(Settings) if f.name not in ("quick", "device", "progress")}
+    return Settings(quick=args.quick or is_quick(), device=_device_from_flag(args.device), progress=not args.no_progress,
+                    **same_name)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -264,7 +251,7 @@ def report(task, settings, run, facts: dict, wall_seconds: float, json_path: Pat
     history = run.history
     result = {
         "task": task.name, "quick": settings.quick, "seed": settings.seed, "device": str(settings.device),
-        **chosen, **facts, "epochs": facts.get("epochs", chosen["epochs"]),
+        **chosen, **facts,
         "train_seconds": run.seconds, "wall_seconds": wall_seconds,
         "train_images_per_second": history.samples_per_second,
         "parameters": run.parameters, "torch": torch.__version__, "history": history.records,
@@ -287,12 +274,13 @@ def _write_json(path: Path, result: dict) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     """``mmbook bench loader``: one epoch of LeNet, the source's loop against mmbook's fast path."""
+    from dataclasses import asdict
+
     from mmbook.bench import bench_loader
+    from mmbook.data import load_cifar10
     from mmbook.runtime import environment_report, is_quick
 
     device = _device_from_flag(args.device)
-    from mmbook.data import load_cifar10
-
     train_set = load_cifar10("train", quick=args.quick or is_quick(), root=args.data, download=args.download)
     print(environment_report(device))
     print(f"one epoch of LeNet on {len(train_set)} CIFAR-10 training images, two ways (this takes a while)")
@@ -300,13 +288,8 @@ def _bench(args: argparse.Namespace) -> int:
                           fast_batch_size=args.batch_size, amp={"auto": None, "on": True, "off": False}[args.amp])
     print(result.table())
     if args.json is not None:
-        _write_json(args.json, {
-            "device": result.device, "baseline_images": result.baseline_images,
-            "baseline_seconds": result.baseline_seconds, "baseline_images_per_second": result.baseline_images_per_second,
-            "fast_images": result.fast_images, "fast_seconds": result.fast_seconds,
-            "fast_images_per_second": result.fast_images_per_second, "fast_batch_size": result.fast_batch_size,
-            "fast_amp": result.fast_amp, "ratio": result.ratio,
-            "ceiling_images_per_second": result.ceiling_images_per_second})
+        _write_json(args.json, {**asdict(result), "baseline_images_per_second": result.baseline_images_per_second,
+                                "fast_images_per_second": result.fast_images_per_second, "ratio": result.ratio})
     return 0
 
 

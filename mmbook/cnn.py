@@ -2,12 +2,8 @@
 
 :class:`LeNet` is the image branch of the book's worked example, exactly as in the
 source: conv 3->6 (5x5), max-pool, conv 6->16 (5x5), max-pool, then fully
-connected 400->120->84->10 (LeCun et al., 1998).
-
-Every encoder here takes an ``image_size`` (default 32, CIFAR-10's). LeNet keeps its
-5x5 grid of 16-channel cells for larger images by max-pooling the trunk's output
-adaptively down to 5x5 (at 32x32 the grid is already 5x5 and nothing changes), so it
-has the same parameters at every size and is exactly the chapter's network at 32x32.
+connected 400->120->84->10 (LeCun et al., 1998). Every encoder here takes an
+``image_size`` (default 32, CIFAR-10's).
 """
 
 from __future__ import annotations
@@ -55,10 +51,8 @@ class LeNet(nn.Module):
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """The convolutional trunk: ``(B, 3, S, S)`` -> ``(B, 16, 5, 5)``, one 16-channel cell per region."""
         check_images(images, self.image_size)
-        # Max-pooling and ReLU commute (both are monotone: max(relu(a), relu(b)) = relu(max(a, b))),
-        # so pooling first gives exactly the source's conv -> ReLU -> pool, while the ReLU (and its
-        # backward pass) touches 4x fewer values. On two CPU cores that made LeNet's bare training
-        # step (batch 256-1024) 15-35% faster; in a full training loop the gain is smaller.
+        # Max-pooling and ReLU commute (max(relu(a), relu(b)) = relu(max(a, b))), so pooling first is exactly
+        # the source's conv -> ReLU -> pool, with the ReLU and its backward pass on 4x fewer values.
         x = F.relu(self.pool(self.conv1(images)))
         x = F.relu(self.pool(self.conv2(x)))
         if x.shape[-1] != 5:  # images larger than 32x32: pool the grid down to LeNet's 5x5
@@ -134,11 +128,6 @@ class ImageRegionEncoder(nn.Module):
         return torch.cat([cells, pooled.unsqueeze(1)], dim=1)
 
 
-# ---------------------------------------------------------------------------
-# Wrapping an image network so that it reads a batch dict, like every model in the book.
-# ---------------------------------------------------------------------------
-
-
 class ImageClassifier(nn.Module):
     """Reads ``batch["image"]`` and returns logits, so an image network fits :func:`mmbook.training.fit`.
 
@@ -155,11 +144,6 @@ class ImageClassifier(nn.Module):
             got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
             raise KeyError(f"expected a batch dict with an 'image' entry (B, 3, 32, 32), got {got}")
         return self.network(batch["image"])
-
-
-# ---------------------------------------------------------------------------
-# A small modern CNN: VGG-style blocks with BatchNorm (chapter "Going deeper").
-# ---------------------------------------------------------------------------
 
 
 class ConvBlock(nn.Module):
@@ -306,11 +290,6 @@ class SmallCNN(nn.Module):
         return self.head(self.features(images)) * self.logit_scale
 
 
-# ---------------------------------------------------------------------------
-# Counting FLOPs.
-# ---------------------------------------------------------------------------
-
-
 def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> int:
     """Forward-pass FLOPs per image of ``model``, as PyTorch's ``FlopCounterMode`` counts them.
 
@@ -341,11 +320,6 @@ def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (elements) of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-# ---------------------------------------------------------------------------
-# Exercise checkers.
-# ---------------------------------------------------------------------------
 
 # (batch, in_channels, height, width, out_channels, kernel, stride, padding, bias)
 _CONV2D_CASES = (

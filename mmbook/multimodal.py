@@ -23,13 +23,9 @@ MODALITIES = ("image", "text")
 
 
 class ClassifierHead(nn.Module):
-    """A small MLP from fused features to class logits.
+    """A small MLP from fused features to raw class logits (as ``nn.CrossEntropyLoss`` expects).
 
     ``(B, in_features) -> Linear -> ReLU -> Linear -> (B, num_classes)``.
-
-    The source sketch built its classifier for 128 inputs and ended in a ReLU;
-    this head takes whatever size the fusion produces and ends in raw logits, as
-    ``nn.CrossEntropyLoss`` expects.
     """
 
     def __init__(self, in_features: int, num_classes: int = 10, hidden: int = 128) -> None:
@@ -143,21 +139,16 @@ def image_text_model(
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int (the number of classes), got {num_classes!r}")
-    encoders: dict[str, nn.Module] = {}
     names = parse_modalities(modalities)
     if getattr(FUSIONS.get(fusion), "needs_sequences", False):
         # Cross-attention reads region and token features (B, L, D), not one vector per modality.
         if names != list(MODALITIES):
             raise ValueError(f"fusion {fusion!r} needs both modalities ('image+text'), got {'+'.join(names)!r}")
-        encoders["image"] = ImageRegionEncoder(out_features=16, image_size=image_size)
-        encoders["text"] = TokenEncoder(vocab_size, kind=text_encoder, out_features=16)
-    for name in names:
-        if name in encoders:
-            continue
-        if name == "image":
-            encoders["image"] = LeNet(out_features=feature_size, image_size=image_size)
-        else:
-            encoders["text"] = TextEncoder(vocab_size, kind=text_encoder, out_features=feature_size)
+        encoders = {"image": ImageRegionEncoder(out_features=16, image_size=image_size),
+                    "text": TokenEncoder(vocab_size, kind=text_encoder, out_features=16)}
+    else:
+        encoders = {name: LeNet(out_features=feature_size, image_size=image_size) if name == "image"
+                    else TextEncoder(vocab_size, kind=text_encoder, out_features=feature_size) for name in names}
     sizes = [encoder.out_features for encoder in encoders.values()]
     fusion_module = build_fusion(fusion, sizes, num_classes=num_classes, **dict(fusion_options or {}))
     # A late fusion already returns class logits: no head after it.
@@ -165,20 +156,8 @@ def image_text_model(
     return MultimodalModel(encoders, fusion_module, head)
 
 
-def captioned_cifar_model(
-    modalities: str | Sequence[str],
-    vocab_size: int,
-    fusion: str = "concat",
-    text_encoder: str = "rnn",
-    feature_size: int = 10,
-    num_classes: int = 10,
-) -> MultimodalModel:
-    """The worked example's model: :func:`image_text_model` for 32x32 CIFAR-10 images, 10 classes, branches of 10.
-
-    Args:
-        modalities, vocab_size, fusion, text_encoder: as in :func:`image_text_model`.
-        feature_size: the output size of each branch (10, as in the source).
-        num_classes: number of classes (CIFAR-10's 10).
-    """
-    return image_text_model(modalities, vocab_size, num_classes=num_classes, fusion=fusion,
-                            text_encoder=text_encoder, feature_size=feature_size)
+def captioned_cifar_model(modalities: str | Sequence[str], vocab_size: int, fusion: str = "concat",
+                          text_encoder: str = "rnn") -> MultimodalModel:
+    """The worked example's model: :func:`image_text_model` for 32x32 CIFAR-10 images, 10 classes, branches of 10."""
+    return image_text_model(modalities, vocab_size, num_classes=10, fusion=fusion, text_encoder=text_encoder,
+                            feature_size=10)

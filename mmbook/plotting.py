@@ -60,8 +60,6 @@ def show_images(
 
     ``mean`` and ``std`` undo the normalisation of float images (see :func:`to_displayable`).
     """
-    import textwrap
-
     images = to_displayable(images, mean, std)
     rows = -(-len(images) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(width * columns, width * 1.15 * rows), squeeze=False)
@@ -70,7 +68,7 @@ def show_images(
         if k < len(images):
             axis.imshow(images[k])
             if k < len(titles):
-                axis.set_title("\n".join(textwrap.wrap(titles[k], 28)), fontsize=8)
+                axis.set_title(textwrap.fill(titles[k], 28), fontsize=8)
     figure.tight_layout()
     return figure
 

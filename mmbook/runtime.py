@@ -42,11 +42,6 @@ def is_quick() -> bool:
     )
 
 
-def mode_name() -> str:
-    """``"quick"`` or ``"full"``, for printing."""
-    return "quick" if is_quick() else "full"
-
-
 def pick_device(preferred: str | torch.device | None = None) -> torch.device:
     """Choose the device to train on: CUDA, then Apple MPS, then CPU.
 
@@ -58,13 +53,10 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
         ValueError: if the preferred device is not a device name or is not
             available on this machine.
     """
+    mps = getattr(torch.backends, "mps", None)
+    mps_available = mps is not None and mps.is_available()
     if preferred is None or str(preferred) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu")
     try:
         device = torch.device(preferred)
     except RuntimeError as error:
@@ -73,10 +65,8 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
         ) from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but CUDA is not available here; use 'auto' or 'cpu'")
-    if device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError("device 'mps' was asked for but Apple MPS is not available here; use 'auto' or 'cpu'")
+    if device.type == "mps" and not mps_available:
+        raise ValueError("device 'mps' was asked for but Apple MPS is not available here; use 'auto' or 'cpu'")
     if device.type not in {"cpu", "cuda", "mps"}:
         raise ValueError(f"device {preferred!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'mps'")
     return device
@@ -91,17 +81,13 @@ def seed_everything(seed: int) -> None:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    torch.manual_seed(seed)  # on every device, GPUs included
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), so bf16 autocast pays off.
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX); without, bf16 is emulated and slow.
 
-    Without such instructions oneDNN emulates bf16 and mixed precision on the CPU is usually
-    *slower* than fp32. Asks PyTorch's CPU feature checks, which are private; where they are
-    missing (other PyTorch versions, other architectures) the answer is ``False``.
+    Asks PyTorch's private CPU feature checks; where they are missing the answer is ``False``.
     """
     import torch.cpu
 
@@ -110,11 +96,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_amp(amp: bool | None, device: torch.device) -> bool:
-    """Whether to train in mixed precision: ``amp`` if given, else on for CUDA only.
-
-    On CPUs without native bf16 (see :func:`cpu_has_native_bf16`) bf16 autocast is emulated and
-    usually slower than fp32, so ``None`` leaves it off there.
-    """
+    """Whether to train in mixed precision: ``amp`` if given, else on for CUDA only."""
     return device.type == "cuda" if amp is None else bool(amp)
 
 
@@ -130,35 +112,15 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
 
 
-def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
-    """A gradient scaler that is active only where mixed precision uses fp16 (it is needed for fp16 only)."""
-    return torch.amp.GradScaler(device.type, enabled=enabled and amp_dtype(device) == torch.float16)
-
-
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for a ``with`` block, then back in the mode it was in.
-
-    Example::
-
-        with evaluating(model), torch.no_grad():
-            logits = model(batch)
-    """
+    """Put ``model`` in eval mode for a ``with`` block, then back in the mode it was in."""
     was_training = model.training
     model.eval()
     try:
         yield model
     finally:
         model.train(was_training)
-
-
-def device_description(device: torch.device) -> str:
-    """A short human description of ``device``, e.g. ``"cuda (NVIDIA H100)"``."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
-    return device.type
 
 
 def environment_report(device: torch.device | None = None) -> str:
@@ -169,7 +131,10 @@ def environment_report(device: torch.device | None = None) -> str:
     from mmbook import __version__
 
     device = device or pick_device()
-    return (
-        f"mmbook {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
-        f"device {device_description(device)} | mode {mode_name()}"
-    )
+    described = device.type
+    if device.type == "cuda":
+        described = f"cuda ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
+        described = f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    return (f"mmbook {__version__} | torch {torch.__version__} | python {platform.python_version()} | "
+            f"device {described} | mode {'quick' if is_quick() else 'full'}")

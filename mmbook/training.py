@@ -27,8 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmbook import distributed
-from mmbook.checkpoints import CHECKPOINT_NAME, restore_training_state, save_checkpoint, training_state
-from mmbook.runtime import autocast, evaluating, grad_scaler, pick_device, resolve_amp
+from mmbook.checkpoints import CHECKPOINT_NAME, restore_training_state, save_checkpoint
+from mmbook.runtime import amp_dtype, autocast, evaluating, pick_device, resolve_amp
 
 # Custom objectives (see mmbook.objectives): ``loss_fn(output, batch) -> scalar loss`` and
 # ``accuracy_fn(output, batch) -> (number correct, number counted)``.
@@ -102,17 +102,6 @@ def one_cycle(total_steps: int, warmup: float = 0.25) -> Callable[[int], float]:
     return factor
 
 
-def _detached(output: Any) -> Any:
-    """``output`` cut from the graph: a tensor, or the tensors in a dict, list or tuple (models may return any of these)."""
-    if isinstance(output, torch.Tensor):
-        return output.detach()
-    if isinstance(output, Mapping):
-        return type(output)({key: _detached(value) for key, value in output.items()})
-    if isinstance(output, (list, tuple)):
-        return type(output)(_detached(value) for value in output)
-    return output
-
-
 def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {name: t.to(device, non_blocking=True) for name, t in batch.items()}
 
@@ -132,9 +121,7 @@ def evaluate(
     added over the ranks, so every rank returns the figures of the whole data set.
 
     Args:
-        loss_fn: ``loss_fn(output, batch)``; default cross-entropy against ``batch["label"]``.
-        accuracy_fn: ``accuracy_fn(output, batch) -> (correct, counted)``; default top-1 accuracy
-            against ``batch["label"]`` when ``loss_fn`` is the default, else no accuracy (NaN).
+        loss_fn, accuracy_fn: as in :func:`fit` (default: cross-entropy and top-1 accuracy against ``batch["label"]``).
 
     Returns:
         ``{"loss": float, "accuracy": float}`` with accuracy in ``[0, 1]`` (NaN if not defined).
@@ -182,21 +169,6 @@ def predict(
     return torch.cat(logits), torch.cat(labels)
 
 
-def build_optimizer(
-    name: str, parameters: Iterable[torch.Tensor] | Iterable[dict[str, Any]], *, lr: float, weight_decay: float,
-    momentum: float = 0.9,
-) -> torch.optim.Optimizer:
-    """``"adamw"`` (AdamW) or ``"sgd"`` (SGD with Nesterov momentum) over ``parameters``.
-
-    ``parameters`` may be parameter groups (dicts), each with its own ``weight_decay`` or ``lr``.
-    """
-    if name == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {name!r}")
-
-
 def fit(
     model: nn.Module,
     train_loader: Iterable[Mapping[str, torch.Tensor]],
@@ -232,7 +204,7 @@ def fit(
         train_loader: yields batch dicts; must have ``len()`` for the learning-rate schedule.
         test_loader: optional; evaluated after every epoch.
         epochs: total number of epochs (with ``resume``, including those already done).
-        optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov momentum); see :func:`build_optimizer`.
+        optimizer: ``"adamw"`` (AdamW) or ``"sgd"`` (SGD with Nesterov momentum).
         parameters: what the optimizer updates: parameters or parameter groups (dicts with their own
             ``weight_decay`` or ``lr``); default all of ``model.parameters()``.
         lr: peak learning rate.
@@ -256,7 +228,6 @@ def fit(
         resume: continue from ``checkpoint_dir/last.pt`` if it exists.
         extra_state: plain data stored in the checkpoint (e.g. the vocabulary), for reloading.
         progress: show a ``tqdm`` progress bar.
-
         live_plot: in a notebook, redraw loss and accuracy curves after every epoch.
         description: the progress bar's label.
 
@@ -281,6 +252,10 @@ def fit(
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
     if loss_fn is not None and label_smoothing:
         raise ValueError("label_smoothing applies to the default cross-entropy loss; put it in your loss_fn instead")
+    if optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+    if schedule not in ("onecycle", "constant"):
+        raise ValueError(f"schedule must be 'onecycle' or 'constant', got {schedule!r}")
     if accuracy_fn is None and loss_fn is None:
         accuracy_fn = _default_accuracy
     device = pick_device(device)
@@ -290,20 +265,19 @@ def fit(
         model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
 
-    opt = build_optimizer(optimizer, model.parameters() if parameters is None else parameters, lr=lr,
-                          weight_decay=weight_decay, momentum=momentum)
-    if schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(max(1, epochs * steps_per_epoch), warmup))
-    elif schedule == "constant":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    parameters = model.parameters() if parameters is None else parameters
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     else:
-        raise ValueError(f"schedule must be 'onecycle' or 'constant', got {schedule!r}")
-    scaler = grad_scaler(device, amp)
+        opt = torch.optim.SGD(parameters, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    factor = one_cycle(max(1, epochs * steps_per_epoch), warmup) if schedule == "onecycle" else lambda step: 1.0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype(device) == torch.float16)  # for fp16 only
 
     history = History()
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     loader_generator = getattr(train_loader, "generator", None)
-    if resume and checkpoint_path is not None and checkpoint_path.exists():
+    if resume and checkpoint_path.exists():
         history = History(restore_training_state(checkpoint_path, model, opt, scheduler, epochs, loader_generator))
     start_epoch = len(history)
 
@@ -348,7 +322,8 @@ def fit(
                 size = _batch_size(batch)
                 loss_sum += loss.detach() * size
                 if accuracy_fn is not None:
-                    right, batch_counted = accuracy_fn(_detached(output), batch)
+                    with torch.no_grad():
+                        right, batch_counted = accuracy_fn(output, batch)
                     correct += right
                     counted += int(batch_counted)
                 seen += size
@@ -379,8 +354,8 @@ def fit(
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}",
                             acc=f"{record.get('test_accuracy', record['train_accuracy']):.3f}")
             if checkpoint_path is not None and main_process:
-                save_checkpoint(checkpoint_path, training_state(model, opt, scheduler, history.records, epochs,
-                                                                loader_generator, extra_state))
+                save_checkpoint(checkpoint_path, model, opt, scheduler, history.records, epochs, loader_generator,
+                                extra_state)
             if plot is not None:
                 plot.update(history)
     except KeyboardInterrupt:

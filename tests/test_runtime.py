@@ -1,14 +1,13 @@
 import pytest
 import torch
 
-from mmbook.runtime import environment_report, is_quick, mode_name, pick_device, seed_everything
+from mmbook.runtime import environment_report, is_quick, pick_device, seed_everything
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("ON", True), ("0", False), ("", False), ("no", False)])
 def test_is_quick_reads_the_environment(monkeypatch, value, expected):
     monkeypatch.setenv("MMBOOK_QUICK", value)
     assert is_quick() is expected
-    assert mode_name() == ("quick" if expected else "full")
 
 
 def test_is_quick_rejects_unclear_values(monkeypatch):

@@ -148,11 +148,9 @@ def test_bad_input_errors(kind):
         encoder(tokens, lengths=torch.tensor([4, 2]))
     with pytest.raises(TypeError, match="lengths must be an integer tensor"):
         encoder(tokens, lengths=torch.tensor([4.0, 2.0, 5.0]))
-    with pytest.raises(ValueError, match="mask disagrees"):
-        encoder(tokens, mask=torch.ones(3, 5, dtype=torch.bool))
-    # Correct lengths and mask are accepted and change nothing.
+    # Correct lengths are accepted and change nothing.
     with torch.no_grad():
-        torch.testing.assert_close(encoder(tokens, lengths=torch.tensor([4, 2, 5]), mask=tokens != 0), encoder(tokens))
+        torch.testing.assert_close(encoder(tokens, lengths=torch.tensor([4, 2, 5])), encoder(tokens))
 
 
 def test_constructor_errors():

@@ -1,13 +1,6 @@
 """Files of tensors that are written atomically and read safely: the data caches and checkpoints.
 
-Every file ``mmbook`` writes for itself goes through here:
-
-* :func:`atomic_save` writes to a temporary file and renames it into place, so a crash or an
-  interrupted run never leaves a half-written file behind (the previous one stays intact);
-* :func:`load_tensors` reads with ``torch.load(weights_only=True)``: tensors and plain
-  containers only, never arbitrary pickled objects;
-* :func:`cached` returns a stored value when its key matches, and otherwise rebuilds it from
-  the source and stores it: a stale, corrupt or unreadable cache costs time, never data.
+A stale, corrupt or unreadable cache costs time, never data: :func:`cached` rebuilds it from the source.
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ def atomic_save(value: Any, path: Path | str) -> None:
 
 
 def load_tensors(path: Path | str) -> Any:
-    """Read a file written by :func:`atomic_save` with ``weights_only=True``, onto the CPU.
+    """Read a file written by :func:`atomic_save` with ``weights_only=True`` (tensors and plain containers only).
 
     Raises:
         ValueError: if the file cannot be read (truncated, or not a tensor file), naming the cause.

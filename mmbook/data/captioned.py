@@ -8,12 +8,8 @@ from pathlib import Path
 import torch
 
 from mmbook.data.captions import CaptionGenerator
-from mmbook.data.cifar10 import load_cifar10
+from mmbook.data.cifar10 import ImageSet, load_cifar10
 from mmbook.text.vocab import Vocabulary
-
-# Test captions use a different seed from training captions, so that the model is
-# tested on wordings it has not memorised image by image.
-_TEST_SEED_OFFSET = 1
 
 
 @dataclass
@@ -70,14 +66,14 @@ def load_captioned_cifar10(
         seed: caption seed.
         root, download, progress: as in :func:`~mmbook.data.cifar10.load_cifar10`.
     """
-    splits = {}
-    for split, caption_seed in (("train", seed), ("test", seed + _TEST_SEED_OFFSET)):
+    def captioned(split: str, caption_seed: int) -> tuple[ImageSet, list[str]]:
         images = load_cifar10(split, quick=quick, root=root, download=download, progress=progress)
-        captions = CaptionGenerator(noise=noise, seed=caption_seed, classes=images.classes).captions(images.labels.tolist())
-        splits[split] = (images, captions)
-    caption_vocab = Vocabulary.build(splits["train"][1])
-    result = {}
-    for split, (images, captions) in splits.items():
-        tokens, _ = caption_vocab.encode_batch(captions)
-        result[split] = CaptionedSplit(images.images, images.labels, captions, tokens, images.classes)
-    return CaptionedCIFAR10(result["train"], result["test"], caption_vocab, noise, seed)
+        generator = CaptionGenerator(noise=noise, seed=caption_seed, classes=images.classes)
+        return images, generator.captions(images.labels.tolist())
+
+    # Test captions have another seed, so the model is tested on wordings it has not memorised image by image.
+    splits = captioned("train", seed), captioned("test", seed + 1)
+    caption_vocab = Vocabulary.build(splits[0][1])
+    train, test = (CaptionedSplit(images.images, images.labels, captions, caption_vocab.encode_batch(captions)[0],
+                                  images.classes) for images, captions in splits)
+    return CaptionedCIFAR10(train, test, caption_vocab, noise, seed)

@@ -11,17 +11,9 @@ Each image gets one caption built from its label. The captions are designed to b
 - With probability ``noise`` a caption describes a class drawn uniformly at random
   instead of the true one, so text can be made unreliable on purpose.
 
-Groups (classes that no caption can tell apart)::
-
-    airplane, bird        wings, sky
-    automobile, truck     wheels, road
-    cat, dog              fur, pet, four legs
-    deer, horse           hooves, field, four legs
-    frog, ship            water
-
-A caption that mentions only "four legs" leaves four classes (cat, dog, deer, horse).
-:func:`text_only_ceiling` counts, from these tables, the best accuracy that any
-classifier reading only the caption can reach.
+The groups of classes that no caption can tell apart are those with the same
+:data:`CLASS_ATTRIBUTES`. :func:`text_only_ceiling` counts, from these tables, the best
+accuracy that any classifier reading only the caption can reach.
 
 Captions are deterministic: caption ``i`` depends only on ``(seed, i, label)``,
 not on the order in which captions are made.
@@ -159,13 +151,10 @@ def mentioned_attributes(class_name: str) -> dict[frozenset[str], float]:
     if class_name not in CLASS_ATTRIBUTES:
         raise ValueError(f"no caption attributes defined for class {class_name!r}; known: {sorted(CLASS_ATTRIBUTES)}")
     attributes = CLASS_ATTRIBUTES[class_name]
-    if len(attributes) == 1:
-        return {frozenset(attributes): 1.0}
-    one = (1.0 - TWO_ATTRIBUTE_PROBABILITY) / len(attributes)
     pairs = list(combinations(attributes, 2))
-    sets = {frozenset([name]): one for name in attributes}
-    sets.update({frozenset(pair): TWO_ATTRIBUTE_PROBABILITY / len(pairs) for pair in pairs})
-    return sets
+    one = (1.0 - TWO_ATTRIBUTE_PROBABILITY if pairs else 1.0) / len(attributes)
+    return {frozenset([name]): one for name in attributes} | {
+        frozenset(pair): TWO_ATTRIBUTE_PROBABILITY / len(pairs) for pair in pairs}
 
 
 def text_only_ceiling(noise: float, classes: Sequence[str] = CIFAR10_CLASSES) -> float:

@@ -7,20 +7,14 @@ Where the images come from, in order:
 2. ``$MMBOOK_DATA/cifar-10-batches-py`` -- torchvision's official files, which a
    reader gets with ``download=True`` (torchvision checks their MD5 checksums).
 
-``$MMBOOK_DATA`` defaults to a per-user cache, ``~/.cache/mmbook/data``.
-
 Decoding 60,000 JPEGs takes a while, so the decoded tensors are cached once in
-``$MMBOOK_CACHE`` (default ``~/.cache/mmbook/tensors``) and reloaded with
-``torch.load(weights_only=True)``, which reads tensors and plain containers but
-never unpickles arbitrary objects. A cache that is unreadable or does not match
-is rebuilt from the source, with a warning; nothing is lost.
+:func:`cache_dir` (see :mod:`mmbook.data.cache`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +65,7 @@ class ImageSet:
 
 def data_root() -> Path:
     """The data directory: ``$MMBOOK_DATA`` if set, else ``~/.cache/mmbook/data``."""
-    env = os.environ.get("MMBOOK_DATA")
-    if env:
-        return Path(env).expanduser()
-    return _user_cache() / "data"
+    return _directory("MMBOOK_DATA", "data")
 
 
 def cache_dir() -> Path:
@@ -83,15 +74,14 @@ def cache_dir() -> Path:
     It is separate from :func:`data_root` because the data directory may be
     read-only (CI mounts the offline copy without write permission).
     """
-    env = os.environ.get("MMBOOK_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return _user_cache() / "tensors"
+    return _directory("MMBOOK_CACHE", "tensors")
 
 
-def _user_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mmbook"
+def _directory(variable: str, name: str) -> Path:
+    """``$variable`` if set, else ``name`` in mmbook's per-user cache (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    if os.environ.get(variable):
+        return Path(os.environ[variable]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmbook" / name
 
 
 def locate_cifar10(root: Path | None = None) -> tuple[str, Path] | None:
@@ -104,8 +94,7 @@ def locate_cifar10(root: Path | None = None) -> tuple[str, Path] | None:
     folder = root / "cifar10"
     if all((folder / split).is_dir() for split in SPLITS):
         return "imagefolder", folder
-    official = root / "cifar-10-batches-py"
-    if official.is_dir():
+    if (root / "cifar-10-batches-py").is_dir():
         return "official", root
     return None
 
@@ -140,12 +129,18 @@ def load_cifar10(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     root = Path(root).expanduser() if root is not None else data_root()
     found = locate_cifar10(root)
+    # MMBOOK_OFFLINE=1 forbids downloads (tests set it: they never touch the network).
+    offline = os.environ.get("MMBOOK_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    if found is None and (not download or offline):
+        raise DataNotFoundError(
+            f"CIFAR-10 was not found under {root} (looked for {root / 'cifar10'}/{{train,test}}/<class>/*.jpg "
+            f"and {root / 'cifar-10-batches-py'}). Either point MMBOOK_DATA at a directory that holds an "
+            f"offline copy (for example export MMBOOK_DATA=../shared/data), or download the official files "
+            f"with `mmbook data --download` (about 170 MB, checksum-verified; needs the network)."
+        )
     if found is None:
-        if not download or _offline():
-            raise DataNotFoundError(_missing_message(root))
         _download_official(root)
-        found = locate_cifar10(root)
-        assert found is not None
+        found = "official", root
     kind, path = found
     per_class = QUICK_PER_CLASS[split] if quick else None
     if kind == "imagefolder":
@@ -157,22 +152,14 @@ def load_cifar10(
         key = _fingerprint(f"official:{split}:{per_class}", [str(path)])
         loader = lambda: _load_official(path, split, per_class)  # noqa: E731
         source = f"CIFAR-10 (official files) {split}, {path}"
-    images, labels = _cached(key, f"cifar10-{split}-{'quick' if quick else 'full'}", loader)
+
+    def valid(value: tuple[torch.Tensor, torch.Tensor]) -> bool:
+        images, labels = value
+        return images.dtype == torch.uint8 and images.ndim == 4 and labels.shape[0] == images.shape[0]
+
+    stem = f"cifar10-{split}-{'quick' if quick else 'full'}"
+    images, labels = cached(cache_dir() / f"{stem}-{key}.pt", key, loader, valid)
     return ImageSet(images=images, labels=labels, classes=CIFAR10_CLASSES, source=source)
-
-
-def _offline() -> bool:
-    """``MMBOOK_OFFLINE=1`` forbids downloads (tests set it: they never touch the network)."""
-    return os.environ.get("MMBOOK_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _missing_message(root: Path) -> str:
-    return (
-        f"CIFAR-10 was not found under {root} (looked for {root / 'cifar10'}/{{train,test}}/<class>/*.jpg "
-        f"and {root / 'cifar-10-batches-py'}). Either point MMBOOK_DATA at a directory that holds an "
-        f"offline copy (for example export MMBOOK_DATA=../shared/data), or download the official files "
-        f"with `mmbook data --download` (about 170 MB, checksum-verified; needs the network)."
-    )
 
 
 def _download_official(root: Path) -> None:
@@ -181,8 +168,8 @@ def _download_official(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     try:
         # torchvision checks the archive's MD5 before and after extraction.
-        CIFAR10(root=str(root), train=True, download=True)
-        CIFAR10(root=str(root), train=False, download=True)
+        for train in (True, False):
+            CIFAR10(root=str(root), train=train, download=True)
     except (OSError, RuntimeError) as error:
         raise DataNotFoundError(
             f"could not download CIFAR-10 into {root}: {error}. "
@@ -202,14 +189,10 @@ def _imagefolder_files(split_dir: Path, per_class: int | None) -> list[tuple[Pat
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(CIFAR10_CLASSES):
         class_files = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        if per_class is not None:
-            if len(class_files) < per_class:
-                raise DataNotFoundError(
-                    f"{split_dir / name} holds {len(class_files)} images, fewer than the {per_class} "
-                    f"that quick mode needs per class"
-                )
-            class_files = class_files[:per_class]
-        files.extend((p, label) for p in class_files)
+        if per_class is not None and len(class_files) < per_class:
+            raise DataNotFoundError(f"{split_dir / name} holds {len(class_files)} images, fewer than the "
+                                    f"{per_class} that quick mode needs per class")
+        files.extend((p, label) for p in class_files[:per_class])
     if not files:
         raise DataNotFoundError(f"no images found under {split_dir}")
     return files
@@ -219,8 +202,7 @@ def _decode_files(files: list[tuple[Path, int]], progress: bool) -> tuple[torch.
     from tqdm.auto import tqdm
 
     images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
-    labels = np.empty(len(files), dtype=np.int64)
-    for i, (path, label) in enumerate(tqdm(files, desc="decoding images", disable=not progress, leave=False)):
+    for i, (path, _) in enumerate(tqdm(files, desc="decoding images", disable=not progress, leave=False)):
         try:
             with Image.open(path) as image:
                 array = np.asarray(image.convert("RGB"))
@@ -232,9 +214,8 @@ def _decode_files(files: list[tuple[Path, int]], progress: bool) -> tuple[torch.
         if array.shape != (32, 32, 3):
             raise CorruptDataError(f"image {path} has shape {array.shape}; expected a 32x32 RGB image")
         images[i] = array
-        labels[i] = label
     # (N, H, W, C) -> (N, C, H, W), the layout PyTorch's convolutions expect.
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor([label for _, label in files])
 
 
 def _load_official(root: Path, split: str, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,18 +237,4 @@ def _load_official(root: Path, split: str, per_class: int | None) -> tuple[torch
 
 
 def _fingerprint(kind: str, items: list[str]) -> str:
-    digest = hashlib.sha256(kind.encode())
-    for item in items:
-        digest.update(item.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
-
-
-def _cached(key: str, stem: str, build) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load ``(images, labels)`` from the tensor cache, or build and store them."""
-
-    def valid(value) -> bool:
-        images, labels = value
-        return images.dtype == torch.uint8 and images.ndim == 4 and labels.shape[0] == images.shape[0]
-
-    return tuple(cached(cache_dir() / f"{stem}-{key}.pt", key, build, valid))
+    return hashlib.sha256("".join([kind] + [f"{item}\0" for item in items]).encode()).hexdigest()[:16]

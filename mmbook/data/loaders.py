@@ -1,4 +1,4 @@
-"""Batch loaders: a fast one that keeps the whole data set on the device, and the standard one.
+"""Batch loaders that keep the whole data set on the device, with image normalization and augmentation.
 
 A batch is a dict of tensors, e.g. ``{"image": (B, 3, 32, 32) float, "text": (B, T) int64,
 "label": (B,) int64}``.
@@ -51,19 +51,16 @@ def normalize_images(
         raise ValueError(f"expected one mean and one std per channel ({channels}), got {len(mean)} and {len(std)}")
     mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    # (x / 255 - mean) / std as one scale and one shift, applied in place: two passes over
-    # the batch and no new tensors. Call it before any change to channels-last: broadcasting
-    # a (1, 3, 1, 1) tensor over channels-last memory loops over 3 values at a time, which
-    # made this step 6x slower on a CPU.
+    # (x / 255 - mean) / std as one in-place scale and shift. Call it before any change to
+    # channels-last, where broadcasting a (1, 3, 1, 1) tensor is much slower on a CPU.
     return images.float().mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 def image_statistics(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of uint8 images ``(N, C, H, W)`` scaled to ``[0, 1]``.
 
-    Computed from the training images, these are what :func:`normalize_images` and
-    :class:`DeviceLoader` take as ``mean`` and ``std`` (CIFAR-10's are :data:`CIFAR10_MEAN`,
-    :data:`CIFAR10_STD`). Sums run in float64, a chunk of images at a time.
+    Computed from the training images, these are the ``mean`` and ``std`` of :func:`normalize_images`
+    and :class:`DeviceLoader`. Sums run in float64, a chunk of images at a time.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"expected uint8 images (N, C, H, W) with N >= 1, got {images.dtype} {tuple(images.shape)}")
@@ -104,11 +101,10 @@ def augment_images(
         flip_mask = torch.rand(batch, device=device, generator=generator) < 0.5
         images = torch.where(flip_mask.view(-1, 1, 1, 1), images.flip(3), images)
     if crop_padding > 0:
-        pad = crop_padding
-        padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect").to(images.dtype)
+        padded = F.pad(images.float(), (crop_padding,) * 4, mode="reflect").to(images.dtype)
         # One random offset per image; gather every crop at once with index arithmetic.
-        dy = torch.randint(0, 2 * pad + 1, (batch,), device=device, generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (batch,), device=device, generator=generator)
+        dy = torch.randint(0, 2 * crop_padding + 1, (batch,), device=device, generator=generator)
+        dx = torch.randint(0, 2 * crop_padding + 1, (batch,), device=device, generator=generator)
         rows = (dy.view(-1, 1) + torch.arange(height, device=device)).view(batch, 1, height, 1)
         cols = (dx.view(-1, 1) + torch.arange(width, device=device)).view(batch, 1, 1, width)
         index = torch.arange(batch, device=device).view(-1, 1, 1, 1)
@@ -122,22 +118,10 @@ def augment_images(
         rows = torch.arange(height, device=device).view(1, -1, 1)
         cols = torch.arange(width, device=device).view(1, 1, -1)
         square = (rows >= top) & (rows < top + cutout) & (cols >= left) & (cols < left + cutout)  # (B, H, W)
-        if images.dtype == torch.uint8:
-            fill = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8, device=device)
-        else:
-            fill = torch.zeros(images.shape[1], dtype=images.dtype, device=device)
-        images = torch.where(square.unsqueeze(1), fill.view(1, -1, 1, 1), images)
+        fill = [round(255 * m) for m in CIFAR10_MEAN] if images.dtype == torch.uint8 else [0] * images.shape[1]
+        fill = torch.tensor(fill, dtype=images.dtype, device=device).view(1, -1, 1, 1)
+        images = torch.where(square.unsqueeze(1), fill, images)
     return images
-
-
-def _check_tensors(tensors: Mapping[str, torch.Tensor], tables: Sequence[str] = ()) -> int:
-    """The number of samples; ``tables`` (image keys indexed by ``image_id``) are left out of the count."""
-    if "label" not in tensors:
-        raise KeyError(f"a data set needs a 'label' tensor, got keys {sorted(tensors)}")
-    sizes = {name: int(t.shape[0]) for name, t in tensors.items() if name not in tables}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"all tensors must have the same number of samples, got {sizes}")
-    return next(iter(sizes.values()))
 
 
 def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
@@ -145,49 +129,16 @@ def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def shard_indices(
-    num_samples: int, rank: int, world_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
-    even: bool = True, device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """The sample indices ``(M,)`` that ``rank`` loads in ``epoch``, in loading order.
-
-    Every rank computes the same order (a permutation seeded with ``seed + epoch``, or
-    ``0 .. N-1`` without shuffling) and takes positions ``rank, rank + world_size, ...``.
-
-    Args:
-        even: every rank gets ``N // world_size`` samples, so all ranks run the same number
-            of steps (training; the last ``N % world_size`` samples of the order are left out
-            this epoch, others the next). ``False``: the shards cover every sample exactly
-            once and differ in length by at most one (evaluation, nothing padded).
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in 0..world_size-1 and world_size >= 1, got rank {rank}, "
-                         f"world_size {world_size}")
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if shuffle:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed + epoch)
-        order = torch.randperm(num_samples, device=device, generator=generator)
-    else:
-        order = torch.arange(num_samples, device=device)
-    stop = (num_samples // world_size) * world_size if even else num_samples
-    return order[rank:stop:world_size]
-
-
 class DeviceLoader:
     """Iterate over batches of a data set that lives entirely on ``device``.
 
-    The order of epoch ``e`` is a permutation seeded with ``seed + e``; the augmentation of
-    epoch ``e`` is seeded with ``(seed, e, rank)``. The loader counts epochs itself (each
-    new iteration is the next epoch); :meth:`set_epoch` sets the count, so a resumed run
+    Each iteration is the next epoch ``e``: its order is a permutation seeded with ``seed + e``, its
+    augmentation is seeded with ``(seed, e, rank)``; :meth:`set_epoch` sets ``e``, so a resumed run
     continues with the order and augmentation it would have had.
 
-    Under a process group (torchrun) the loader loads only this rank's shard (see
-    :func:`shard_indices`): training loaders (``shuffle=True``) give every rank the same
-    number of samples and steps; evaluation loaders (``shuffle=False``) split every sample
-    exactly once, unpadded, so counts summed over the ranks equal the single-process ones.
-    ``batch_size`` is the global batch: each rank loads ``batch_size / world_size`` samples
-    per step, so the same code takes the same optimizer steps on any number of processes.
+    Under torchrun the loader loads only this rank's shard: training loaders (``shuffle=True``)
+    give every rank ``N // world_size`` samples, so all ranks take the same steps; evaluation
+    loaders split every sample exactly once, unpadded, so counts summed over ranks are exact.
 
     Several samples may share one image (e.g. many questions per image): then ``tensors``
     holds an ``"image_id"`` entry ``(N,)`` int64, and each image key holds an image *table*
@@ -213,7 +164,6 @@ class DeviceLoader:
         rank, world_size: this process's shard; default from the process group
             (``torch.distributed``), or ``0`` and ``1`` without one. ``rank=0, world_size=1``
             loads everything, even under torchrun.
-        even_shards: equal shard lengths (see :func:`shard_indices`); default ``shuffle``.
         mean, std: per-channel statistics that uint8 images are normalized with; default
             CIFAR-10's (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`). For other images compute
             them from the training images with :func:`image_statistics` (``load_pairs`` does).
@@ -236,7 +186,6 @@ class DeviceLoader:
         cutout: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
-        even_shards: bool | None = None,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
         image_keys: Sequence[str] | None = None,
@@ -248,7 +197,12 @@ class DeviceLoader:
             raise KeyError(f"image_keys {missing} are not in the data, which has keys {sorted(tensors)}")
         self.image_keys = [key for key in (image_keys or ("image",)) if key in tensors]
         tables = self.image_keys if IMAGE_ID in tensors else ()
-        self.num_samples = _check_tensors(tensors, tables)
+        if "label" not in tensors:
+            raise KeyError(f"a data set needs a 'label' tensor, got keys {sorted(tensors)}")
+        sizes = {name: int(t.shape[0]) for name, t in tensors.items() if name not in tables}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"all tensors must have the same number of samples, got {sizes}")
+        self.num_samples = sizes["label"]
         for key in self.image_keys:
             images = tensors[key]
             if images.ndim != 4 or not (images.dtype == torch.uint8 or images.is_floating_point()):
@@ -275,12 +229,10 @@ class DeviceLoader:
         self.world_size = distributed.world_size() if world_size is None else world_size
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank must be in 0..world_size-1, got rank {self.rank} of world_size {self.world_size}")
-        self.even_shards = shuffle if even_shards is None else even_shards
-        if self.even_shards and self.num_samples < self.world_size:
+        if shuffle and self.num_samples < self.world_size:
             raise ValueError(f"{self.num_samples} samples cannot be split evenly over {self.world_size} processes")
-        self.global_batch_size = batch_size
         #: Samples per batch on this rank (an evaluation loader's last ranks may load one fewer).
-        self.batch_size = (distributed.per_rank_batch_size(batch_size, self.world_size) if self.even_shards
+        self.batch_size = (distributed.per_rank_batch_size(batch_size, self.world_size) if shuffle
                            else -(-batch_size // self.world_size))
         self.seed = seed
         self.epoch = 0
@@ -296,8 +248,8 @@ class DeviceLoader:
 
     @property
     def shard_size(self) -> int:
-        """Samples this rank loads per epoch (``N`` on one process)."""
-        if self.even_shards:
+        """Samples this rank loads per epoch (``N`` on one process); equal on all ranks for training."""
+        if self.shuffle:
             return self.num_samples // self.world_size
         return len(range(self.rank, self.num_samples, self.world_size))
 
@@ -308,8 +260,13 @@ class DeviceLoader:
 
     def indices(self, epoch: int | None = None) -> torch.Tensor:
         """The sample indices ``(M,)`` this rank loads in ``epoch`` (default: the next epoch), in order."""
-        return shard_indices(self.num_samples, self.rank, self.world_size, shuffle=self.shuffle, seed=self.seed,
-                             epoch=self.epoch if epoch is None else epoch, even=self.even_shards, device=self.device)
+        if self.shuffle:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(self.seed + (self.epoch if epoch is None else epoch))
+            order = torch.randperm(self.num_samples, device=self.device, generator=generator)
+        else:
+            order = torch.arange(self.num_samples, device=self.device)
+        return order[self.rank :: self.world_size][: self.shard_size]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         epoch = self.epoch
@@ -319,8 +276,7 @@ class DeviceLoader:
         self.generator.manual_seed(augmentation_seed(self.seed, epoch, self.rank))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
-            # index_select is a plain gather; t[index] goes through advanced indexing, which
-            # was 8x slower for a batch of uint8 images on a CPU.
+            # index_select is a plain gather, much faster on a CPU than t[index] (advanced indexing).
             batch = {name: t.index_select(0, index) for name, t in self.tensors.items() if name not in tables}
             for key in self.image_keys:
                 # With an image table, gather this batch's images by id (each image is stored once).
@@ -339,14 +295,11 @@ class DeviceLoader:
 class AugmentedLoader:
     """Pass every batch of a loader through ``augment(batch, generator)``, e.g. to flip scenes with their boxes.
 
-    Augmentations that touch more than the image (boxes, masks) cannot live in
-    :class:`DeviceLoader`, which only knows about images; this wrapper applies them to
-    the whole batch. It uses the wrapped loader's ``generator``, which is re-seeded every
-    epoch from ``(seed, epoch, rank)``, so a resumed run (:func:`mmbook.training.fit` with
-    ``resume=True`` sets the epoch) replays the same augmentation, and ranks differ.
+    It uses the wrapped loader's ``generator``, re-seeded every epoch from ``(seed, epoch, rank)``,
+    so a resumed run replays the same augmentation, and ranks differ.
 
     Args:
-        loader: a :class:`DeviceLoader` (or any loader with ``len()`` and a ``generator``).
+        loader: a :class:`DeviceLoader`.
         augment: ``augment(batch, generator) -> batch``.
     """
 
@@ -363,10 +316,8 @@ class AugmentedLoader:
         return len(self.loader)
 
     def set_epoch(self, epoch: int) -> None:
-        """Forwarded to the wrapped loader (see :meth:`DeviceLoader.set_epoch`), if it has one."""
-        set_epoch = getattr(self.loader, "set_epoch", None)
-        if set_epoch is not None:
-            set_epoch(epoch)
+        """Forwarded to the wrapped loader (see :meth:`DeviceLoader.set_epoch`)."""
+        self.loader.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in self.loader:

@@ -24,8 +24,7 @@ The objects of one scene have distinct classes. Every scene comes with:
 
 Scenes are deterministic: the same ``(split, count, seed, quick)`` gives the same scenes.
 Train scenes use CIFAR-10 training images and test scenes test images, so test
-objects are never seen in training. Built scenes are cached in
-:func:`mmbook.data.cache_dir` and reloaded with ``torch.load(weights_only=True)``.
+objects are never seen in training.
 """
 
 from __future__ import annotations
@@ -62,9 +61,7 @@ def scene_vocabulary() -> Vocabulary:
     """The fixed vocabulary of all referring expressions and captions (independent of the data)."""
     words: list[str] = ["the", "a", "of", "object", "animal", "vehicle", "small", "big", "leftmost", "rightmost",
                         "top", "bottom", "biggest", "smallest", "left", "right", "above", "below"]
-    words += list(CIFAR10_CLASSES)
-    for phrase in CAPTION_RELATIONS + LOCATION_PHRASES:
-        words += phrase.split()
+    words += list(CIFAR10_CLASSES) + [w for phrase in CAPTION_RELATIONS + LOCATION_PHRASES for w in phrase.split()]
     return Vocabulary(list(dict.fromkeys(words)))
 
 
@@ -108,11 +105,9 @@ class SceneSet:
         """The scenes at ``index`` (a long or bool tensor), as a new :class:`SceneSet`."""
         if index.dtype == torch.bool:
             index = torch.nonzero(index).flatten()
-        keep = index.tolist()
-        return SceneSet(self.images[index], self.boxes[index], self.classes[index], self.counts[index],
-                        self.target[index], [self.expressions[i] for i in keep], self.expression_tokens[index],
-                        [self.captions[i] for i in keep], self.caption_tokens[index], self.caption_tags[index],
-                        self.vocab)
+        fields = {name: getattr(self, name) for name in SCENE_FIELDS}
+        return SceneSet(vocab=self.vocab, **{name: [value[i] for i in index.tolist()] if isinstance(value, list)
+                                             else value[index] for name, value in fields.items()})
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The batch-dict form for :class:`mmbook.data.DeviceLoader`.
@@ -173,38 +168,35 @@ def make_scenes(
         placed = _place_boxes(rng, wanted)
         while len(placed) < min_objects:  # a big first object can leave no room: lay the scene out again
             placed = _place_boxes(rng, wanted)
-        k = len(placed)
-        counts[i] = k
+        counts[i] = k = len(placed)
         scene_classes = rng.choice(num_classes, size=k, replace=False)
         for j, (x, y, s) in enumerate(placed):
             boxes[i, j] = (x, y, x + s, y + s)
             classes[i, j] = scene_classes[j]
             pool = by_class[scene_classes[j]]
             sources[i, j] = pool[rng.integers(len(pool))]
-        target = int(rng.integers(k))
-        targets[i] = target
+        targets[i] = target = int(rng.integers(k))
         expressions.append(_referring_expression(rng, boxes[i, :k], classes[i, :k], target))
         captions.append(_tagged_caption(rng, boxes[i, :k], classes[i, :k]))
 
     images = _paint(rng, source_images, boxes, counts, sources)
     vocab = scene_vocabulary()
     expression_tokens, _ = vocab.encode_batch(expressions)
-    caption_words = [[w for w, _ in c] for c in captions]
-    caption_tokens, _ = vocab.encode_batch([" ".join(w) for w in caption_words])
-    tag_index = {tag: n for n, tag in enumerate(TAGS)}
+    caption_texts = [" ".join(w for w, _ in caption) for caption in captions]
+    caption_tokens, _ = vocab.encode_batch(caption_texts)
     caption_tags = torch.full(caption_tokens.shape, TAG_PAD, dtype=torch.int64)
     for i, caption in enumerate(captions):
-        caption_tags[i, : len(caption)] = torch.tensor([tag_index[t] for _, t in caption])
+        caption_tags[i, : len(caption)] = torch.tensor([TAGS.index(t) for _, t in caption])
     return SceneSet(images, torch.from_numpy(boxes), torch.from_numpy(classes), torch.from_numpy(counts),
-                    torch.from_numpy(targets), expressions, expression_tokens,
-                    [" ".join(w) for w in caption_words], caption_tokens, caption_tags, vocab)
+                    torch.from_numpy(targets), expressions, expression_tokens, caption_texts, caption_tokens,
+                    caption_tags, vocab)
 
 
-def _place_boxes(rng: np.random.Generator, wanted: int, tries: int = 8) -> list[tuple[int, int, int]]:
-    """Up to ``wanted`` non-overlapping squares ``(x, y, side)``; draws 32 candidates at a time."""
+def _place_boxes(rng: np.random.Generator, wanted: int) -> list[tuple[int, int, int]]:
+    """Up to ``wanted`` non-overlapping squares ``(x, y, side)``; up to 8 tries of 32 candidates per square."""
     placed: list[tuple[int, int, int]] = []
     for _ in range(wanted):
-        for _ in range(tries):
+        for _ in range(8):
             side = rng.integers(MIN_SIZE, MAX_SIZE + 1, size=32)
             x = (rng.random(32) * (CANVAS - side + 1)).astype(np.int64)
             y = (rng.random(32) * (CANVAS - side + 1)).astype(np.int64)
@@ -215,19 +207,13 @@ def _place_boxes(rng: np.random.Generator, wanted: int, tries: int = 8) -> list[
                 n = int(np.argmax(ok))
                 placed.append((int(x[n]), int(y[n]), int(side[n])))
                 break
-    if not placed:  # cannot happen on an empty canvas, kept for safety
-        raise RuntimeError("could not place any object")
     return placed
 
 
 def _size_word(side: float, rng: np.random.Generator) -> str:
-    if side <= SMALL_MAX:
-        word = "small"
-    elif side >= BIG_MIN:
-        word = "big"
-    else:
-        return ""
-    return word if rng.random() < 0.5 else ""
+    """Half the time, "small" or "big" for a side that is clearly one of them; otherwise no word."""
+    word = "small" if side <= SMALL_MAX else "big" if side >= BIG_MIN else ""
+    return word if word and rng.random() < 0.5 else ""
 
 
 def _referring_expression(rng: np.random.Generator, boxes: np.ndarray, classes: np.ndarray, target: int) -> str:
@@ -241,17 +227,16 @@ def _referring_expression(rng: np.random.Generator, boxes: np.ndarray, classes: 
     if kinds.count(kinds[target]) == 1:
         options.append(f"the {kinds[target]}")
     if k >= 2:
-        other = int(rng.choice([j for j in range(k) if j != target]))
+        rest = [j for j in range(k) if j != target]
+        other = int(rng.choice(rest))
         dx, dy = centres[target] - centres[other]
         relation = ("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("above" if dy < 0 else "below")
         subject = names[target] if kinds.count(kinds[target]) > 1 or rng.random() < 0.5 else kinds[target]
         options.append(f"the {subject} {RELATION_WORDS[relation]} the {names[other]}")
-        margin = 4.0
-        rest = [j for j in range(k) if j != target]
         for word, values, sign in (("leftmost", centres[:, 0], -1), ("rightmost", centres[:, 0], 1),
                                    ("top", centres[:, 1], -1), ("bottom", centres[:, 1], 1),
                                    ("biggest", sides, 1), ("smallest", sides, -1)):
-            if all(sign * (values[target] - values[j]) >= margin for j in rest):
+            if all(sign * (values[target] - values[j]) >= 4.0 for j in rest):  # a margin of 4 pixels
                 options.append(f"the {word} object")
     return str(options[int(rng.integers(len(options)))])
 
@@ -260,24 +245,25 @@ def _tagged_caption(rng: np.random.Generator, boxes: np.ndarray, classes: np.nda
     """A caption mentioning two classes, as ``(word, BIO tag)`` pairs."""
     k = len(classes)
     absent = [c for c in range(len(CIFAR10_CLASSES)) if c not in set(classes.tolist())]
-    both_present = k >= 2 and rng.random() < 0.6
-    if both_present:
-        chosen = rng.choice(k, size=2, replace=False)
-        mentions = [(int(classes[j]), boxes[j]) for j in chosen]
+    if k >= 2 and rng.random() < 0.6:  # both mentioned classes are present
+        mentions = [(int(classes[j]), boxes[j]) for j in rng.choice(k, size=2, replace=False)]
     else:
         j = int(rng.integers(k))
         mentions = [(int(classes[j]), boxes[j]), (int(rng.choice(absent)), None)]
         if rng.random() < 0.5:
             mentions.reverse()
+
+    def tagged(span: list[str], kind: str) -> list[tuple[str, str]]:
+        return [(w, ("B-" if n == 0 else "I-") + kind) for n, w in enumerate(span)]
+
     words: list[tuple[str, str]] = []
-    location = LOCATION_PHRASES[int(rng.integers(len(LOCATION_PHRASES)))].split()
+    location = tagged(LOCATION_PHRASES[int(rng.integers(len(LOCATION_PHRASES)))].split(), "LOC")
     location_first = rng.random() < 0.5
     if location_first:
-        words += [(w, ("B-LOC" if n == 0 else "I-LOC")) for n, w in enumerate(location)]
+        words += location
     for m, (label, box) in enumerate(mentions):
         if m == 1:
-            relation = CAPTION_RELATIONS[int(rng.integers(len(CAPTION_RELATIONS)))].split()
-            words += [(w, ("B-REL" if n == 0 else "I-REL")) for n, w in enumerate(relation)]
+            words += tagged(CAPTION_RELATIONS[int(rng.integers(len(CAPTION_RELATIONS)))].split(), "REL")
         words.append(("a" if rng.random() < 0.5 else "the", "O"))
         if box is None:
             kind = "ABSENT"
@@ -285,11 +271,9 @@ def _tagged_caption(rng: np.random.Generator, boxes: np.ndarray, classes: np.nda
         else:
             kind = "LEFT" if (box[0] + box[2]) / 2 < CANVAS / 2 else "RIGHT"
             side = float(box[2] - box[0])
-        span = [_size_word(side, rng), CIFAR10_CLASSES[label]]
-        span = [w for w in span if w]
-        words += [(w, ("B-" if n == 0 else "I-") + kind) for n, w in enumerate(span)]
+        words += tagged([w for w in (_size_word(side, rng), CIFAR10_CLASSES[label]) if w], kind)
     if not location_first:
-        words += [(w, ("B-LOC" if n == 0 else "I-LOC")) for n, w in enumerate(location)]
+        words += location
     return words
 
 

@@ -9,26 +9,11 @@ Every fusion module has the same interface, so any of them can sit in
 follows can be built to match. Two class attributes tell a model builder what a
 fusion needs: ``produces_logits = True`` (late fusion: no head after it) and
 ``needs_sequences = True`` (cross-attention: region and token features
-``(B, L_i, D_i)`` instead of vectors).
+``(B, L_i, D_i)`` instead of vectors). :data:`FUSIONS` maps each name to its class.
 
 :class:`TwoStageFusion` is not in :data:`FUSIONS`: it needs trained unimodal encoders and a
 fitted reliability estimator, so it is built by its recipe, :func:`mmbook.recipes.train_two_stage`
 (``mmbook train --fusion two_stage``).
-
-=================  ============================================  =========================
-name               class                                         module
-=================  ============================================  =========================
-concat             :class:`ConcatFusion`                         :mod:`mmbook.fusion.base`
-weighted           :class:`GlobalWeightFusion`                   :mod:`mmbook.fusion.weighted`
-gmu                :class:`GatedMultimodalUnit`                  :mod:`mmbook.fusion.weighted`
-late_average       :class:`AverageLateFusion`                    :mod:`mmbook.fusion.late`
-late_learned       :class:`LearnedLateFusion`                    :mod:`mmbook.fusion.late`
-tfn                :class:`TensorFusion`                         :mod:`mmbook.fusion.tensor`
-lowrank_tfn        :class:`LowRankTensorFusion`                  :mod:`mmbook.fusion.tensor`
-cross_attention    :class:`CrossAttentionFusion`                 :mod:`mmbook.fusion.attention`
-co_attention       :class:`CoAttentionFusion`                    :mod:`mmbook.fusion.co_attention`
-film               :class:`FiLMFusion`                           :mod:`mmbook.fusion.film`
-=================  ============================================  =========================
 """
 
 from __future__ import annotations

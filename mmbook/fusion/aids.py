@@ -23,15 +23,6 @@ from torch.nn import functional as F
 from mmbook.runtime import evaluating
 
 
-def _blank(features: Sequence[torch.Tensor], drop: torch.Tensor) -> list[torch.Tensor]:
-    """Zero ``features[m][b]`` where ``drop[b, m]`` is True. ``drop``: ``(B, M)`` bool."""
-    out = []
-    for m, x in enumerate(features):
-        keep = (~drop[:, m]).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
-        out.append(x * keep)
-    return out
-
-
 def _drop_probabilities(p: float | Sequence[float], num_modalities: int) -> list[float]:
     """Per-modality drop probabilities from ``p``: a float (spread evenly) or one value per modality."""
     if isinstance(p, (int, float)):
@@ -72,19 +63,15 @@ def modality_dropout_mask(batch_size: int, num_modalities: int, p: float | Seque
 
 
 class ModalityDropout(nn.Module):
-    """Wrap a fusion so that, in training mode, a random modality is blanked per sample.
+    """Wrap a fusion so that, in training mode, a sample loses one modality (zero features) with probability ``p``.
 
-    ``ModalityDropout(fusion, p)`` behaves like ``fusion`` (same ``out_features``, same
-    input and output shapes); in ``train()`` mode each sample loses one modality
-    (its features set to zero) with probability ``p``. In ``eval()`` mode it changes
-    nothing. Use it as ``model.fusion = ModalityDropout(model.fusion, p=0.5)``, or
-    ``ModalityDropout(model.fusion, p=(0.0, 0.5))`` to drop only the second modality.
+    Otherwise it behaves like ``fusion`` (same ``out_features`` and shapes). Use it as
+    ``model.fusion = ModalityDropout(model.fusion, p=0.5)``, or ``p=(0.0, 0.5)`` to drop only the
+    second modality.
 
     Args:
         fusion: any fusion module.
-        p: probability that a sample loses one modality (chosen uniformly), or one
-            probability per modality, in the order of the fusion's inputs (see
-            :func:`modality_dropout_mask`).
+        p: as in :func:`modality_dropout_mask`, per modality in the order of the fusion's inputs.
     """
 
     def __init__(self, fusion: nn.Module, p: float | Sequence[float] = 0.5) -> None:
@@ -107,7 +94,7 @@ class ModalityDropout(nn.Module):
         """Same as the wrapped fusion; in training, with modalities dropped."""
         if self.training:
             drop = modality_dropout_mask(features[0].shape[0], len(features), self.p, device=features[0].device)
-            features = _blank(features, drop)
+            features = [x * (~drop[:, m]).to(x.dtype).view(-1, *([1] * (x.ndim - 1))) for m, x in enumerate(features)]
         return self.fusion(features)
 
 

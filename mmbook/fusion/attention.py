@@ -1,17 +1,9 @@
 """Cross-attention fusion: text tokens attend to image regions.
 
-This fusion needs *sets* of features, not one vector per modality: one vector per
-image region and one per caption token. Two encoders, beside the ones they extend, provide them:
-
-- :class:`mmbook.cnn.ImageRegionEncoder`: LeNet's convolutional trunk gives a 5x5 grid of
-  16-channel cells = 25 regions, plus one "global" region (LeNet's pooled feature),
-  each projected to ``out_features``: ``(B, 3, 32, 32) -> (B, 26, out_features)``.
-- :class:`mmbook.text.TokenEncoder`: the recurrent encoder's output at *every* step:
-  ``(B, T) -> (B, T, out_features)``, with padding positions set to exactly zero.
-
-The fusion interface stays the same (a list of tensors in, one tensor out); the
-tensors are just 3-d. Padding is recognised as all-zero rows, which the token
-encoder guarantees.
+This fusion needs *sets* of features, not one vector per modality: one vector per image
+region, ``(B, 26, D)`` from :class:`mmbook.cnn.ImageRegionEncoder`, and one per caption token,
+``(B, T, D)`` from :class:`mmbook.text.TokenEncoder`, whose padding positions are exactly zero:
+padding is recognised as all-zero rows.
 """
 
 from __future__ import annotations
@@ -20,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from mmbook.fusion.base import check_features
 
 
 def region_token_sizes(in_features: Sequence[int], hidden: int, heads: int, name: str) -> list[int]:
@@ -36,19 +30,7 @@ def region_token_sizes(in_features: Sequence[int], hidden: int, heads: int, name
 
 def check_sequences(features: Sequence[torch.Tensor], in_features: Sequence[int]) -> None:
     """Raise a clear error unless ``features`` are tensors ``(B, L_m, D_m)`` with one B."""
-    if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):
-        raise TypeError("fusion expects a list of feature tensors, one per modality")
-    if len(features) != len(in_features):
-        raise ValueError(f"fusion was built for {len(in_features)} modalities, got {len(features)} feature tensors")
-    shapes = [tuple(f.shape) for f in features]
-    for i, (feature, size) in enumerate(zip(features, in_features)):
-        if feature.ndim != 3 or feature.shape[2] != size:
-            raise ValueError(
-                f"modality {i}: expected a sequence of features (B, L, {size}), got {tuple(feature.shape)}; all shapes: "
-                f"{shapes}. Cross-attention needs region/token features: use ImageRegionEncoder and TokenEncoder."
-            )
-    if len({shape[0] for shape in shapes}) > 1:
-        raise ValueError(f"all modalities must have the same batch size, got shapes {shapes}")
+    check_features(features, in_features, sequences=True)
 
 
 class CrossAttentionFusion(nn.Module):

@@ -1,13 +1,4 @@
-"""The fusion interface, its input checks, and concatenation (early fusion).
-
-Every fusion module has the same interface, so any of them can sit in
-:class:`mmbook.multimodal.MultimodalModel`::
-
-    fusion(features: list[Tensor (B, D_i)]) -> Tensor (B, fusion.out_features)
-
-``out_features`` is known at construction from the input sizes, so the head that
-follows can be built to match.
-"""
+"""Input checks of the fusion interface (see :mod:`mmbook.fusion`), and concatenation (early fusion)."""
 
 from __future__ import annotations
 
@@ -17,16 +8,23 @@ import torch
 from torch import nn
 
 
-def check_features(features: Sequence[torch.Tensor], in_features: Sequence[int]) -> None:
-    """Raise a clear error unless ``features`` are ``len(in_features)`` tensors ``(B, D_i)`` with one B."""
+def check_features(features: Sequence[torch.Tensor], in_features: Sequence[int],
+                   sequences: bool = False) -> None:
+    """Raise a clear error unless ``features`` are ``len(in_features)`` tensors ``(B, D_i)`` with one B.
+
+    With ``sequences=True``, tensors ``(B, L_i, D_i)`` (region and token features) instead.
+    """
     if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):
         raise TypeError("fusion expects a list of feature tensors, one per modality, e.g. fusion([image_feat, text_feat])")
     if len(features) != len(in_features):
         raise ValueError(f"fusion was built for {len(in_features)} modalities, got {len(features)} feature tensors")
     shapes = [tuple(f.shape) for f in features]
     for i, (feature, size) in enumerate(zip(features, in_features)):
-        if feature.ndim != 2 or feature.shape[1] != size:
-            raise ValueError(f"modality {i}: expected features of shape (B, {size}), got {tuple(feature.shape)}; all shapes: {shapes}")
+        if feature.ndim != 2 + sequences or feature.shape[-1] != size:
+            expected = f"a sequence of features (B, L, {size})" if sequences else f"features of shape (B, {size})"
+            hint = (". Cross-attention needs region/token features: use ImageRegionEncoder and TokenEncoder."
+                    if sequences else "")
+            raise ValueError(f"modality {i}: expected {expected}, got {tuple(feature.shape)}; all shapes: {shapes}{hint}")
     if len({shape[0] for shape in shapes}) > 1:
         raise ValueError(f"all modalities must have the same batch size, got shapes {shapes}")
 
@@ -39,18 +37,21 @@ def feature_sizes(in_features: Sequence[int], name: str) -> list[int]:
     return sizes
 
 
-def softmax_mix(stacked: torch.Tensor, weight_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix modalities with one softmax weight each: the core of global weighted and learned late fusion.
+class SoftmaxMix(nn.Module):
+    """Base of global weighted and learned late fusion: one softmax weight per modality, ``softmax(weight_logits)``."""
 
-    Args:
-        stacked: ``(B, M, D)``, one ``D``-vector per modality (features or logits).
-        weight_logits: ``(M,)`` learned logits of the modality weights.
+    last_weights: torch.Tensor | None = None  # (B, M), the weights of the last call
 
-    Returns:
-        The weighted sum ``sum_m alpha_m stacked[:, m]`` ``(B, D)``, and ``alpha = softmax(weight_logits)`` ``(M,)``.
-    """
-    alpha = torch.softmax(weight_logits, dim=0)
-    return (alpha.view(1, -1, 1) * stacked).sum(dim=1), alpha
+    @property
+    def weights(self) -> torch.Tensor:
+        """The modality weights ``(M,)``, detached."""
+        return torch.softmax(self.weight_logits.detach(), dim=0)
+
+    def mix(self, stacked: torch.Tensor) -> torch.Tensor:
+        """``(B, M, D)``, one vector per modality (features or logits) -> ``sum_m alpha_m stacked[:, m]`` ``(B, D)``."""
+        alpha = torch.softmax(self.weight_logits, dim=0)
+        self.last_weights = alpha.detach().expand(stacked.shape[0], -1)
+        return (alpha.view(1, -1, 1) * stacked).sum(dim=1)
 
 
 class ConcatFusion(nn.Module):

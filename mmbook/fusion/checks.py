@@ -22,8 +22,7 @@ def _two_modality_task(in_features: list[int], sequences: bool, n: int = 512, se
     """
     generator = torch.Generator().manual_seed(seed)
     inputs = _make_inputs(in_features, n, sequences, generator)
-    a = inputs[0][..., 0] if not sequences else inputs[0][:, :, 0].mean(1)
-    b = inputs[1][..., 0] if not sequences else inputs[1][:, :, 0].mean(1)
+    a, b = (x[..., 0].mean(1) if sequences else x[..., 0] for x in inputs[:2])
     labels = (a > 0).long() + 2 * (b > 0).long()
     return inputs, labels
 

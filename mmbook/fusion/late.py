@@ -1,8 +1,6 @@
 """Late (decision-level) fusion: each modality predicts on its own; the logits are mixed.
 
-Unlike the other fusions, a late fusion returns class logits, not features:
-``produces_logits = True`` tells :func:`mmbook.multimodal.captioned_cifar_model`
-to put no head after it (``nn.Identity``).
+A late fusion returns class logits, not features (``produces_logits = True``: no head after it).
 """
 
 from __future__ import annotations
@@ -11,12 +9,11 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from mmbook.fusion.base import check_features, feature_sizes, softmax_mix
+from mmbook.fusion.base import SoftmaxMix, check_features, feature_sizes
 
 
-class LateFusion(nn.Module):
+class LateFusion(SoftmaxMix):
     """Per-modality classifiers whose logits are averaged or mixed with learned weights.
 
     Shapes::
@@ -52,21 +49,13 @@ class LateFusion(nn.Module):
         self.weight_logits = nn.Parameter(torch.zeros(len(self.in_features)), requires_grad=mixing == "learned")
         self.out_features = num_classes
         self.last_logits: torch.Tensor | None = None
-        self.last_weights: torch.Tensor | None = None
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """The mixing weights ``(M,)`` (uniform for ``average``)."""
-        return F.softmax(self.weight_logits.detach(), dim=0)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """List of ``(B, D_m)`` -> logits ``(B, num_classes)``."""
         check_features(features, self.in_features)
         logits = torch.stack([f(x) for f, x in zip(self.classifiers, features)], dim=1)  # (B, M, C)
-        mixed, alpha = softmax_mix(logits, self.weight_logits)
         self.last_logits = logits.detach()
-        self.last_weights = alpha.detach().expand(logits.shape[0], -1)
-        return mixed
+        return self.mix(logits)
 
 
 class AverageLateFusion(LateFusion):

@@ -23,23 +23,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbook.fusion.base import check_features, feature_sizes, softmax_mix
+from mmbook.fusion.base import SoftmaxMix, check_features, feature_sizes
 
 
-class GlobalWeightFusion(nn.Module):
-    """One learned weight per modality over features projected to a common size.
+class GlobalWeightFusion(SoftmaxMix):
+    """One learned weight per modality over features ``x_m`` ``(B, D_m)`` projected to a common size::
 
-    Shapes::
+        p_m = LayerNorm(W_m x_m)       (B, hidden)   no learned scale
+        alpha = softmax(w)             (M,)          w: one learned logit per modality
+        output = sum_m alpha_m p_m     (B, hidden)
 
-        x_m                     (B, D_m)      for each modality m
-        p_m = LayerNorm(W_m x_m) (B, hidden)   same scale for every modality
-        alpha = softmax(w)      (M,)          w: one learned logit per modality
-        output = sum_m alpha_m p_m   (B, hidden)
-
-    The LayerNorm (without learned scale) matters: without it, a projection could
-    grow to undo a small weight, and the weights would say nothing about how much
-    each modality is used. Because the modalities are *summed* into the same
-    ``hidden`` units, the head cannot undo the mixing either.
+    Without the LayerNorm a projection could grow to undo a small weight, and the
+    weights would say nothing about how much each modality is used.
 
     Args:
         in_features: feature size of each modality.
@@ -53,50 +48,29 @@ class GlobalWeightFusion(nn.Module):
         self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
         self.weight_logits = nn.Parameter(torch.zeros(len(self.in_features)))
         self.out_features = hidden
-        self.last_weights: torch.Tensor | None = None
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """The modality weights ``softmax(w)``, shape ``(M,)``, detached."""
-        return F.softmax(self.weight_logits.detach(), dim=0)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """List of ``(B, D_m)`` -> ``(B, hidden)``."""
         check_features(features, self.in_features)
-        projected = torch.stack([self.norm(proj(x)) for proj, x in zip(self.projections, features)], dim=1)  # (B, M, H)
-        mixed, alpha = softmax_mix(projected, self.weight_logits)  # (B, H), (M,)
-        self.last_weights = alpha.detach().expand(projected.shape[0], -1)
-        return mixed
+        return self.mix(torch.stack([self.norm(proj(x)) for proj, x in zip(self.projections, features)], dim=1))
 
 
 class GatedMultimodalUnit(nn.Module):
-    """Gated Multimodal Unit (Arevalo et al., 2017).
+    """Gated Multimodal Unit (Arevalo et al., 2017); for two modalities, the paper's equations::
 
-    For two modalities, exactly the paper's equations::
-
-        h_v = tanh(W_v x_v)          (B, hidden)
-        h_t = tanh(W_t x_t)          (B, hidden)
-        z   = sigmoid(W_z [x_v; x_t]) (B, hidden)   one gate per sample and unit
+        h_v = tanh(W_v x_v),  h_t = tanh(W_t x_t)    (B, hidden)
+        z   = sigmoid(W_z [x_v; x_t])                 (B, hidden)   one gate per sample and unit
         h   = z * h_v + (1 - z) * h_t
 
-    For M modalities the gate becomes a softmax over modalities per unit
-    (for M = 2 that is the same family: softmax of two logits = sigmoid of their
-    difference). ``last_gates`` holds the gates ``(B, M, hidden)`` of the last
-    call; ``last_weights`` their mean over units ``(B, M)``; for two modalities
-    ``last_weights[:, 0]`` is the mean gate z on the first modality.
-
-    The paper's equations feed the raw features to ``tanh`` and to the gate. When an encoder's
-    output grows during training (LeNet's last layer is unbounded: on the worked example its
-    root-mean-square value rises from 0.08 to about 20 in the first epoch), most ``tanh`` units
-    and most gates saturate at 0 or 1, their gradients vanish, and the GMU learns more slowly
-    than concatenation. ``normalize=True`` puts a LayerNorm without learned parameters on each
-    input first (``x_m <- LayerNorm(x_m)``), which keeps both in their sensitive range.
+    For M modalities the gate is a softmax over modalities per unit. ``last_gates`` holds
+    the gates ``(B, M, hidden)`` of the last call, ``last_weights`` their mean over units ``(B, M)``.
 
     Args:
         in_features: feature size of each modality.
         hidden: size of h.
-        normalize: layer-normalize each input before the transforms and the gate
-            (default ``False``: the paper's equations exactly).
+        normalize: layer-normalize each input first (no learned parameters). An unbounded
+            encoder output (LeNet's) grows in training until ``tanh`` and the gates saturate
+            and learn slowly; this keeps them in range. Default ``False``: the paper's equations.
     """
 
     def __init__(self, in_features: Sequence[int], hidden: int = 32, normalize: bool = False) -> None:
@@ -104,11 +78,10 @@ class GatedMultimodalUnit(nn.Module):
         self.in_features = feature_sizes(in_features, "GatedMultimodalUnit")
         self.norms = nn.ModuleList(nn.LayerNorm(d, elementwise_affine=False) for d in self.in_features) \
             if normalize else None
-        num = len(self.in_features)
-        self.hidden = hidden
+        self.hidden, num = hidden, len(self.in_features)
         self.transforms = nn.ModuleList(nn.Linear(d, hidden, bias=False) for d in self.in_features)
-        gate_outputs = hidden if num == 2 else hidden * num
-        self.gate = nn.Linear(sum(self.in_features), gate_outputs, bias=False) if num > 1 else None
+        gate_size = hidden if num == 2 else hidden * num
+        self.gate = nn.Linear(sum(self.in_features), gate_size, bias=False) if num > 1 else None
         self.out_features = hidden
         self.last_gates: torch.Tensor | None = None
         self.last_weights: torch.Tensor | None = None
@@ -133,14 +106,11 @@ class GatedMultimodalUnit(nn.Module):
 
 
 class ReliabilityEstimator(nn.Module):
-    """Predicts how much to trust each modality, sample by sample.
-
-    Each modality gets a small MLP that scores its own features; a softmax over
-    modalities turns the scores into weights::
+    """Per-sample modality weights: one small MLP scores each modality, a softmax mixes the scores::
 
         features [(B, D_m)] -> scores (B, M) -> softmax -> weights (B, M)
 
-    Train it with :func:`fit_reliability_estimator` on held-out data, then freeze it.
+    Train it with :func:`fit_reliability_estimator` on held-out data.
     """
 
     def __init__(self, in_features: Sequence[int], hidden: int = 16) -> None:
@@ -161,11 +131,8 @@ class ReliabilityEstimator(nn.Module):
 
 
 def reliability_targets(true_class_probs: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """Target weights ``(N, M)`` from each unimodal model's probability of the true class ``(N, M)``.
-
-    A modality gets weight in proportion to how much probability its own model put
-    on the right answer: ``w_m = (p_m + eps) / sum_k (p_k + eps)``.
-    """
+    """Target weights ``w_m = (p_m + eps) / sum_k (p_k + eps)`` ``(N, M)`` from each unimodal model's
+    probability ``p_m`` of the true class ``(N, M)``."""
     if true_class_probs.ndim != 2:
         raise ValueError(f"expected probabilities of shape (N, M), got {tuple(true_class_probs.shape)}")
     p = true_class_probs.float().clamp(0, 1) + eps
@@ -187,8 +154,7 @@ def fit_reliability_estimator(
         features: per-modality held-out features ``[(N, D_m)]``, from the unimodal encoders.
         true_class_probs: ``(N, M)``, each unimodal model's probability of the true label.
         steps: full-batch Adam steps.
-        lr: learning rate.
-        seed: seed for the initial weights' shuffle-free training (kept for repeatability).
+        seed: seeds torch's global generator first.
 
     Returns:
         The loss (cross-entropy against the soft targets) at every step.
@@ -198,9 +164,7 @@ def fit_reliability_estimator(
     targets = reliability_targets(true_class_probs).to(features[0].device)
     if targets.shape != (features[0].shape[0], len(features)):
         raise ValueError(f"true_class_probs must be (N, M) = ({features[0].shape[0]}, {len(features)}), got {tuple(true_class_probs.shape)}")
-    for p in estimator.parameters():
-        p.requires_grad_(True)
-    estimator.train()
+    estimator.requires_grad_(True).train()
     optimizer = torch.optim.Adam(estimator.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -216,25 +180,18 @@ def fit_reliability_estimator(
 
 def freeze(module: nn.Module) -> nn.Module:
     """Stop training ``module``: no gradients, and eval mode."""
-    for p in module.parameters():
-        p.requires_grad_(False)
-    module.eval()
-    return module
+    return module.requires_grad_(False).eval()
 
 
 class TwoStageFusion(nn.Module):
-    """Weighted fusion whose per-sample weights come from a frozen, separately trained estimator.
+    """Weighted fusion whose per-sample weights come from a frozen, separately trained estimator::
 
-    Shapes::
-
-        weights = estimator(x)                 (B, M)   frozen; trained before, on held-out data
+        weights = estimator(x)                 (B, M)   frozen; fitted before, on held-out data
         p_m     = LayerNorm(W_m x_m)           (B, hidden)
         output  = sum_m weights[:, m] * p_m    (B, hidden)
 
-    Only the projections (and the head after this module) train in stage 2. The
-    estimator reads the same features as the fusion, so the encoders in front of
-    it must be the ones it was fitted on (frozen as well; see
-    :func:`mmbook.recipes.fit_two_stage`).
+    The estimator reads the same features as the fusion, so the encoders in front of it
+    must be the frozen ones it was fitted on (see :func:`mmbook.recipes.fit_two_stage`).
 
     Args:
         in_features: feature size of each modality.

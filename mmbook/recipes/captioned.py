@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 
@@ -16,23 +15,20 @@ from mmbook.recipes.run import Run
 from mmbook.training import fit
 
 
-def check_labels(train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor] | None,
-                 num_classes: int | None) -> int:
+def check_labels(train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor], num_classes: int | None) -> int:
     """The number of classes: ``num_classes``, or inferred as ``max(train label) + 1``; checks every label.
 
     Raises:
         ValueError: a label (train or test) outside ``0 .. num_classes - 1``, before any training.
     """
     for split, tensors in (("train", train), ("test", test)):
-        if tensors is not None and "label" not in tensors:
+        if "label" not in tensors:
             raise KeyError(f"the {split} data has no 'label' entry, got keys {sorted(tensors)}")
-    labels = train["label"]
-    if labels.numel() == 0:
+    if train["label"].numel() == 0:
         raise ValueError("the training data holds no samples")
-    if num_classes is None:
-        num_classes = int(labels.max()) + 1
+    num_classes = int(train["label"].max()) + 1 if num_classes is None else num_classes
     for split, tensors in (("train", train), ("test", test)):
-        if tensors is None or tensors["label"].numel() == 0:
+        if tensors["label"].numel() == 0:
             continue
         low, high = int(tensors["label"].min()), int(tensors["label"].max())
         if low < 0 or high >= num_classes:
@@ -58,16 +54,11 @@ def train_image_text(
     epochs: int = 3,
     batch_size: int = 128,
     lr: float = 3e-3,
-    label_smoothing: float = 0.0,
     modality_dropout: float | Sequence[float] = 0.0,
     seed: int = 0,
     device: torch.device | str | None = None,
-    amp: bool | None = None,
     channels_last: bool = False,
-    compile: bool = False,
-    checkpoint_dir: Path | str | None = None,
-    resume: bool = False,
-    progress: bool = True,
+    **fit_options,
 ) -> Run:
     """Build ``image_text_model(modalities, fusion=...)`` and train it with :func:`mmbook.training.fit`.
 
@@ -83,11 +74,12 @@ def train_image_text(
         mean, std: per-channel image statistics for normalisation; ``None`` computes them from
             the training images (:func:`mmbook.data.image_statistics`).
         augment: random crop and flip of the training images.
-        epochs, batch_size, lr, label_smoothing: the schedule (one-cycle AdamW, as in :func:`mmbook.training.fit`).
+        epochs, batch_size, lr: the schedule (one-cycle AdamW, as in :func:`mmbook.training.fit`).
         modality_dropout: if nonzero, wrap the fusion in :class:`mmbook.fusion.ModalityDropout` with this ``p``
             (a float, or one probability per modality, e.g. ``(0.0, 0.5)`` to drop only the text).
         seed: seeds the weights and the batch order.
-        device, amp, channels_last, compile, checkpoint_dir, resume, progress: passed to ``fit``.
+        device, channels_last, fit_options: passed to ``fit`` (e.g. ``label_smoothing``, ``amp``, ``compile``,
+            ``checkpoint_dir``, ``resume``, ``progress``).
 
     Returns:
         A :class:`~mmbook.recipes.Run`; ``metrics["test_accuracy"]`` is the last epoch's test accuracy.
@@ -110,12 +102,9 @@ def train_image_text(
     history = fit(model, DeviceLoader(train, batch_size, shuffle=True, augment=augment, device=device, seed=seed,
                                       channels_last=channels_last, **normalisation),
                   DeviceLoader(test, 1000, device=device, channels_last=channels_last, **normalisation),
-                  epochs=epochs, lr=lr,
-                  label_smoothing=label_smoothing, device=device, amp=amp, channels_last=channels_last,
-                  compile=compile, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                  description=f"{modalities} {fusion}",
+                  epochs=epochs, lr=lr, device=device, channels_last=channels_last, description=f"{modalities} {fusion}",
                   extra_state={"modalities": modalities, "fusion": fusion, "text_encoder": text_encoder,
-                               "num_classes": num_classes})
+                               "num_classes": num_classes}, **fit_options)
     metrics = {"test_accuracy": history.last["test_accuracy"]} if len(history) else {}
     return Run(model, history, metrics)
 
@@ -126,15 +115,12 @@ def train_captioned(
     vocab_size: int,
     modalities: str = "image+text",
     fusion: str = "concat",
-    *,
-    num_classes: int | None = None,
     **options,
 ) -> Run:
     """The worked example's recipe: :func:`train_image_text` with the worked example's model and statistics.
 
     Branches of 10 features (``captioned_cifar_model``) and CIFAR-10's mean and standard deviation;
-    ``num_classes`` is inferred from the labels (10 for CIFAR-10) unless given. ``options`` are
-    :func:`train_image_text`'s.
+    ``options`` are :func:`train_image_text`'s.
     """
     options = {"feature_size": 10, "mean": CIFAR10_MEAN, "std": CIFAR10_STD, **options}
-    return train_image_text(train, test, vocab_size, modalities, fusion, num_classes=num_classes, **options)
+    return train_image_text(train, test, vocab_size, modalities, fusion, **options)

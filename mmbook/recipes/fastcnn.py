@@ -26,8 +26,7 @@ def train_fastcnn(
             ``load_cifar10("train")`` as ``{"image": s.images, "label": s.labels}``.
         test: the same for the test images; ``None`` skips evaluation.
         config: the recipe; default :class:`~mmbook.fastcnn.FastCNNConfig` (the CPU recipe).
-        device: ``None`` picks CUDA, then MPS, then CPU.
-        progress: show a progress bar.
+        device, progress: as in :func:`mmbook.training.fit`.
 
     Returns:
         A :class:`~mmbook.recipes.Run` whose model is the :class:`~mmbook.cnn.SmallCNN` (in eval mode)
@@ -46,8 +45,7 @@ def train_fastcnn(
     device = pick_device(device)
     amp = resolve_amp(config.amp, device)
     if device.type == "cuda":
-        # Every training batch has the same shape (drop_last), so letting cuDNN time its
-        # convolution algorithms once and keep the fastest pays for itself in the first steps.
+        # Every training batch has the same shape (drop_last): cuDNN may time its algorithms once and keep the fastest.
         torch.backends.cudnn.benchmark = True
     seed_everything(config.seed)
     network = build_fastcnn(config, train["image"])

@@ -1,19 +1,16 @@
 """The tasks of ``mmbook train --task NAME``: one entry each, with its defaults, its metric and its recipe.
 
-The command line looks a task up here, and the notebooks read the same defaults, e.g.::
-
-    defaults = TASKS["scene-grounding"].defaults(quick=is_quick())
-    train = load_scenes("train", defaults.train_count, ...)
-
-A task's ``train(settings)`` loads its data, runs its recipe and returns the
-:class:`~mmbook.recipes.Run` with a dict of facts about the run (data sizes, the
-choices that were made) for the report.
+The command line looks a task up here; :meth:`Task.resolve` puts the flags given over the defaults of
+the mode (``task.full`` or ``task.quick``). A task's ``train(settings)`` loads its data, runs its recipe
+and returns the :class:`~mmbook.recipes.Run` with a dict of facts about the run (data sizes, the choices
+that were made) for the report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +66,6 @@ class Settings:
     recipe: str | None = None
     data_file: Path | None = None
 
-    def changed(self) -> list[str]:
-        """The names of the settings that differ from their defaults."""
-        return [f.name for f in fields(self) if getattr(self, f.name) != f.default]
-
 
 # Settings every task reads.
 COMMON_SETTINGS = frozenset({"quick", "epochs", "batch_size", "lr", "seed", "device", "amp", "progress", "data",
@@ -100,20 +93,17 @@ class Task:
     options: frozenset[str]
     train: Callable[[Settings], tuple[Run, dict[str, Any]]]
 
-    def defaults(self, quick: bool) -> Defaults:
-        """The defaults of full (``quick=False``) or quick mode."""
-        return self.quick if quick else self.full
-
     def resolve(self, settings: Settings) -> tuple[Defaults, dict[str, Any]]:
         """The mode's defaults, and ``epochs``, ``batch_size``, ``lr`` with the settings' values put in."""
-        defaults = self.defaults(settings.quick)
+        defaults = self.quick if settings.quick else self.full
         chosen = {name: getattr(defaults, name) if getattr(settings, name) is None else getattr(settings, name)
                   for name in ("epochs", "batch_size", "lr")}
         return defaults, chosen
 
     def check(self, settings: Settings) -> None:
-        """Raise ``ValueError`` naming any setting this task does not read."""
-        unused = [name for name in settings.changed() if name not in COMMON_SETTINGS | self.options]
+        """Raise ``ValueError`` naming any setting that differs from its default and that this task does not read."""
+        unused = [f.name for f in fields(settings)
+                  if getattr(settings, f.name) != f.default and f.name not in COMMON_SETTINGS | self.options]
         if unused:
             users = sorted(task.name for task in TASKS.values() if unused[0] in task.options)
             flag = "--" + unused[0].replace("_", "-")
@@ -125,8 +115,7 @@ def _captioned(settings: Settings) -> tuple[Run, dict[str, Any]]:
     from mmbook.recipes.captioned import train_captioned
     from mmbook.recipes.two_stage import train_two_stage
 
-    task = TASKS["cifar10-captions"]
-    _, chosen = task.resolve(settings)
+    _, chosen = TASKS["cifar10-captions"].resolve(settings)
     modalities = settings.modalities or "image+text"
     if settings.fusion == "two_stage" and (modalities != "image+text" or settings.checkpoint is not None):
         raise ValueError("--fusion two_stage needs --modalities image+text and does not support --checkpoint")
@@ -193,30 +182,21 @@ def _cifar10(settings: Settings) -> tuple[Run, dict[str, Any]]:
         {**facts, "epochs": epochs, "batch_size": batch_size}
 
 
-def _scenes(name: str) -> Callable[[Settings], tuple[Run, dict[str, Any]]]:
-    def train(settings: Settings) -> tuple[Run, dict[str, Any]]:
-        from mmbook.data.scenes import load_scenes, scene_vocabulary
-        from mmbook.objectives.tasks import build_scene_task
-        from mmbook.recipes.scenes import train_scene_task
+def _scenes(name: str, settings: Settings) -> tuple[Run, dict[str, Any]]:
+    from mmbook.recipes.scenes import train_scene_task
 
-        defaults, chosen = TASKS[name].resolve(settings)
-        modalities = settings.modalities or ("image" if name == "scene-detection" else "image+text")
-        train_count, test_count = defaults.train_count, defaults.test_count
-        if settings.scenes is not None:
-            train_count, test_count = settings.scenes, min(test_count, settings.scenes)
-        # Building the task first checks the modalities before any data is loaded.
-        min_objects = build_scene_task(name, modalities, len(scene_vocabulary())).min_objects
-        splits = [load_scenes(split, count, seed=settings.seed, quick=settings.quick, min_objects=min_objects,
-                              root=settings.data, download=settings.download, progress=settings.progress)
-                  for split, count in (("train", train_count), ("test", test_count))]
-        run = train_scene_task(name, *splits, modalities, seed=settings.seed, device=settings.device,
-                               amp=settings.amp, checkpoint_dir=settings.checkpoint, resume=settings.resume,
-                               progress=settings.progress, **chosen)
-        fusion = {"scene-grounding": "film", "scene-tagging": "cross-attention"}.get(name, "none")
-        return run, {"modalities": modalities, "fusion": fusion if "+" in modalities else "none",
-                     "train_images": len(splits[0]), "test_images": len(splits[1])}
-
-    return train
+    defaults, chosen = TASKS[name].resolve(settings)
+    modalities = settings.modalities or ("image" if name == "scene-detection" else "image+text")
+    train_count, test_count = defaults.train_count, defaults.test_count
+    if settings.scenes is not None:
+        train_count, test_count = settings.scenes, min(test_count, settings.scenes)
+    run = train_scene_task(name, modalities, train_count=train_count, test_count=test_count, seed=settings.seed,
+                           quick=settings.quick, root=settings.data, download=settings.download,
+                           device=settings.device, amp=settings.amp, checkpoint_dir=settings.checkpoint,
+                           resume=settings.resume, progress=settings.progress, **chosen)
+    fusion = {"scene-grounding": "film", "scene-tagging": "cross-attention"}.get(name, "none")
+    return run, {"modalities": modalities, "fusion": fusion if "+" in modalities else "none",
+                 "train_images": train_count, "test_images": test_count}
 
 
 _SCENE_OPTIONS = frozenset({"modalities", "checkpoint", "resume", "scenes"})
@@ -284,13 +264,16 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     # The detector learns ten classes from small pasted objects, so it gets more scenes and epochs.
     Task("scene-detection", "the objectives chapter's detector on synthetic scenes", "map50",
          Defaults(epochs=10, batch_size=64, train_count=20_000, test_count=1000),
-         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS, _scenes("scene-detection")),
+         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS,
+         partial(_scenes, "scene-detection")),
     Task("scene-grounding", "the objectives chapter's referring-expression grounding", "accuracy_iou50",
          Defaults(epochs=8, batch_size=64, train_count=8000, test_count=1000),
-         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS, _scenes("scene-grounding")),
+         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS,
+         partial(_scenes, "scene-grounding")),
     Task("scene-tagging", "the objectives chapter's grounded role tagging of captions", "entity_f1",
          Defaults(epochs=8, batch_size=64, train_count=8000, test_count=1000),
-         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS, _scenes("scene-tagging")),
+         Defaults(epochs=4, batch_size=64, train_count=600, test_count=200), _SCENE_OPTIONS,
+         partial(_scenes, "scene-tagging")),
     Task("scene-retrieval", "the alignment chapter's contrastive image-caption model: retrieval and zero-shot",
          "recall_at_10_text_to_image", _retrieval_defaults(False), _retrieval_defaults(True), frozenset({"scenes"}),
          _retrieval),

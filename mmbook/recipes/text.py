@@ -32,7 +32,6 @@ def train_text_classifier(
     epochs: int,
     lr: float = 5e-3,
     batch_size: int = 64,
-    max_grad_norm: float | None = 1.0,
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
@@ -40,7 +39,7 @@ def train_text_classifier(
 ) -> Run:
     """Train ``model`` (ids ``(B, T)`` -> logits ``(B, C)``) with :func:`mmbook.training.fit`.
 
-    AdamW without weight decay and the one-cycle schedule, with the gradient norm clipped
+    AdamW without weight decay and the one-cycle schedule, with the gradient norm clipped to 1
     (recurrent networks need it, see :cite:`pascanu2013difficulty`). Each batch is trimmed to
     its longest sequence, so a batch of short captions costs few steps of the recurrence.
 
@@ -48,13 +47,8 @@ def train_text_classifier(
         model: e.g. a :class:`mmbook.text.TextClassifier`.
         tokens: ``(N, T)`` right-padded ids.
         labels: ``(N,)`` int64 class ids.
-        epochs: passes over the data.
-        lr: peak learning rate.
-        batch_size: sequences per step.
-        max_grad_norm: clip the gradient norm to this (``None``: no clipping).
         seed: seed of the shuffling order.
-        device: ``None`` picks CUDA, then MPS, then CPU.
-        progress: show a ``tqdm`` bar.
+        epochs, lr, batch_size, device, progress, description: as in :func:`mmbook.training.fit`.
 
     Returns:
         A :class:`~mmbook.recipes.Run`; ``history.column("train_loss")`` is the mean loss per epoch, and
@@ -68,7 +62,7 @@ def train_text_classifier(
     loader = AugmentedLoader(DeviceLoader({"text": tokens, "label": labels}, batch_size, shuffle=True, device=device,
                                           seed=seed),
                              lambda batch, generator: {**batch, "text": trim_padding(batch["text"])})
-    history = fit(_ReadsText(model), loader, epochs=epochs, lr=lr, weight_decay=0.0, max_grad_norm=max_grad_norm,
+    history = fit(_ReadsText(model), loader, epochs=epochs, lr=lr, weight_decay=0.0, max_grad_norm=1.0,
                   device=device, progress=progress, description=description)
     train_tokens = int((tokens != PAD_ID).sum()) * epochs
     metrics = {"train_tokens": train_tokens, "tokens_per_second": train_tokens / max(history.train_seconds, 1e-9)}

@@ -21,6 +21,9 @@ from mmbook.runtime import pick_device, seed_everything
 from mmbook.recipes.run import Run
 from mmbook.training import fit
 
+# The share of the training pairs (a fixed random part) that train_two_stage holds out to measure reliability.
+HELDOUT_FRACTION = 0.1
+
 
 @torch.no_grad()
 def _heldout_reliability(models: Mapping[str, nn.Module], loader, device) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -52,7 +55,6 @@ def fit_two_stage(
     hidden: int = 32,
     num_classes: int = 10,
     device: torch.device | str | None = None,
-    progress: bool = True,
     **fit_options,
 ) -> Run:
     """Train a two-stage weighted-fusion model from unimodal models and loaders you built.
@@ -66,7 +68,7 @@ def fit_two_stage(
         test_loader: optional; evaluated after every stage-2 epoch.
         epochs: stage-2 epochs.
         unimodal_epochs: stage-1 epochs per modality (default: ``epochs``).
-        lr, hidden, num_classes, device, progress: as usual; ``fit_options`` go to :func:`mmbook.training.fit`.
+        lr, hidden, num_classes, device: as usual; ``fit_options`` go to :func:`mmbook.training.fit` (both stages).
 
     Returns:
         A :class:`~mmbook.recipes.Run` of the fused model with stage 2's history. ``metrics`` holds
@@ -79,16 +81,17 @@ def fit_two_stage(
         if list(model.encoders) != [name]:
             raise ValueError(f"unimodal_models[{name!r}] must read only {name!r}, it reads {list(model.encoders)}")
         history = fit(model, train_loader, None, epochs=unimodal_epochs, lr=lr, device=device,
-                      progress=progress, description=f"stage 1: {name}", **fit_options)
+                      description=f"stage 1: {name}", **fit_options)
         stage1_seconds += history.train_seconds
     features, probs = _heldout_reliability(unimodal_models, heldout_loader, device)
-    estimator = ReliabilityEstimator([f.shape[1] for f in features])
+    sizes = [f.shape[1] for f in features]
+    estimator = ReliabilityEstimator(sizes)
     fit_reliability_estimator(estimator, features, probs)
     encoders = {name: freeze(model.encoders[name]) for name, model in unimodal_models.items()}
-    fusion = TwoStageFusion([f.shape[1] for f in features], hidden=hidden, estimator=estimator)
+    fusion = TwoStageFusion(sizes, hidden=hidden, estimator=estimator)
     fused = MultimodalModel(encoders, fusion, ClassifierHead(fusion.out_features, num_classes))
-    history = fit(fused, train_loader, test_loader, epochs=epochs, lr=lr, device=device, progress=progress,
-                  description="stage 2: fused", **fit_options)
+    history = fit(fused, train_loader, test_loader, epochs=epochs, lr=lr, device=device, description="stage 2: fused",
+                  **fit_options)
     metrics = {"train_seconds": stage1_seconds + history.train_seconds, "stage1_seconds": stage1_seconds}
     if test_loader is not None and len(history):
         metrics["test_accuracy"] = history.last["test_accuracy"]
@@ -101,32 +104,27 @@ def train_two_stage(
     vocab_size: int,
     *,
     text_encoder: str = "rnn",
-    heldout_fraction: float = 0.1,
     epochs: int = 3,
     batch_size: int = 128,
     lr: float = 3e-3,
     seed: int = 0,
     device: torch.device | str | None = None,
-    amp: bool | None = None,
-    progress: bool = True,
+    **fit_options,
 ) -> Run:
     """Two-stage fusion on captioned CIFAR-10, as :func:`~mmbook.recipes.train_captioned` does the others.
 
-    A ``heldout_fraction`` of the training pairs (a fixed random part) is kept out of training to
-    measure the unimodal models' reliability; the rest trains both stages.
+    :data:`HELDOUT_FRACTION` of the training pairs is kept out of training to measure the unimodal
+    models' reliability; the rest trains both stages.
 
     Args:
         train, test: batch dicts ``{"image": uint8 (N, 3, 32, 32), "text": (N, T), "label": (N,)}``.
         vocab_size, text_encoder: as in :func:`mmbook.multimodal.captioned_cifar_model`.
-        heldout_fraction: the share of ``train`` held out for stage 1's reliability measurement.
         epochs: epochs of each unimodal model and of the fused model.
+        fit_options: passed to :func:`mmbook.training.fit` (e.g. ``amp``, ``progress``).
     """
-    if not 0.0 < heldout_fraction < 1.0:
-        raise ValueError(f"heldout_fraction must lie in (0, 1), got {heldout_fraction}")
     device = pick_device(device)
     seed_everything(seed)
-    size = int(next(iter(train.values())).shape[0])
-    heldout = max(1, int(size * heldout_fraction))
+    heldout = max(1, int(len(train["label"]) * HELDOUT_FRACTION))
     unimodal = {name: captioned_cifar_model(name, vocab_size, text_encoder=text_encoder) for name in ("image", "text")}
     return fit_two_stage(
         unimodal,
@@ -134,5 +132,5 @@ def train_two_stage(
         # Every process measures reliability on the whole held-out part, so all train the same estimator.
         DeviceLoader(take(train, 0, heldout, seed=seed), 1000, device=device, rank=0, world_size=1),
         DeviceLoader(test, 1000, device=device),
-        epochs=epochs, lr=lr, device=device, amp=amp, progress=progress,
+        epochs=epochs, lr=lr, device=device, **fit_options,
     )

@@ -46,15 +46,27 @@ def _call(fn: Callable, case: str, *args):
                              f"(arguments had shapes {shapes})") from error
 
 
-def _cell_cases(cell_type: type[nn.Module]):
+def _check_cell(fn: Callable, cell_type: type[nn.Module]) -> None:
+    """Compare ``fn`` with ``cell_type`` (``nn.RNNCell``, ``nn.LSTMCell`` or ``nn.GRUCell``) on each of _CELL_CASES."""
+    lstm = cell_type is nn.LSTMCell
     generator = torch.Generator().manual_seed(0)
-    for batch, inputs, hidden in _CELL_CASES:
-        torch.manual_seed(int(torch.randint(0, 10_000, (1,), generator=generator)))
-        cell = cell_type(inputs, hidden)
-        x = torch.randn(batch, inputs, generator=generator)
-        h = torch.randn(batch, hidden, generator=generator)
-        c = torch.randn(batch, hidden, generator=generator)
-        yield f"case batch={batch}, input={inputs}, hidden={hidden}", cell, x, h, c
+    with torch.no_grad():
+        for batch, inputs, hidden in _CELL_CASES:
+            torch.manual_seed(int(torch.randint(0, 10_000, (1,), generator=generator)))
+            cell = cell_type(inputs, hidden)
+            x, h, c = (torch.randn(batch, size, generator=generator) for size in (inputs, hidden, hidden))
+            case = f"case batch={batch}, input={inputs}, hidden={hidden}"
+            got = _call(fn, case, x, (h, c) if lstm else h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            if not lstm:
+                _close("h_next", case, got, cell(x, h))
+                continue
+            if not isinstance(got, tuple) or len(got) != 2:
+                raise AssertionError(f"{case}: an LSTM cell should return a pair (h_next, c_next), "
+                                     f"got {type(got).__name__}")
+            h_ref, c_ref = cell(x, (h, c))
+            _close("c_next", case, got[1], c_ref)
+            _close("h_next", case, got[0], h_ref)
+    print(f"All checks passed: your {cell_type.__name__.removesuffix('Cell')} cell matches nn.{cell_type.__name__}.")
 
 
 def check_rnn_cell(fn: Callable[..., torch.Tensor]) -> None:
@@ -63,11 +75,7 @@ def check_rnn_cell(fn: Callable[..., torch.Tensor]) -> None:
     Shapes: ``x (B, I)``, ``h (B, H)``, ``weight_ih (H, I)``, ``weight_hh (H, H)``,
     biases ``(H,)``; returns ``(B, H)``.
     """
-    with torch.no_grad():
-        for case, cell, x, h, _ in _cell_cases(nn.RNNCell):
-            got = _call(fn, case, x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-            _close("h_next", case, got, cell(x, h))
-    print("All checks passed: your RNN cell matches nn.RNNCell.")
+    _check_cell(fn, nn.RNNCell)
 
 
 def check_lstm_cell(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -76,16 +84,7 @@ def check_lstm_cell(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
     Shapes: ``x (B, I)``, ``h`` and ``c (B, H)``, ``weight_ih (4H, I)``, ``weight_hh (4H, H)``,
     biases ``(4H,)``; returns two ``(B, H)`` tensors. Gate order: input, forget, g, output.
     """
-    with torch.no_grad():
-        for case, cell, x, h, c in _cell_cases(nn.LSTMCell):
-            got = _call(fn, case, x, (h, c), cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-            if not isinstance(got, tuple) or len(got) != 2:
-                raise AssertionError(f"{case}: an LSTM cell should return a pair (h_next, c_next), "
-                                     f"got {type(got).__name__}")
-            h_ref, c_ref = cell(x, (h, c))
-            _close("c_next", case, got[1], c_ref)
-            _close("h_next", case, got[0], h_ref)
-    print("All checks passed: your LSTM cell matches nn.LSTMCell.")
+    _check_cell(fn, nn.LSTMCell)
 
 
 def check_gru_cell(fn: Callable[..., torch.Tensor]) -> None:
@@ -94,11 +93,7 @@ def check_gru_cell(fn: Callable[..., torch.Tensor]) -> None:
     Shapes: ``x (B, I)``, ``h (B, H)``, ``weight_ih (3H, I)``, ``weight_hh (3H, H)``,
     biases ``(3H,)``; returns ``(B, H)``. Gate order: reset, update, new.
     """
-    with torch.no_grad():
-        for case, cell, x, h, _ in _cell_cases(nn.GRUCell):
-            got = _call(fn, case, x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-            _close("h_next", case, got, cell(x, h))
-    print("All checks passed: your GRU cell matches nn.GRUCell.")
+    _check_cell(fn, nn.GRUCell)
 
 
 def check_attention(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:

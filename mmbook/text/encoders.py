@@ -67,42 +67,29 @@ def check_tokens(tokens: torch.Tensor, vocab_size: int, values: bool = True) -> 
         )
 
 
-def _check_lengths(tokens: torch.Tensor, found: torch.Tensor, lengths: torch.Tensor | None,
-                   mask: torch.Tensor | None, pad_id: int) -> None:
-    """Check optional ``lengths`` ``(B,)`` and ``mask`` ``(B, T)`` against the padding in ``tokens``."""
-    batch = tokens.shape[0]
-    if lengths is not None:
-        if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-            raise TypeError("lengths must be an integer tensor of shape (B,), one token count per text")
-        if lengths.shape != (batch,):
-            raise ValueError(f"lengths must have shape (B,) = ({batch},) to match the tokens {tuple(tokens.shape)}, "
-                             f"got {tuple(lengths.shape)}")
-        bad = (lengths.to(found.device) != found).nonzero().flatten()
-        if bad.numel():
-            row = int(bad[0])
-            raise ValueError(
-                f"lengths disagree with the padding in the token ids: text {row} has {int(found[row])} tokens "
-                f"before the padding (id {pad_id}) but lengths[{row}] = {int(lengths[row])}. Pass the lengths "
-                f"returned by Vocabulary.encode_batch, or leave lengths out (they are read from the padding)."
-            )
-    if mask is not None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            raise TypeError("mask must be a bool tensor of shape (B, T), True at real tokens")
-        if mask.shape != tokens.shape:
-            raise ValueError(f"mask must have the shape of the tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}")
-        if not torch.equal(mask.to(tokens.device), tokens != pad_id):
-            raise ValueError(f"mask disagrees with the padding in the token ids: it must be True exactly where "
-                             f"the id is not {pad_id} (<pad>)")
+def _check_lengths(tokens: torch.Tensor, found: torch.Tensor, lengths: torch.Tensor, pad_id: int) -> None:
+    """Check ``lengths`` ``(B,)`` against the token counts ``found`` ``(B,)`` before the padding in ``tokens``."""
+    if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise TypeError("lengths must be an integer tensor of shape (B,), one token count per text")
+    if lengths.shape != found.shape:
+        raise ValueError(f"lengths must have shape (B,) = ({tokens.shape[0]},) to match the tokens "
+                         f"{tuple(tokens.shape)}, got {tuple(lengths.shape)}")
+    bad = (lengths.to(found.device) != found).nonzero().flatten()
+    if bad.numel():
+        row = int(bad[0])
+        raise ValueError(
+            f"lengths disagree with the padding in the token ids: text {row} has {int(found[row])} tokens "
+            f"before the padding (id {pad_id}) but lengths[{row}] = {int(lengths[row])}. Pass the lengths "
+            f"returned by Vocabulary.encode_batch, or leave lengths out (they are read from the padding)."
+        )
 
 
 class _ChecksFirstBatch:
     """Token encoders check ids and padding in full on their first batch only.
 
-    The checks read values back from the device, which stalls a GPU at every step. The
-    first batch catches what goes wrong in practice (ids from another vocabulary, left
-    padding), and the batches after it come from the same data; type and shape are
-    checked on every batch, at no cost. Call :meth:`recheck_inputs` to check the next
-    batch in full again, e.g. before feeding data from another source.
+    The full checks read values back from the device, which stalls a GPU at every step; type
+    and shape are checked on every batch. :meth:`recheck_inputs` checks the next batch in full
+    again, e.g. before feeding data from another source.
     """
 
     _inputs_checked = False
@@ -212,30 +199,30 @@ class TextEncoder(_ChecksFirstBatch, nn.Module):
             self.norm = nn.LayerNorm(hidden_size)
             state_size = hidden_size
         else:
-            # batch_first=True: our tensors are (B, T, E). The source sketch forgot this,
-            # so the RNN read the batch as time and failed with a hidden-size error.
             self.rnn = RECURRENT_KINDS[kind](embed_dim, hidden_size, num_layers=num_layers, batch_first=True,
                                              bidirectional=bidirectional)
             state_size = hidden_size * (2 if bidirectional else 1)
         self.proj = nn.Linear(state_size, out_features) if out_features is not None else nn.Identity()
         self.out_features = out_features if out_features is not None else state_size
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T)`` token ids -> ``(B, out_features)`` features.
 
         Args:
             tokens: ``(B, T)`` integer ids, right-padded with ``pad_id``.
             lengths: optional ``(B,)`` token counts; checked against the padding.
-            mask: optional ``(B, T)`` bool, True at real tokens; checked against the padding.
         """
         tokens, found = self._check_inputs(tokens)
-        _check_lengths(tokens, found, lengths, mask, self.pad_id)
+        if lengths is not None:
+            _check_lengths(tokens, found, lengths, self.pad_id)
         # An all-padding text is given length 1: it then reads one padding embedding (all zeros).
         found = found.clamp(min=1)
         embedded = self.embedding(tokens)  # (B, T, E)
         if self.kind == "transformer":
-            return self.proj(self._transformer_features(embedded, found))
+            x, real = self._transformer_input(embedded, found)
+            x = self.norm(self.transformer(x, src_key_padding_mask=~real))  # padded keys get no attention
+            weights = real.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+            return self.proj((x * weights).sum(dim=1) / weights.sum(dim=1))
         # Packing makes the RNN stop at each text's last real token.
         packed = pack_padded_sequence(embedded, found.cpu(), batch_first=True, enforce_sorted=False)
         _, hidden = self.rnn(packed)
@@ -243,22 +230,13 @@ class TextEncoder(_ChecksFirstBatch, nn.Module):
             hidden = hidden[0]
         # hidden: (layers * directions, B, H); keep the last layer's directions.
         directions = 2 if self.rnn.bidirectional else 1
-        final = torch.cat(list(hidden[-directions:]), dim=1)  # (B, H * directions)
-        return self.proj(final)
+        return self.proj(torch.cat(list(hidden[-directions:]), dim=1))  # (B, H * directions) -> (B, out_features)
 
-    def _real_tokens(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` bool, True at the first ``lengths[b]`` positions of each row."""
+    def _transformer_input(self, embedded: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings ``(B, T, E)`` -> encoder input ``(B, T, D)``, and ``(B, T)`` True where ``t < lengths[b]``."""
         steps = torch.arange(embedded.shape[1], device=embedded.device)
-        return steps.unsqueeze(0) < lengths.to(embedded.device).unsqueeze(1)
-
-    def _transformer_features(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, T, E)`` embeddings -> ``(B, hidden_size)``: encoder, then the mean over real tokens."""
-        real = self._real_tokens(embedded, lengths)  # (B, T)
-        x = self.positions(self.input_proj(embedded))  # (B, T, D)
-        x = self.transformer(x, src_key_padding_mask=~real)  # padded keys get no attention
-        x = self.norm(x)
-        weights = real.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        return (x * weights).sum(dim=1) / weights.sum(dim=1)
+        real = steps.unsqueeze(0) < lengths.to(embedded.device).unsqueeze(1)
+        return self.positions(self.input_proj(embedded)), real
 
     @torch.no_grad()
     def attention_maps(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -276,9 +254,7 @@ class TextEncoder(_ChecksFirstBatch, nn.Module):
         check_tokens(tokens, self.vocab_size)
         tokens = tokens.long()
         lengths = lengths_from_padding(tokens, self.pad_id).clamp(min=1)
-        embedded = self.embedding(tokens)
-        real = self._real_tokens(embedded, lengths)
-        x = self.positions(self.input_proj(embedded))
+        x, real = self._transformer_input(self.embedding(tokens), lengths)
         maps = []
         for layer in self.transformer.layers:
             query = layer.norm1(x) if layer.norm_first else x

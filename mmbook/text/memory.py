@@ -126,26 +126,17 @@ class MemoryTaskGenerator:
 
     def vocabulary(self) -> Vocabulary:
         """The fixed vocabulary of every word the generator can write (ids do not depend on the data)."""
-        words: list[str] = []
-        for text in (*MEMORY_OPENINGS, *DISTRACTOR_PHRASES, *self.classes):
-            for word in text.replace("{w}", "").split():
-                if word not in words:
-                    words.append(word)
-        return Vocabulary(words)
+        texts = (*MEMORY_OPENINGS, *DISTRACTOR_PHRASES, *self.classes)
+        return Vocabulary(list(dict.fromkeys(word for text in texts for word in text.replace("{w}", "").split())))
 
     def make(self, n: int, start: int = 0, vocab: Vocabulary | None = None) -> MemoryTask:
         """Examples ``start .. start + n - 1`` as a :class:`MemoryTask`."""
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
         vocab = vocab or self.vocabulary()
-        texts, labels, keys = [], [], []
-        for index in range(start, start + n):
-            text, label, key = self.example(index)
-            texts.append(text)
-            labels.append(label)
-            keys.append(key)
+        texts, labels, keys = zip(*(self.example(index) for index in range(start, start + n)))
         tokens, lengths = vocab.encode_batch(texts)
-        return MemoryTask(texts, torch.tensor(labels, dtype=torch.int64), tokens, lengths,
+        return MemoryTask(list(texts), torch.tensor(labels, dtype=torch.int64), tokens, lengths,
                           torch.tensor(keys, dtype=torch.int64), self.classes)
 
 

@@ -1,8 +1,7 @@
 """Turning captions into token ids: a tokenizer and a vocabulary; and class labels into ids: a label vocabulary.
 
 Id 0 is ``<pad>`` and id 1 is ``<unk>`` in every text vocabulary, so padding can be
-recognised without the vocabulary at hand. (torchtext, which used to provide
-this, is retired; the whole thing is a few lines.)
+recognised without the vocabulary at hand.
 """
 
 from __future__ import annotations
