@@ -112,6 +112,11 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
 
 
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """A gradient scaler that is active only where mixed precision uses fp16 (bf16 needs none)."""
+    return torch.amp.GradScaler(device.type, enabled=enabled and amp_dtype(device) == torch.float16)
+
+
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for a ``with`` block, then back in the mode it was in."""

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from mmbook import distributed
 from mmbook.checkpoints import CHECKPOINT_NAME, restore_training_state, save_checkpoint
-from mmbook.runtime import amp_dtype, autocast, evaluating, pick_device, resolve_amp
+from mmbook.runtime import autocast, evaluating, grad_scaler, pick_device, resolve_amp
 
 # Custom objectives (see mmbook.objectives): ``loss_fn(output, batch) -> scalar loss`` and
 # ``accuracy_fn(output, batch) -> (number correct, number counted)``.
@@ -272,7 +272,7 @@ def fit(
         opt = torch.optim.SGD(parameters, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
     factor = one_cycle(max(1, epochs * steps_per_epoch), warmup) if schedule == "onecycle" else lambda step: 1.0
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype(device) == torch.float16)  # for fp16 only
+    scaler = grad_scaler(device, amp)
 
     history = History()
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None

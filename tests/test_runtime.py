@@ -62,3 +62,12 @@ def test_cpu_has_native_bf16_answers_a_bool_and_false_without_the_checks(monkeyp
     assert cpu_has_native_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert cpu_has_native_bf16() is True
+
+
+def test_grad_scaler_only_scales_fp16():
+    from mmbook.runtime import amp_dtype, grad_scaler
+
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu) == torch.bfloat16
+    assert not grad_scaler(cpu, True).is_enabled()  # bf16 keeps float32's range: nothing to scale
+    assert not grad_scaler(cpu, False).is_enabled()
