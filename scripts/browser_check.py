@@ -11,6 +11,9 @@ Usage::
 - math rendered: MathJax output (``mjx-container``), and no MathJax error, wherever the
   page's source has ``$...$`` or the page holds math;
 - on a page with exercises, a solution dropdown opens when its button is clicked;
+- no paragraph shows a Markdown pipe table as raw text (``| a | b |`` followed by ``|---|``, which
+  smart quotes may have turned into ``|—|``),
+  as MyST-NB renders a ``text/markdown`` output whose Markdown format has no tables;
 - the Colab and Binder launch links point at the page's own ``.ipynb`` in the repository
   and branch named in ``_config.yml`` (and a page that is no notebook offers none).
 
@@ -49,6 +52,9 @@ LOCAL_MATHJAX = "/__mathjax__/"
 SKIPPED_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
 SKIPPED_FOLDERS = {"_static", "_sources", "_images", "_sphinx_design_static", "_panels_static"}
 MATH_IN_SOURCE = re.compile(r"\$\$.+?\$\$|(?<![\\$\w])\$(?=\S)[^$\n]+?(?<=\S)\$(?![\w$])", re.DOTALL)
+# A cell of a pipe table's delimiter row inside raw table text: "|---|", "| --- |", "|:---:|", or, as
+# Sphinx's smart quotes turn "---" into an em dash and "--" into an en dash, "|—|" and "|—:|".
+PIPE_TABLE_DELIMITER = re.compile(r"\|\s*:?(?:-{3,}|[\u2013\u2014][-\u2013\u2014]*)\s*:?\s*\|")
 
 
 @dataclass
@@ -213,10 +219,20 @@ const started = Date.now();
   } else { setTimeout(wait, 100); }
 })();
 """
+_PARAGRAPHS_JS = """
+return {paragraphs: Array.from(document.querySelectorAll('p')).map(p => p.textContent),
+        tables: document.querySelectorAll('table').length};
+"""
 _LAUNCH_JS = """
 return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)
   .filter(h => h.includes('colab.research.google.com') || h.includes('/v2/gh/'));
 """
+
+
+def raw_pipe_tables(paragraphs: list[str]) -> list[str]:
+    """The paragraphs (their text) that are a Markdown pipe table left unrendered: text that starts with
+    ``|`` and holds a delimiter row such as ``|---|``, ``| --- |`` or, after smart quotes, ``|—|``."""
+    return [text for text in paragraphs if text.lstrip().startswith("|") and PIPE_TABLE_DELIMITER.search(text)]
 
 
 def check_launch_links(links: list[str], page: str, is_notebook: bool, repository: Repository,
@@ -333,6 +349,12 @@ def check_page(driver, site: LocalSite, root: Path, page: str, repository: Repos
         if problem:
             report.problems.append(problem)
         report.checked.append("a solution dropdown")
+
+    content = driver.execute_script(_PARAGRAPHS_JS)
+    report.problems += [f"a pipe table shown as raw text, not as a table: {' '.join(raw.split())[:100]!r}"
+                        for raw in raw_pipe_tables(content["paragraphs"])]
+    if content["tables"]:
+        report.checked.append(f"{content['tables']} tables")
 
     is_notebook = source is not None and source.suffix == ".ipynb" and not (root / "_sources" / Path(page).with_suffix(".md")).exists()
     report.problems += check_launch_links(driver.execute_script(_LAUNCH_JS), page, is_notebook, repository, repo_root)
