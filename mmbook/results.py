@@ -5,6 +5,10 @@ result it measures; the files it wrote on GPUs are kept in ``benchmarks/gpu_runs
 index, ``benchmarks/measured_results.json``, says for each file on which device, with which
 command and on which date it was written, and which rows the appendix's summary table shows.
 This module reads both and turns them into tables, so that no recorded figure is typed twice.
+
+It also holds the book's rule for comparing results over seeds: :func:`mean_std`, :func:`within_spread`
+and :func:`compare`, whose :class:`Verdict` says in a sentence whether one result is ahead of another by
+more than the spread between seeds, and :func:`tied_extremes` for "the most" and "the least" with ties.
 """
 
 from __future__ import annotations
@@ -282,3 +286,193 @@ def format_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 3
     """``[0.70, 0.72, 0.74]`` -> ``"0.720 ± 0.020"`` (multiplied by ``scale`` first, e.g. 100 for points)."""
     mean, std = mean_std([scale * v for v in values])
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# Student's t, 97.5% quantile, by degrees of freedom (standard table values, 1 to 30).
+_T_975_BY_DF = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+                2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_975(seeds: int) -> float:
+    """Student's t 97.5% quantile for the mean of ``seeds`` values (``seeds - 1`` degrees of freedom).
+
+    Beyond 31 values it returns the value for 30 degrees of freedom, which is slightly larger than the
+    exact quantile, so intervals err on the wide side.
+
+    Raises:
+        ValueError: if ``seeds`` is below 2 (one value has no spread).
+    """
+    if seeds < 2:
+        raise ValueError(f"a t-interval needs at least two values, got {seeds}")
+    return _T_975_BY_DF[min(seeds - 1, len(_T_975_BY_DF)) - 1]
+
+
+def _values(x: object) -> list[float]:
+    """A number, a sequence of numbers or a tensor -> a list of floats."""
+    try:
+        values = [float(v) for v in x]  # type: ignore[union-attr]
+    except TypeError:
+        values = [float(x)]  # type: ignore[arg-type]
+    if not values:
+        raise ValueError("compare needs at least one value on each side (one per seed), got none")
+    return values
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of :func:`compare`: which of two results is ahead, and whether the spread between seeds allows saying so.
+
+    Attributes:
+        names: the two results' names, ``(a, b)``.
+        mean_a, mean_b: their means, multiplied by the comparison's ``scale``.
+        difference: ``mean_a - mean_b`` (scaled).
+        spread: what the difference is measured against (scaled): the sum of the two standard
+            deviations (``rule="spread"``), the half-width of the 95% interval of the seed-by-seed
+            differences (``rule="paired"``), or None when one seed leaves it unknown (``rule="one seed"``).
+        rule: ``"spread"``, ``"paired"``, ``"borrowed spread"`` (one value per side, measured against a
+            standard deviation between seeds given by the caller) or ``"one seed"``.
+        seeds: the number of values on each side.
+    """
+
+    names: tuple[str, str]
+    mean_a: float
+    mean_b: float
+    difference: float
+    spread: float | None
+    rule: str
+    seeds: tuple[int, int]
+    higher_is_better: bool = True
+    unit: str = "points"
+    digits: int = 1
+    words: tuple[str, str] = ("is above", "is below")
+
+    @property
+    def decided(self) -> bool:
+        """Whether the difference is larger than the spread (never, on one seed; never, for equal means)."""
+        if self.spread is None or self.difference == 0:
+            return False
+        if self.rule == "paired":
+            return abs(self.difference) > self.spread
+        return abs(self.difference) >= self.spread  # the complement of within_spread's strict rule
+
+    @property
+    def better(self) -> str | None:
+        """The name of the better result when the difference is decided, else None."""
+        if not self.decided:
+            return None
+        a_higher = self.difference > 0
+        return self.names[0] if a_higher == self.higher_is_better else self.names[1]
+
+    @property
+    def worse(self) -> str | None:
+        """The name of the worse result when the difference is decided, else None."""
+        better = self.better
+        return None if better is None else self.names[1] if better == self.names[0] else self.names[0]
+
+    @property
+    def relation(self) -> str:
+        """``"larger than"`` or ``"within"``, to complete "a difference ... the spread between seeds"."""
+        return "larger than" if self.decided else "within"
+
+    def _gap(self) -> str:
+        a, b = self.names
+        if self.difference == 0:
+            return f"{a} and {b} are equal"
+        word = self.words[0] if self.difference > 0 else self.words[1]
+        return f"{a} {word} {b} by {abs(self.difference):.{self.digits}f} {self.unit}".rstrip()
+
+    @property
+    def sentence(self) -> str:
+        """The verdict as a sentence (no final full stop), for ``glue``."""
+        a, b = self.names
+        if self.rule == "one seed":
+            return f"{self._gap()} on one seed, with no spread between seeds to measure the difference against"
+        if self.rule == "borrowed spread":
+            reference = (f"twice the standard deviation between seeds "
+                         f"(2 × {self.spread / 2:.{self.digits}f} {self.unit})").replace(" )", ")")
+            if self.decided:
+                return f"{self._gap()} on one seed each, more than {reference}"
+            return f"{self._gap()} on one seed each, within {reference}: these runs cannot tell them apart"
+        if self.decided:
+            return f"{self._gap()}, more than the spread between seeds"
+        return f"{a} and {b} are within the spread between seeds ({self._gap()}): these runs cannot tell them apart"
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+def compare(a: object, b: object, names: tuple[str, str] = ("A", "B"), *, higher_is_better: bool = True,
+            paired: bool = False, spread: float | None = None, scale: float = 100.0, unit: str = "points",
+            digits: int = 1, words: tuple[str, str] = ("is above", "is below")) -> Verdict:
+    """Compare two results against the spread between seeds: the book's one rule for "A beats B".
+
+    ``a`` and ``b`` are one value per seed (a number, a list or a tensor). The verdict is decided when:
+
+    - ``paired=True`` (both sides trained on the same seeds, value ``i`` of ``a`` paired with value ``i`` of
+      ``b``): the 95% Student's t interval of the mean of the seed-by-seed differences excludes zero;
+    - otherwise, with two or more values on each side: the difference of the means is at least the sum of
+      the two standard deviations (the complement of :func:`within_spread`);
+    - with one value on a side, only if ``spread`` gives the standard deviation between seeds measured
+      elsewhere (that side's standard deviation is taken to be ``spread``); without it the verdict is never
+      decided, and its sentence reports the difference with that caveat.
+
+    It is no significance test for the unpaired rule; it says which differences a reader may read something into.
+
+    Args:
+        names: how the sentence calls ``a`` and ``b``.
+        higher_is_better: which direction :attr:`Verdict.better` prefers (False for errors, losses, seconds).
+        scale, unit, digits: the difference is reported as ``scale * (mean_a - mean_b)`` in ``unit``
+            (default: accuracies as percentage points).
+        words: how the sentence says "a is higher than b" and "a is lower than b" (default
+            ``("is above", "is below")``; e.g. ``("is slower than", "is faster than")`` for seconds).
+
+    Raises:
+        ValueError: if a side is empty, or ``paired`` is asked for sides of different lengths or of one value.
+    """
+    values_a, values_b = _values(a), _values(b)
+    mean_a, std_a = mean_std(values_a)
+    mean_b, std_b = mean_std(values_b)
+    seeds = (len(values_a), len(values_b))
+    if paired:
+        if len(values_a) != len(values_b) or len(values_a) < 2:
+            raise ValueError(f"a paired comparison needs the same number (two or more) of seeds on both sides, got {seeds}")
+        mean, std = mean_std([x - y for x, y in zip(values_a, values_b)])
+        threshold, rule = t_975(len(values_a)) * std / math.sqrt(len(values_a)), "paired"
+    elif min(seeds) >= 2:
+        threshold, rule = std_a + std_b, "spread"
+    elif spread is None:
+        threshold, rule = None, "one seed"
+    else:
+        threshold = (std_a if seeds[0] >= 2 else float(spread)) + (std_b if seeds[1] >= 2 else float(spread))
+        rule = "borrowed spread" if max(seeds) == 1 else "spread"
+    return Verdict(names=(names[0], names[1]), mean_a=scale * mean_a, mean_b=scale * mean_b,
+                   difference=scale * (mean_a - mean_b), spread=None if threshold is None else scale * threshold,
+                   rule=rule, seeds=seeds, higher_is_better=higher_is_better, unit=unit, digits=digits,
+                   words=(words[0], words[1]))
+
+
+def tied_extremes(values: Mapping[str, float], tolerance: float = 0.0) -> tuple[list[str], list[str]]:
+    """The names tied for the lowest and for the highest value, in ``values``' order.
+
+    Two values tie when they differ by at most ``tolerance`` (e.g. half the last printed digit, so
+    that values printed alike are not ranked).
+
+    Raises:
+        ValueError: if ``values`` is empty.
+    """
+    if not values:
+        raise ValueError("tied_extremes needs at least one value")
+    low, high = min(values.values()), max(values.values())
+    return ([name for name, v in values.items() if v - low <= tolerance],
+            [name for name, v in values.items() if high - v <= tolerance])
+
+
+def join_names(names: Sequence[str], conjunction: str = "and") -> str:
+    """``["a"]`` -> ``"a"``; ``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    names = [str(n) for n in names]
+    if not names:
+        return ""
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} {conjunction} {names[-1]}"

@@ -145,3 +145,105 @@ def test_mean_std_and_within_spread():
     assert not within_spread([0.70, 0.72, 0.74], [0.79, 0.80, 0.81])
     with pytest.raises(ValueError, match="at least two seeds"):
         within_spread([0.7], [0.8, 0.81])
+
+
+def test_compare_decides_only_beyond_the_spread():
+    from mmbook.results import compare, within_spread
+
+    far = compare([0.80, 0.81, 0.79], [0.70, 0.71, 0.69], names=("fused", "image"))
+    assert far.decided and far.rule == "spread" and far.better == "fused" and far.worse == "image"
+    assert far.difference == pytest.approx(10.0) and far.spread == pytest.approx(2.0)
+    assert far.sentence == "fused is above image by 10.0 points, more than the spread between seeds"
+    assert str(far) == far.sentence and far.relation == "larger than"
+
+    near = compare([0.70, 0.72, 0.74], [0.71, 0.73, 0.75], names=("A", "B"))
+    assert not near.decided and near.better is None and near.relation == "within"
+    assert near.sentence == ("A and B are within the spread between seeds (A is below B by 1.0 points): "
+                             "these runs cannot tell them apart")
+    # the same rule as within_spread, at its boundary too: a difference equal to the spread is decided
+    for a, b in (([0.70, 0.72, 0.74], [0.71, 0.73, 0.75]), ([0.70, 0.72, 0.74], [0.74, 0.76, 0.78]),
+                 ([0.5, 0.7], [0.1, 0.2])):
+        assert compare(a, b).decided == (not within_spread(a, b))
+
+
+def test_compare_lower_is_better_and_own_words():
+    from mmbook.results import compare
+
+    verdict = compare([16.0, 16.2, 15.8], [6.8, 6.9, 6.7], names=("stepwise", "joint"), higher_is_better=False,
+                      scale=1, unit="s", words=("is slower than", "is faster than"))
+    assert verdict.decided and verdict.better == "joint"
+    assert verdict.sentence == "stepwise is slower than joint by 9.2 s, more than the spread between seeds"
+
+
+def test_compare_paired_uses_the_t_interval():
+    from mmbook.results import compare, t_975
+
+    # differences 0.02, 0.03, 0.04: mean 3.0 points, std 1.0, half-width 4.303 / sqrt(3) = 2.48 points
+    decided = compare([0.72, 0.73, 0.74], [0.70, 0.70, 0.70], paired=True)
+    assert decided.rule == "paired" and decided.decided
+    assert decided.spread == pytest.approx(100 * t_975(3) * 0.01 / 3 ** 0.5)
+    # same means, but the differences swing in sign: the interval holds zero
+    swinging = compare([0.75, 0.70, 0.76], [0.70, 0.70, 0.70], paired=True)
+    assert not swinging.decided and "cannot tell them apart" in swinging.sentence
+    # unpaired, the same values: a difference of 3.0 points against a sum of standard deviations of 1.0
+    assert compare([0.72, 0.73, 0.74], [0.70, 0.70, 0.70]).decided
+    with pytest.raises(ValueError, match="same number"):
+        compare([0.7, 0.8], [0.7, 0.8, 0.9], paired=True)
+    with pytest.raises(ValueError, match="same number"):
+        compare(0.7, 0.8, paired=True)
+    assert t_975(2) == pytest.approx(12.706) and t_975(3) == pytest.approx(4.303)
+    assert t_975(1000) == pytest.approx(2.042)
+    with pytest.raises(ValueError):
+        t_975(1)
+
+
+def test_compare_on_one_seed_cannot_tell():
+    from mmbook.results import compare
+
+    verdict = compare(0.394, 0.388, names=("with flips", "without"))
+    assert verdict.rule == "one seed" and not verdict.decided and verdict.better is None and verdict.spread is None
+    assert verdict.sentence == ("with flips is above without by 0.6 points on one seed, with no spread between "
+                                "seeds to measure the difference against")
+    assert compare([0.5], [0.5]).sentence.startswith("A and B are equal on one seed")
+    # even a large one-seed gap is undecided without a spread
+    assert not compare(0.9, 0.1).decided
+
+
+def test_compare_with_a_spread_measured_elsewhere():
+    from mmbook.results import compare
+
+    wide = compare(0.553, 0.478, names=("hidden 128", "hidden 8"), spread=0.022)
+    assert wide.rule == "borrowed spread" and wide.decided and wide.better == "hidden 128"
+    assert wide.spread == pytest.approx(4.4)
+    assert wide.sentence == ("hidden 128 is above hidden 8 by 7.5 points on one seed each, more than twice the "
+                             "standard deviation between seeds (2 × 2.2 points)")
+    close = compare(0.509, 0.478, names=("hidden 32", "hidden 8"), spread=0.022)
+    assert not close.decided and close.sentence.endswith("these runs cannot tell them apart")
+    # one value against several: the single side takes the given spread, the other its own
+    mixed = compare(0.60, [0.50, 0.52, 0.54], spread=0.02)
+    assert mixed.rule == "spread" and mixed.spread == pytest.approx(4.0) and mixed.decided
+
+
+def test_compare_accepts_tensors_and_rejects_empty_sides():
+    import torch
+
+    from mmbook.results import compare
+
+    verdict = compare(torch.tensor([0.8, 0.82]), torch.tensor(0.5), spread=0.01)
+    assert verdict.seeds == (2, 1) and verdict.decided
+    with pytest.raises(ValueError, match="at least one value"):
+        compare([], [0.5])
+
+
+def test_tied_extremes_and_join_names():
+    from mmbook.results import join_names, tied_extremes
+
+    gains = {"airplane": 0.20, "automobile": 0.068, "bird": 0.15, "dog": 0.068, "ship": 0.30}
+    assert tied_extremes(gains) == (["automobile", "dog"], ["ship"])
+    assert tied_extremes({"a": 0.101, "b": 0.1, "c": 0.5}, tolerance=0.0015) == (["a", "b"], ["c"])
+    assert tied_extremes({"a": 0.101, "b": 0.1, "c": 0.5}) == (["b"], ["c"])
+    with pytest.raises(ValueError):
+        tied_extremes({})
+    assert join_names(["automobile", "dog"]) == "automobile and dog"
+    assert join_names(["a", "b", "c"], "or") == "a, b or c"
+    assert join_names(["a"]) == "a" and join_names([]) == ""
