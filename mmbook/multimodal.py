@@ -10,6 +10,7 @@ turns the list of features into one tensor; the head maps it to logits.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -85,10 +86,24 @@ class MultimodalModel(nn.Module):
         return list(self.encoders.keys())
 
     def encode(self, batch: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Run each encoder on its modality: a list of ``(B, D_m)`` features."""
+        """Run each encoder on its modality: a list of ``(B, D_m)`` features.
+
+        Raises:
+            KeyError: the batch lacks a modality the model reads.
+            ValueError: an image encoder built for ``image_size`` S gets images ``(B, C, H, W)`` with
+                ``(H, W) != (S, S)``; the message names ``image_size``.
+        """
         missing = [name for name in self.encoders if name not in batch]
         if missing:
             raise KeyError(f"the batch has no {missing} entry; this model reads {self.modalities}, the batch has {sorted(batch)}")
+        for name, encoder in self.encoders.items():
+            size, images = getattr(encoder, "image_size", None), batch[name]
+            if (isinstance(size, int) and isinstance(images, torch.Tensor) and images.ndim == 4
+                    and tuple(images.shape[2:]) != (size, size)):
+                raise ValueError(f"the {name} encoder was built for {size}x{size} images (image_size={size}), but the "
+                                 f"batch's {name!r} holds {images.shape[2]}x{images.shape[3]} images; build the model "
+                                 f"with image_size={images.shape[3]}, e.g. image_text_model(..., "
+                                 f"image_size=data.image_size) for data from mmbook.data.load_pairs")
         return [encoder(batch[name]) for name, encoder in self.encoders.items()]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -103,6 +118,36 @@ def parse_modalities(spec: str | Sequence[str]) -> list[str]:
     if not names or unknown or len(set(names)) != len(names):
         raise ValueError(f"modalities must be 'image', 'text' or 'image+text', got {spec!r}")
     return [name for name in MODALITIES if name in names]
+
+
+def fusion_option_names(fusion: str) -> list[str]:
+    """The options (keyword arguments) that the fusion called ``fusion`` accepts, e.g. ``["hidden", "normalize"]``.
+
+    The feature sizes, and a late fusion's ``num_classes``, are set by the model builder, not by options.
+
+    Raises:
+        ValueError: an unknown fusion name.
+    """
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; expected one of {sorted(FUSIONS)}")
+    parameters = list(inspect.signature(FUSIONS[fusion].__init__).parameters.values())[2:]  # self, in_features
+    return [p.name for p in parameters if p.name != "num_classes"
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def check_fusion_options(fusion: str, options: Mapping[str, object] | None) -> dict[str, object]:
+    """``options`` as a dict, checked against :func:`fusion_option_names`.
+
+    Raises:
+        ValueError: an option the fusion does not accept; the message lists the ones it does.
+    """
+    options = dict(options or {})
+    accepted = fusion_option_names(fusion)
+    unknown = sorted(name for name in options if name not in accepted)
+    if unknown:
+        takes = f"accepts {', '.join(accepted)}" if accepted else "accepts no options"
+        raise ValueError(f"fusion {fusion!r} has no option {', '.join(map(repr, unknown))}; it {takes}")
+    return options
 
 
 def image_text_model(
@@ -130,9 +175,12 @@ def image_text_model(
         text_encoder: kind of the text branch (``rnn``, ``lstm``, ``gru`` or ``transformer``;
             see :data:`mmbook.text.TEXT_ENCODER_KINDS`).
         feature_size: the output size of each vector branch.
-        image_size: side of the square images (see :class:`~mmbook.cnn.LeNet`).
+        image_size: side ``S`` of the square images ``(B, 3, S, S)`` (see :class:`~mmbook.cnn.LeNet`);
+            default 32, CIFAR-10's. For data from :func:`mmbook.data.load_pairs` pass
+            ``data.image_size``; a batch of another size is an error that names this argument.
         fusion_options: keyword arguments of the fusion class, e.g. ``{"hidden": 64}`` or, for
-            the GMU, ``{"normalize": True}`` (see :func:`mmbook.fusion.build_fusion`).
+            the GMU, ``{"normalize": True}`` (:func:`fusion_option_names` lists a fusion's; an
+            unknown one is a ``ValueError``).
 
     Returns:
         A :class:`MultimodalModel` mapping a batch dict to ``(B, num_classes)`` logits.
@@ -140,6 +188,7 @@ def image_text_model(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int (the number of classes), got {num_classes!r}")
     names = parse_modalities(modalities)
+    fusion_options = check_fusion_options(fusion, fusion_options)
     if getattr(FUSIONS.get(fusion), "needs_sequences", False):
         # Cross-attention reads region and token features (B, L, D), not one vector per modality.
         if names != list(MODALITIES):
@@ -150,7 +199,7 @@ def image_text_model(
         encoders = {name: LeNet(out_features=feature_size, image_size=image_size) if name == "image"
                     else TextEncoder(vocab_size, kind=text_encoder, out_features=feature_size) for name in names}
     sizes = [encoder.out_features for encoder in encoders.values()]
-    fusion_module = build_fusion(fusion, sizes, num_classes=num_classes, **dict(fusion_options or {}))
+    fusion_module = build_fusion(fusion, sizes, num_classes=num_classes, **fusion_options)
     # A late fusion already returns class logits: no head after it.
     head = nn.Identity() if getattr(fusion_module, "produces_logits", False) else ClassifierHead(fusion_module.out_features, num_classes)
     return MultimodalModel(encoders, fusion_module, head)

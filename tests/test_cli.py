@@ -131,3 +131,111 @@ def test_cli_bench_loader_prints_the_ratio(tiny_imagefolder, capsys):
     assert status == 0
     out = capsys.readouterr().out
     assert "speed-up (fast / baseline):" in out and "images/s" in out and "ceiling" in out
+
+
+# --- mmbook train --task pairs: your own files -----------------------------------------------------
+
+
+def write_pairs(folder, images: int = 10, texts: int = 2, columns=("image", "text", "label"), name="pairs.jsonl"):
+    """``images`` PNGs of 40x40 in ``folder`` with ``texts`` rows each (3 classes), as JSON Lines; its path."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(len(name))
+    rows = []
+    for k in range(images):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{name}-{k}.png")
+        rows += [dict(zip(columns, (f"{name}-{k}.png", f"what is thing {q}", f"a{(k + q) % 3}"))) for q in range(texts)]
+    (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder / name
+
+
+def test_pairs_task_takes_a_test_file_an_image_size_column_names_and_fusion_options(tmp_path, capsys):
+    train = write_pairs(tmp_path, columns=("photo", "question", "answer"))
+    test = write_pairs(tmp_path, images=4, columns=("photo", "question", "answer"), name="test.jsonl")
+    out = tmp_path / "result.json"
+    argv = ["train", "--task", "pairs", "--data-file", str(train), "--test-file", str(test), "--image-size", "32",
+            "--image-column", "photo", "--text-column", "question", "--label-column", "answer", "--fusion", "gmu",
+            "--fusion-option", "normalize=true", "--fusion-option", "hidden=8", "--epochs", "1", "--device", "cpu",
+            "--no-progress", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["image_size"] == 32 and result["test_file"] == str(test) and result["classes"] == 3
+    sizes = (result["train_images"], result["train_texts"], result["test_images"], result["test_texts"])
+    assert sizes == (10, 20, 4, 8)
+    assert result["fusion_options"] == {"normalize": True, "hidden": 8}
+    assert "test_accuracy" in capsys.readouterr().out
+
+
+def test_fusion_option_values_are_parsed_and_checked_against_the_fusion(tmp_path, capsys):
+    from mmbook.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--fusion-option", "normalize=True", "--fusion-option", "hidden=64",
+                                      "--fusion-option", "scale=0.5", "--fusion-option", "kind=fast"])
+    assert args.fusion_options == [("normalize", True), ("hidden", 64), ("scale", 0.5), ("kind", "fast")]
+    train = write_pairs(tmp_path)
+    for extra, message in [
+        (["--fusion", "gmu", "--fusion-option", "normalise=true"],
+         "--fusion-option: fusion 'gmu' has no option 'normalise'; it accepts hidden, normalize"),
+        (["--fusion-option", "hidden=8"], "fusion 'concat' has no option 'hidden'; it accepts no options"),
+        (["--fusion", "gmu", "--fusion-option", "hidden=8", "--fusion-option", "hidden=9"],
+         "hidden given more than once"),
+        (["--fusion-option", "normalize"], "expected KEY=VALUE"),
+        (["--image-size", "16"], "--image-size: must be at least 32"),
+    ]:
+        assert main(["train", "--task", "pairs", "--data-file", str(train), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("mmbook: error:") and message in err, err
+    for flag in (["--fusion-option", "hidden=8"], ["--image-size", "32"], ["--test-file", str(train)],
+                 ["--label-column", "answer"]):
+        assert main(["train", "--task", "cifar10-captions", *flag]) == 2
+        err = capsys.readouterr().err
+        assert "applies to --task pairs, not cifar10-captions" in err and err.count("\n") == 1
+
+
+def bad_pairs_files(folder):
+    """Each bad-file case of ``--task pairs``: (name, extra flags, what the one-line error must say)."""
+    good = write_pairs(folder)
+    rows = [json.loads(line) for line in good.read_text().splitlines()]
+
+    def jsonl(name, changed_rows):
+        (folder / name).write_text("".join(json.dumps(row) + "\n" for row in changed_rows))
+        return str(folder / name)
+
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "empty.csv").write_text("")
+    (folder / "latin1.csv").write_bytes(b"image,text,label\nx.png,caf\xe9,a\n")
+    (folder / "j.jsonl").write_text(json.dumps(rows[0]) + "\n{not json\n")
+    return [
+        ("missing file", ["--data-file", str(folder / "nothing.jsonl")], "--data-file: the train data"),
+        ("missing test file", ["--data-file", str(good), "--test-file", str(folder / "no.csv")], "--test-file:"),
+        ("empty file", ["--data-file", str(folder / "empty.csv")], "holds no rows"),
+        ("missing image", ["--data-file", jsonl("m.jsonl", [{**rows[0], "image": "gone.png"}, *rows[1:]])],
+         "1 image file(s) do not exist"),
+        ("corrupt image", ["--data-file", jsonl("c.jsonl", [{**rows[0], "image": "broken.png"}, *rows[1:]])],
+         "cannot decode image"),
+        ("missing column",
+         ["--data-file", jsonl("k.jsonl", [{"image": r["image"], "text": r["text"], "class": r["label"]} for r in rows])],
+         "no ['label'] column; it has ['class', 'image', 'text']; name the columns with --image-column, "
+         "--text-column and --label-column"),
+        ("renamed column", ["--data-file", str(good), "--label-column", "answer"], "--label-column"),
+        ("empty label", ["--data-file", jsonl("e.jsonl", [*rows[:3], {**rows[3], "label": ""}, *rows[4:]])],
+         "row 4: the label '' is empty"),
+        ("empty text", ["--data-file", jsonl("t.jsonl", [{**rows[0], "text": " "}, *rows[1:]])], "row 1: the text"),
+        ("not JSON", ["--data-file", str(folder / "j.jsonl")], "is not JSON"),
+        ("not UTF-8", ["--data-file", str(folder / "latin1.csv")], "is not UTF-8 text"),
+        ("unknown test label",
+         ["--data-file", str(good), "--test-file", jsonl("u.jsonl", [{**rows[0], "label": "zebra"}])],
+         "--test-file: test file"),
+        ("too few images", ["--data-file", jsonl("one.jsonl", rows[:2])], "give more images or a separate test split"),
+    ]
+
+
+def test_every_bad_pairs_file_gives_one_line_naming_a_flag_and_exit_status_2(tmp_path, capsys):
+    cases = bad_pairs_files(tmp_path)
+    for name, flags, message in cases:
+        assert main(["train", "--task", "pairs", "--no-progress", "--device", "cpu", *flags]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("mmbook: error: --"), (name, err)
+        assert message in err, (name, err)
+        assert "load_pairs" not in err and "label_column=" not in err, (name, err)  # Python arguments mean nothing here

@@ -65,6 +65,47 @@ def test_device_loader_drop_last_and_errors():
         DeviceLoader(bad, batch_size=2)
 
 
+def test_statistics_are_cifar10s_only_for_cifar10_shaped_images_and_otherwise_required():
+    from mmbook.data.loaders import CIFAR10_MEAN, CIFAR10_STATS, CIFAR10_STD, image_statistics
+
+    # CIFAR-10's shape, one image per sample: CIFAR-10's statistics, as normalize_images' default.
+    cifar = DeviceLoader(make_tensors(4), 4)
+    assert (cifar.mean, cifar.std) == (CIFAR10_MEAN, CIFAR10_STD)
+    # Any other uint8 images: an error that names the arguments and the remedies, before any batch.
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    other = {"image": images, "label": torch.arange(6)}
+    with pytest.raises(ValueError, match=r"needs mean= and std= .*\(3, 64, 64\).*image_statistics.*CIFAR10_STATS"):
+        DeviceLoader(other, 2)
+    # An image table (several texts per image) of 32x32 images is own data too.
+    table = {"image": make_tensors(3)["image"], "image_id": torch.tensor([0, 0, 1, 2]), "label": torch.arange(4)}
+    with pytest.raises(ValueError, match="in an image table"):
+        DeviceLoader(table, 2)
+    with pytest.raises(ValueError, match="give both mean= and std="):
+        DeviceLoader(other, 2, mean=(0.5, 0.5, 0.5))
+    # Given statistics are used; CIFAR-10's can be asked for by name.
+    mean, std = image_statistics(images)
+    batch = next(iter(DeviceLoader(other, 6, mean=mean, std=std)))
+    torch.testing.assert_close(batch["image"], normalize_images(images, mean, std))
+    assert DeviceLoader(other, 2, **CIFAR10_STATS).mean == CIFAR10_MEAN
+    # Float images are already normalized: they need no statistics.
+    assert DeviceLoader({"image": images.float(), "label": torch.arange(6)}, 2).mean is None
+
+
+def test_device_loader_loads_data_without_labels():
+    tensors = {"image": make_tensors(3)["image"], "image_id": torch.tensor([2, 0, 0, 1, 2]),
+               "text": torch.arange(5).view(5, 1)}
+    loader = DeviceLoader(tensors, 2, shuffle=True, seed=0, mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert loader.num_samples == 5 and len(loader) == 3
+    assert sorted(torch.cat([batch["text"].view(-1) for batch in loader]).tolist()) == [0, 1, 2, 3, 4]
+    batches = list(DeviceLoader(tensors, 2, mean=(0.0,) * 3, std=(1.0,) * 3))
+    assert [set(batch) for batch in batches] == [{"image", "image_id", "text"}] * 3
+    ids = torch.cat([batch["image_id"] for batch in batches])
+    images = torch.cat([batch["image"][:, 0, 0, 0] for batch in batches])
+    torch.testing.assert_close(images, ids.float() / 255)  # each text gets its own image
+    with pytest.raises(ValueError, match="at least one tensor with one row per sample"):
+        DeviceLoader({}, 2)
+
+
 def test_flip_augmentation_returns_the_image_or_its_mirror():
     images = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
     out = augment_images(images, torch.Generator().manual_seed(0), crop_padding=0, flip=True)

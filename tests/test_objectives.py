@@ -11,6 +11,7 @@ from torchvision.ops import box_iou
 
 from mmbook import objectives as O
 from mmbook.data import DeviceLoader
+from mmbook.data.loaders import CIFAR10_STATS
 from mmbook.data.scenes import TAGS, make_scenes, scene_vocabulary
 from mmbook.training import evaluate, fit
 
@@ -139,7 +140,7 @@ def test_grid_detector_shapes_and_backbone_errors():
 @pytest.mark.parametrize("modalities", ["image", "text", "image+text"])
 def test_grounding_model_shapes(modalities, tiny_scenes):
     model = O.GroundingModel(len(tiny_scenes.vocab), modalities, width=8)
-    batch = next(iter(DeviceLoader(tiny_scenes.tensors(), 4)))
+    batch = next(iter(DeviceLoader(tiny_scenes.tensors(), 4, **CIFAR10_STATS)))
     out = model(batch)
     assert out.shape == (4, 5, 8, 8)
     assert O.grounding_boxes(out).shape == (4, 4)
@@ -208,7 +209,7 @@ def test_entity_scores_hand_computed():
 def test_scene_tagger_shapes_and_padding(modalities, tiny_scenes):
     torch.manual_seed(0)
     model = O.SceneTagger(len(tiny_scenes.vocab), len(TAGS), modalities, hidden=8, width=8).eval()
-    batch = next(iter(DeviceLoader(tiny_scenes.tensors(), 4)))
+    batch = next(iter(DeviceLoader(tiny_scenes.tensors(), 4, **CIFAR10_STATS)))
     out = model(batch)
     assert out.shape == (*batch["text"].shape, len(TAGS))
     # Extra padding does not change the outputs of the real words.
@@ -274,7 +275,7 @@ def test_check_entity_f1_accepts_correct_and_rejects_token_level(capsys):
 def test_fit_with_loss_fn_trains_grounding(tiny_scenes):
     torch.manual_seed(0)
     model = O.GroundingModel(len(tiny_scenes.vocab), "image+text", width=8)
-    loader = DeviceLoader(tiny_scenes.tensors(), 8, shuffle=True)
+    loader = DeviceLoader(tiny_scenes.tensors(), 8, shuffle=True, **CIFAR10_STATS)
     before = evaluate(model, loader, "cpu", loss_fn=O.grounding_loss, accuracy_fn=O.grounding_accuracy)["loss"]
     history = fit(model, loader, loader, epochs=6, lr=1e-2, device="cpu", progress=False,
                   loss_fn=O.grounding_loss, accuracy_fn=O.grounding_accuracy)
@@ -286,7 +287,7 @@ def test_fit_with_loss_fn_trains_grounding(tiny_scenes):
 
 def test_fit_loss_fn_without_accuracy_and_smoothing_conflict(tiny_scenes):
     model = O.SceneTagger(len(tiny_scenes.vocab), len(TAGS), "text", hidden=8)
-    loader = DeviceLoader(tiny_scenes.tensors(), 8)
+    loader = DeviceLoader(tiny_scenes.tensors(), 8, **CIFAR10_STATS)
     history = fit(model, loader, epochs=1, device="cpu", progress=False, loss_fn=O.tagging_loss)
     assert math.isnan(history.last["train_accuracy"]) and history.last["train_loss"] > 0
     with pytest.raises(ValueError, match="label_smoothing"):
@@ -380,7 +381,7 @@ def test_augmented_loader_applies_the_augmentation_with_the_loaders_generator(ti
         seen.append(generator)
         return {**batch, "marked": torch.ones(1)}
 
-    inner = DeviceLoader(tiny_scenes.tensors(), 10, shuffle=True)
+    inner = DeviceLoader(tiny_scenes.tensors(), 10, shuffle=True, **CIFAR10_STATS)
     loader = AugmentedLoader(inner, record)
     batches = list(loader)
     assert len(loader) == len(inner) == 3 and len(batches) == 3

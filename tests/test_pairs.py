@@ -163,6 +163,88 @@ def test_clear_errors_for_bad_data(tmp_path):
         load_pairs({"image": torch.zeros(3, 3, 8, 8, dtype=torch.uint8), "text": ["a", "b"], "label": [0, 1, 2]})
     with pytest.raises(KeyError, match=r"no \['label'\] column"):
         load_pairs(write_csv(tmp_path / "k.csv", [{"image": names[0], "text": "x", "class": "a"}]))
+    with pytest.raises(ValueError, match=r"row 2: the label \['a', 'b'\] is not a text or a number"):
+        load_pairs([good, {**good, "label": ["a", "b"]}], image_size=8)
+
+
+@pytest.mark.parametrize("empty", ["", "   ", None])
+def test_an_empty_label_is_an_error_naming_its_row(tmp_path, empty):
+    names = write_images(tmp_path, 2, 8)
+    rows = [{"image": names[0], "text": "a red one", "label": "red"},
+            {"image": names[1], "text": "a blue one", "label": empty}]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    sources = [tmp_path / "pairs.jsonl", [{**row, "image": str(tmp_path / row["image"])} for row in rows]]
+    if empty is not None:  # a CSV cell is never null
+        sources.append(write_csv(tmp_path / "pairs.csv", rows))
+    for source in sources:
+        with pytest.raises(ValueError, match=rf"row 2: the label {empty!r} is empty; give every row a label"):
+            load_pairs(source, image_size=8)
+    with pytest.raises(ValueError, match="sample 2: the label .* is empty"):
+        load_pairs({"image": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "text": ["a", "b"], "label": ["x", empty]})
+
+
+def test_a_missing_column_error_names_the_columns_and_the_caption_only_option(tmp_path):
+    from mmbook.data.pairs import MissingColumnError
+
+    names = write_images(tmp_path, 1, 8)
+    with pytest.raises(MissingColumnError) as caught:
+        load_pairs(write_csv(tmp_path / "k.csv", [{"picture": names[0], "text": "x", "class": "a"}]))
+    error = caught.value
+    assert isinstance(error, KeyError) and error.argument == "train"
+    assert error.missing == ["image", "label"] and error.present == ["class", "picture", "text"]
+    assert str(error).startswith(f"train file {tmp_path / 'k.csv'}, row 1: no ['image', 'label'] column")
+    assert "label_column=None" in str(error) and "image_column=" in str(error)
+
+
+def write_caption_only(folder: Path, images: int = 6, texts: int = 2) -> list[dict]:
+    """Caption-only rows: ``texts`` captions for each of ``images`` PNGs of 12x12 in ``folder``, no label."""
+    names = write_images(folder, images, 12, seed=3)
+    return [{"image": name, "text": f"caption {q} of picture {k}"}
+            for k, name in enumerate(names) for q in range(texts)]
+
+
+@pytest.mark.parametrize("form", ["jsonl", "csv"])
+def test_caption_only_pairs_have_image_ids_and_no_labels(tmp_path, form):
+    rows = write_caption_only(tmp_path)
+    if form == "jsonl":
+        path = tmp_path / "captions.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        path = write_csv(tmp_path / "captions.csv", rows)
+    data = load_pairs(path, image_size=8, label_column=None, test_fraction=1 / 3, seed=0)
+    assert not data.has_labels and data.label_vocab is None
+    with pytest.raises(ValueError, match="no labels .*label_column=None"):
+        data.num_classes
+    train, test = data.train, data.test
+    assert (train.num_images, len(train), test.num_images, len(test)) == (4, 8, 2, 4)
+    assert not train.has_labels and train.labels is None
+    tensors = train.tensors()
+    assert set(tensors) == {"image", "image_id", "text"}
+    assert tensors["image"].shape == (4, 3, 8, 8) and tensors["image"].dtype == torch.uint8
+    assert tensors["image_id"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and tensors["text"].shape[0] == 8
+    # The two captions of one image share its id, so they can be grouped (e.g. as positives for retrieval).
+    assert train.texts[0].startswith("caption 0 of picture") and train.texts[1].startswith("caption 1 of picture")
+    assert train.texts[0].split()[-1] == train.texts[1].split()[-1]
+    # The loader takes the dict without a label, gathering each text's image from the table.
+    loader = DeviceLoader(tensors, 3, shuffle=True, mean=data.mean, std=data.std)
+    batches = list(loader)
+    assert all(set(batch) == {"image", "image_id", "text"} for batch in batches)
+    assert sum(len(batch["text"]) for batch in batches) == 8 and batches[0]["image"].shape[1:] == (3, 8, 8)
+    # A labelled read of the same file says which column is missing and how to read it without one.
+    with pytest.raises(KeyError, match="no \\['label'\\] column.*label_column=None"):
+        load_pairs(path, image_size=8)
+
+
+def test_caption_only_folders_and_tensors(tmp_path):
+    rows = write_caption_only(tmp_path / "flat", images=3, texts=1)
+    for row in rows:
+        (tmp_path / "flat" / row["image"]).with_suffix(".txt").write_text(row["text"] + "\n")
+    from_folder = load_pairs(tmp_path / "flat", image_size=8, label_column=None)
+    assert len(from_folder.train) == 3 and set(from_folder.train.tensors()) == {"image", "image_id", "text"}
+    from_tensors = load_pairs({"image": from_folder.train.images, "text": from_folder.train.texts}, image_size=8,
+                              label_column=None)
+    assert torch.equal(from_tensors.train.images, from_folder.train.images)
+    assert from_tensors.train.texts == from_folder.train.texts and from_tensors.train.labels is None
 
 
 def test_a_failed_load_leaves_no_cache_and_a_good_one_is_reused(tmp_path, monkeypatch):
@@ -200,7 +282,10 @@ def test_loader_gathers_images_by_id_and_normalises_with_given_statistics():
     with pytest.raises(KeyError, match=r"image_keys \['photo'\] are not in the data"):
         DeviceLoader(floats, 4, image_keys=["photo"])
     uint8 = {"img": torch.full((2, 3, 4, 4), 255, dtype=torch.uint8), "label": torch.arange(2)}
-    assert next(iter(DeviceLoader(uint8, 2, image_keys=["img"])))["img"].dtype == torch.float32
+    unit = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    assert next(iter(DeviceLoader(uint8, 2, image_keys=["img"], **unit)))["img"].dtype == torch.float32
+    with pytest.raises(ValueError, match="needs mean= and std="):  # not CIFAR-10's shape: no default statistics
+        DeviceLoader(uint8, 2, image_keys=["img"])
     assert next(iter(DeviceLoader(uint8, 2)))["img"].dtype == torch.uint8  # not named: passed through
 
 
@@ -253,6 +338,35 @@ def test_image_text_model_needs_num_classes_and_keeps_the_old_builder():
     new = image_text_model("image+text", 20, num_classes=10, feature_size=10)
     assert [p.shape for p in old.parameters()] == [p.shape for p in new.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(old.parameters(), new.parameters()))
+
+
+def test_a_model_for_another_image_size_fails_with_an_error_naming_image_size():
+    model = image_text_model("image+text", 20, num_classes=13)  # image_size defaults to 32, CIFAR-10's
+    batch = {"image": torch.randn(2, 3, 64, 64), "text": torch.randint(1, 20, (2, 5))}
+    with pytest.raises(ValueError, match=r"built for 32x32 images \(image_size=32\).*64x64.*image_size=64"):
+        model(batch)
+    regions = image_text_model("image+text", 20, num_classes=13, fusion="cross_attention")
+    with pytest.raises(ValueError, match="image_size=64"):
+        regions(batch)
+
+
+def test_fusion_options_reach_the_fusion_and_unknown_ones_name_the_accepted_ones(tmp_path):
+    from mmbook.multimodal import fusion_option_names
+
+    assert fusion_option_names("gmu") == ["hidden", "normalize"]
+    assert fusion_option_names("late_average") == ["hidden"]  # num_classes is the builder's
+    assert fusion_option_names("concat") == []
+    with pytest.raises(ValueError, match=r"fusion 'gmu' has no option 'normalise'; it accepts hidden, normalize"):
+        image_text_model("image+text", 20, num_classes=3, fusion="gmu", fusion_options={"normalise": True})
+    with pytest.raises(ValueError, match="fusion 'concat' has no option 'hidden'; it accepts no options"):
+        image_text_model("image+text", 20, num_classes=3, fusion="concat", fusion_options={"hidden": 8})
+    data = load_pairs(make_user_data(tmp_path), image_size=64, test_fraction=0.25)
+    run = train_image_text(data.train.tensors(), data.test.tensors(), len(data.vocab), "image+text", "gmu",
+                           fusion_options={"normalize": True, "hidden": 8}, epochs=1, batch_size=16, progress=False)
+    assert run.model.fusion.norms is not None and run.model.fusion.out_features == 8
+    plain = train_image_text(data.train.tensors(), data.test.tensors(), len(data.vocab), "image+text", "gmu",
+                             epochs=1, batch_size=16, progress=False)
+    assert plain.model.fusion.norms is None
 
 
 def test_labels_outside_the_head_fail_before_training():

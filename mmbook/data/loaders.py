@@ -1,7 +1,7 @@
 """Batch loaders that keep the whole data set on the device, with image normalization and augmentation.
 
 A batch is a dict of tensors, e.g. ``{"image": (B, 3, 32, 32) float, "text": (B, T) int64,
-"label": (B,) int64}``.
+"label": (B,) int64}`` (caption-only data has no ``"label"``).
 
 :class:`DeviceLoader` is the fast path. CIFAR-10 is small (50,000 x 3 x 32 x 32 bytes =
 150 MB as uint8), so it fits on any GPU. Keeping it there removes the per-batch copy
@@ -29,6 +29,11 @@ from mmbook import distributed
 # Per-channel statistics of the CIFAR-10 training images.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+#: CIFAR-10's statistics as keyword arguments: ``DeviceLoader(..., **CIFAR10_STATS)`` for images made of
+#: CIFAR-10 images that are not 32x32 (the book's scenes), where the loader has no default.
+CIFAR10_STATS = {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+#: The shape ``(C, H, W)`` of a CIFAR-10 image: uint8 images of this shape default to CIFAR-10's statistics.
+CIFAR10_SHAPE = (3, 32, 32)
 
 
 #: The key of the per-sample image index when several samples share one image (see :class:`DeviceLoader`).
@@ -129,6 +134,30 @@ def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def _statistics(
+    tensors: Mapping[str, torch.Tensor], image_keys: Sequence[str], tables: bool,
+    mean: Sequence[float] | None, std: Sequence[float] | None,
+) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+    """The ``mean`` and ``std`` a :class:`DeviceLoader` normalizes its uint8 images with (see its docstring)."""
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean= and std= (per-channel statistics of the training images), or neither")
+    if mean is not None:
+        return mean, std
+    uint8 = {key: tuple(tensors[key].shape[1:]) for key in image_keys if tensors[key].dtype == torch.uint8}
+    if not uint8:
+        return None, None
+    if not tables and all(shape == CIFAR10_SHAPE for shape in uint8.values()):
+        return CIFAR10_MEAN, CIFAR10_STD
+    shapes = ", ".join(f"{key!r} {shape}" for key, shape in uint8.items())
+    table = " in an image table" if tables else ""
+    raise ValueError(f"DeviceLoader needs mean= and std= to normalize uint8 images{table} of shape {shapes} (only "
+                     f"CIFAR-10's 3x32x32 images, one per sample, default to CIFAR-10's statistics): pass the "
+                     f"statistics of your training images to the training and the test loader, e.g. "
+                     f"mean=data.mean, std=data.std from mmbook.data.load_pairs, or "
+                     f"mean, std = mmbook.data.image_statistics(train['image']); for images made of CIFAR-10 images "
+                     f"pass **mmbook.data.loaders.CIFAR10_STATS")
+
+
 class DeviceLoader:
     """Iterate over batches of a data set that lives entirely on ``device``.
 
@@ -144,6 +173,9 @@ class DeviceLoader:
     holds an ``"image_id"`` entry ``(N,)`` int64, and each image key holds an image *table*
     ``(M, C, H, W)`` indexed by it. The table is stored once on the device, and each batch
     gathers its images from it (then augments and normalizes them) by ``image_id``.
+
+    A ``"label"`` entry is not required: caption-only data (e.g. ``{"image", "image_id", "text"}``
+    from ``load_pairs(..., label_column=None)``) is loaded the same way, for losses that need no label.
 
     Args:
         tensors: name -> tensor with samples along dim 0. The ``image_keys`` entries are
@@ -164,9 +196,13 @@ class DeviceLoader:
         rank, world_size: this process's shard; default from the process group
             (``torch.distributed``), or ``0`` and ``1`` without one. ``rank=0, world_size=1``
             loads everything, even under torchrun.
-        mean, std: per-channel statistics that uint8 images are normalized with; default
-            CIFAR-10's (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`). For other images compute
-            them from the training images with :func:`image_statistics` (``load_pairs`` does).
+        mean, std: per-channel statistics that uint8 images are normalized with, the same for the
+            training and the evaluation loaders: for your own images those of the training images
+            (:func:`image_statistics`; ``load_pairs`` returns them as ``data.mean`` and ``data.std``).
+            Given neither, uint8 images of CIFAR-10's shape ``(3, 32, 32)``, one per sample, get
+            CIFAR-10's (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`); any other uint8 images are an
+            error that asks for them (``**CIFAR10_STATS`` keeps CIFAR-10's explicitly). The ones in
+            use are :attr:`mean` and :attr:`std`.
         image_keys: the keys that hold images; default ``("image",)``. Each one must be in
             ``tensors``, except the default ``"image"`` (a text-only data set has none).
     """
@@ -186,8 +222,8 @@ class DeviceLoader:
         cutout: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         image_keys: Sequence[str] | None = None,
     ) -> None:
         if batch_size <= 0:
@@ -197,12 +233,13 @@ class DeviceLoader:
             raise KeyError(f"image_keys {missing} are not in the data, which has keys {sorted(tensors)}")
         self.image_keys = [key for key in (image_keys or ("image",)) if key in tensors]
         tables = self.image_keys if IMAGE_ID in tensors else ()
-        if "label" not in tensors:
-            raise KeyError(f"a data set needs a 'label' tensor, got keys {sorted(tensors)}")
         sizes = {name: int(t.shape[0]) for name, t in tensors.items() if name not in tables}
+        if not sizes:
+            raise ValueError(f"the data needs at least one tensor with one row per sample (e.g. 'label', 'text' or "
+                             f"'image_id'), got keys {sorted(tensors)}")
         if len(set(sizes.values())) != 1:
             raise ValueError(f"all tensors must have the same number of samples, got {sizes}")
-        self.num_samples = sizes["label"]
+        self.num_samples = next(iter(sizes.values()))
         for key in self.image_keys:
             images = tensors[key]
             if images.ndim != 4 or not (images.dtype == torch.uint8 or images.is_floating_point()):
@@ -216,7 +253,10 @@ class DeviceLoader:
             if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= count):
                 raise ValueError(f"image_id values must index the image table (0..{count - 1}), "
                                  f"got {int(ids.min())}..{int(ids.max())}")
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        mean, std = _statistics(tensors, self.image_keys, bool(tables), mean, std)
+        #: The per-channel statistics uint8 images are normalized with (``None`` when no uint8 images need them).
+        self.mean: tuple[float, ...] | None = None if mean is None else tuple(float(m) for m in mean)
+        self.std: tuple[float, ...] | None = None if std is None else tuple(float(s) for s in std)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.tensors = {name: t.to(self.device) for name, t in tensors.items()}
         self.shuffle = shuffle

@@ -51,6 +51,7 @@ def train_image_text(
     feature_size: int = 32,
     augment: bool = False,
     text_encoder: str = "rnn",
+    fusion_options: Mapping[str, object] | None = None,
     epochs: int = 3,
     batch_size: int = 128,
     lr: float = 3e-3,
@@ -67,12 +68,13 @@ def train_image_text(
             with an image table ``{"image": (M, 3, S, S), "image_id": (N,), ...}`` (as
             :meth:`mmbook.data.PairSplit.tensors` returns); every image is stored once.
         vocab_size: text vocabulary size.
-        modalities, fusion, text_encoder, feature_size: as in :func:`mmbook.multimodal.image_text_model`;
-            the image size is read from the images.
+        modalities, fusion, text_encoder, feature_size, fusion_options: as in
+            :func:`mmbook.multimodal.image_text_model` (``fusion_options`` are the fusion class's keyword
+            arguments, e.g. ``{"normalize": True}`` for the GMU); the image size is read from the images.
         num_classes: number of classes; ``None`` infers it as the largest training label + 1. A
             label outside ``0 .. num_classes - 1`` (train or test) is an error before training.
-        mean, std: per-channel image statistics for normalisation; ``None`` computes them from
-            the training images (:func:`mmbook.data.image_statistics`).
+        mean, std: per-channel image statistics for normalisation, of both loaders; ``None`` computes
+            them from the training images (:func:`mmbook.data.image_statistics`).
         augment: random crop and flip of the training images.
         epochs, batch_size, lr: the schedule (one-cycle AdamW, as in :func:`mmbook.training.fit`).
         modality_dropout: if nonzero, wrap the fusion in :class:`mmbook.fusion.ModalityDropout` with this ``p``
@@ -86,25 +88,28 @@ def train_image_text(
     """
     num_classes = check_labels(train, test, num_classes)
     image_size = 32
-    if "image" in modalities:
-        if "image" not in train:
-            raise KeyError(f"modalities {modalities!r} read images, but the data has no 'image' entry: {sorted(train)}")
+    if "image" in modalities and "image" not in train:
+        raise KeyError(f"modalities {modalities!r} read images, but the data has no 'image' entry: {sorted(train)}")
+    if "image" in train:
         image_size = int(train["image"].shape[-1])
-        if mean is None or std is None:
+        if (mean is None or std is None) and train["image"].dtype == torch.uint8:
             mean, std = image_statistics(train["image"])
-    normalisation = {"mean": CIFAR10_MEAN if mean is None else mean, "std": CIFAR10_STD if std is None else std}
+    normalisation = {"mean": mean, "std": std}
     device = pick_device(device)
     seed_everything(seed)
     model = image_text_model(modalities, vocab_size, num_classes=num_classes, fusion=fusion,
-                             text_encoder=text_encoder, feature_size=feature_size, image_size=image_size)
+                             text_encoder=text_encoder, feature_size=feature_size, image_size=image_size,
+                             fusion_options=fusion_options)
     if (modality_dropout if isinstance(modality_dropout, (int, float)) else sum(modality_dropout)) > 0:
         model.fusion = ModalityDropout(model.fusion, p=modality_dropout)
     history = fit(model, DeviceLoader(train, batch_size, shuffle=True, augment=augment, device=device, seed=seed,
                                       channels_last=channels_last, **normalisation),
                   DeviceLoader(test, 1000, device=device, channels_last=channels_last, **normalisation),
-                  epochs=epochs, lr=lr, device=device, channels_last=channels_last, description=f"{modalities} {fusion}",
+                  epochs=epochs, lr=lr, device=device, channels_last=channels_last,
+                  description=f"{modalities} {fusion}",
                   extra_state={"modalities": modalities, "fusion": fusion, "text_encoder": text_encoder,
-                               "num_classes": num_classes}, **fit_options)
+                               "num_classes": num_classes, "fusion_options": dict(fusion_options or {})},
+                  **fit_options)
     metrics = {"test_accuracy": history.last["test_accuracy"]} if len(history) else {}
     return Run(model, history, metrics)
 

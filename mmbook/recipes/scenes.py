@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from mmbook.data import AugmentedLoader, DeviceLoader
+from mmbook.data.loaders import CIFAR10_STATS
 from mmbook.data.scenes import load_scenes, scene_vocabulary
 from mmbook.objectives.tasks import build_scene_task, scene_metrics
 from mmbook.runtime import pick_device, seed_everything
@@ -52,13 +53,14 @@ def train_scene_task(
     train, test = (load_scenes(split, count, seed=seed, quick=quick, min_objects=task.min_objects, root=root,
                                download=download, progress=progress)
                    for split, count in (("train", train_count), ("test", test_count)))
-    train_loader = DeviceLoader(train.tensors(), batch_size, shuffle=True, device=device, seed=seed)
+    # The scenes are made of CIFAR-10 images: they are normalized with CIFAR-10's statistics.
+    train_loader = DeviceLoader(train.tensors(), batch_size, shuffle=True, device=device, seed=seed, **CIFAR10_STATS)
     if task.augment is not None:
         train_loader = AugmentedLoader(train_loader, task.augment)
-    test_loader = DeviceLoader(test.tensors(), 500, device=device)
+    test_loader = DeviceLoader(test.tensors(), 500, device=device, **CIFAR10_STATS)
     history = fit(task.model, train_loader, test_loader, epochs=epochs, lr=lr, device=device, progress=progress,
                   loss_fn=task.loss_fn, accuracy_fn=task.accuracy_fn, description=name,
                   extra_state={"task": name, "modalities": modalities}, **fit_options)
     # The task's own metric on the whole test set in every process (rank 0 reports it).
-    whole_test = DeviceLoader(test.tensors(), 500, device=device, rank=0, world_size=1)
+    whole_test = DeviceLoader(test.tensors(), 500, device=device, rank=0, world_size=1, **CIFAR10_STATS)
     return Run(task.model, history, scene_metrics(task, whole_test) if len(history) else {})
