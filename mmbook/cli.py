@@ -3,7 +3,9 @@
 ``mmbook train --task NAME`` looks the task up in :data:`mmbook.recipes.TASKS`, runs it, and
 reports through one function (:func:`report`), which prints the result and writes the JSON.
 A bad flag value, or a combination a task does not accept, prints one line,
-``mmbook: error: ...``, and exits with status 2; missing or corrupt data exits with status 1.
+``mmbook: error: ...``, and exits with status 2; so does any problem with the files that
+``--task pairs`` is given (``--data-file``, ``--test-file``), which the message traces to its flag.
+A missing or corrupt copy of the book's data (CIFAR-10) exits with status 1.
 """
 
 from __future__ import annotations
@@ -48,6 +50,29 @@ _positive_int = _checked_number(int, lambda v: v > 0, "a whole number", "a posit
 _non_negative_int = _checked_number(int, lambda v: v >= 0, "a whole number", "zero or more")
 _probability = _checked_number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", "in [0, 1]")
 _positive_float = _checked_number(float, lambda v: v > 0, "a number", "positive")
+_image_size = _checked_number(int, lambda v: v >= 32, "a whole number", "at least 32 (LeNet's smallest input)")
+
+
+def _fusion_option(text: str) -> tuple[str, object]:
+    """``--fusion-option KEY=VALUE`` -> ``(KEY, VALUE)``, the value a bool (true/false), an int, a float or text."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key.isidentifier() or not raw:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. normalize=true or hidden=64, got {text!r}")
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    for convert in (int, float):
+        try:
+            return key, convert(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+def _column(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a column name, got an empty one")
+    return text
 
 
 def _modalities(text: str) -> str:
@@ -85,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--modalities", type=_modalities, default=None,
                        help="image, text or image+text (default image+text; scene-detection: image)")
     train.add_argument("--fusion", choices=sorted([*FUSIONS, "two_stage"]), default="concat",
-                       help="cifar10-captions: how the image and text features are combined (default concat)")
+                       help="cifar10-captions, pairs: how the image and text features are combined (default concat)")
     train.add_argument("--text-encoder", choices=list(TEXT_ENCODER_KINDS), default="rnn",
                        help="cifar10-captions: the caption encoder (default rnn)")
     train.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the task's)")
@@ -109,7 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, help="data directory (default: $MMBOOK_DATA)")
     train.add_argument("--data-file", type=Path, default=None,
                        help="pairs: a .csv or .jsonl file of (image, text, label) rows, or a folder "
-                            "<label>/<image>.png with <image>.txt")
+                            "<label>/<image>.png with <image>.txt; pairs-retrieval: the same without labels")
+    train.add_argument("--test-file", type=Path, default=None,
+                       help="pairs, pairs-retrieval: the test pairs, in the same form (default: a fifth of "
+                            "--data-file's images)")
+    train.add_argument("--image-size", type=_image_size, default=None,
+                       help="pairs, pairs-retrieval: the side every image is cropped and resized to (default 64; "
+                            "pairs-retrieval: a multiple of 8)")
+    train.add_argument("--image-column", type=_column, default="image",
+                       help="pairs, pairs-retrieval: the column of the image paths (default image)")
+    train.add_argument("--text-column", type=_column, default="text", help="pairs, pairs-retrieval: the column of the texts (default text)")
+    train.add_argument("--label-column", type=_column, default="label",
+                       help="pairs: the column of the labels (default label)")
+    train.add_argument("--fusion-option", "--fusion-options", dest="fusion_options", type=_fusion_option,
+                       action="append", metavar="KEY=VALUE",
+                       help="pairs: an option of the fusion, e.g. normalize=true for --fusion gmu, or hidden=64 "
+                            "(repeatable; values are read as true/false, whole numbers or numbers)")
     train.add_argument("--download", action="store_true", help="download CIFAR-10 if no copy is found")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
     train.add_argument("--channels-last", action="store_true",
@@ -221,6 +261,7 @@ def _settings(args: argparse.Namespace):
     if args.resume and args.checkpoint is None:
         raise UsageError("--resume needs --checkpoint DIR")
     same_name = {f.name: getattr(args, f.name) for f in fields(Settings) if f.name not in ("quick", "device", "progress")}
+    same_name["fusion_options"] = tuple(args.fusion_options or ())
     return Settings(quick=args.quick or is_quick(), device=_device_from_flag(args.device), progress=not args.no_progress,
                     **same_name)
 

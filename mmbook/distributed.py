@@ -312,3 +312,44 @@ def sum_over_ranks(*values: float, device: torch.device | str | None = None) -> 
         return tuple(float(v) for v in values)
     totals = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     return tuple(all_reduce_sum(totals).tolist())
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """``all_gather`` whose backward sends every rank the sum of all ranks' gradients for its own rows."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """The rows of every rank, in rank order: ``(B, ...)`` on each of ``N`` ranks -> ``(N * B, ...)``, with gradient.
+
+    Contrastive losses need it: InfoNCE and the sigmoid loss compare every pair of the *global* batch,
+    so each rank gathers the embeddings of all ranks (open_clip's ``gather_features`` with
+    ``gather_with_grad=True``). Every rank then computes the same loss over the global batch; in the
+    backward pass each rank receives the gradients of its own rows summed over the ranks, and DDP's
+    average over the ranks turns that into exactly the gradient of one process with the global batch.
+    Plain ``all_gather`` carries no gradient: the other ranks' rows would act as constants.
+
+    On one process it returns ``tensor`` itself. Every rank must pass the same number of rows.
+    """
+    if world_size() <= 1:
+        return tensor
+    sizes = torch.tensor([tensor.shape[0]], device=tensor.device)
+    all_sizes = [torch.empty_like(sizes) for _ in range(world_size())]
+    dist.all_gather(all_sizes, sizes)
+    if len({int(s) for s in all_sizes}) != 1:
+        raise ValueError(f"gather_with_grad needs the same batch on every rank, got {[int(s) for s in all_sizes]} rows; "
+                         f"use a training loader with drop_last=True")
+    return _GatherWithGrad.apply(tensor)

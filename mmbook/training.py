@@ -186,6 +186,7 @@ def fit(
     accuracy_fn: AccuracyFn | None = None,
     label_smoothing: float = 0.0,
     max_grad_norm: float | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
     device: torch.device | str | None = None,
     amp: bool | None = None,
     channels_last: bool = False,
@@ -220,6 +221,8 @@ def fit(
         label_smoothing: cross-entropy label smoothing (default loss only).
         max_grad_norm: clip the gradients' total norm to this before each step (recurrent networks
             need it); ``None`` does not clip.
+        after_step: called as ``after_step(model)`` after every optimiser step, e.g.
+            :func:`mmbook.alignment.clamp_logit_scale_`, which keeps a learned temperature in range.
         device: ``None`` picks CUDA, then MPS, then CPU.
         amp: mixed precision; ``None`` means on for CUDA (see :func:`mmbook.runtime.resolve_amp`).
         channels_last: keep the model in channels-last memory format (faster convolutions on GPUs).
@@ -318,6 +321,8 @@ def fit(
                 scaler.step(opt)
                 scaler.update()
                 scheduler.step()
+                if after_step is not None:
+                    after_step(model)
                 # Accumulate on the device; reading a value back every step would stall a GPU.
                 size = _batch_size(batch)
                 loss_sum += loss.detach() * size

@@ -186,11 +186,11 @@ def test_fusion_option_values_are_parsed_and_checked_against_the_fusion(tmp_path
         assert main(["train", "--task", "pairs", "--data-file", str(train), "--no-progress", *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("mmbook: error:") and message in err, err
-    for flag in (["--fusion-option", "hidden=8"], ["--image-size", "32"], ["--test-file", str(train)],
-                 ["--label-column", "answer"]):
+    for flag, tasks in ((["--fusion-option", "hidden=8"], "pairs"), (["--image-size", "32"], "pairs or pairs-retrieval"),
+                        (["--test-file", str(train)], "pairs or pairs-retrieval"), (["--label-column", "answer"], "pairs")):
         assert main(["train", "--task", "cifar10-captions", *flag]) == 2
         err = capsys.readouterr().err
-        assert "applies to --task pairs, not cifar10-captions" in err and err.count("\n") == 1
+        assert f"applies to --task {tasks}, not cifar10-captions" in err and err.count("\n") == 1
 
 
 def bad_pairs_files(folder):

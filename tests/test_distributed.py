@@ -325,3 +325,87 @@ def test_torchrun_trains_the_worked_example_and_writes_the_same_json_keys(tiny_i
     assert (one["processes"], two["processes"]) == (1, 2)
     assert two["test_accuracy"] == two["history"][-1]["test_accuracy"]  # the report gives the last epoch's
     assert len(multi.stdout.splitlines()) == len(single.stdout.splitlines())  # rank 0 alone prints
+
+
+# --- contrastive losses under DDP: the embeddings of every rank, with their gradient ------------------
+
+CONTRASTIVE_BATCH = 8  # global; 4 per rank
+
+
+def _contrastive_setup(loss_name: str):
+    from mmbook.alignment import TwoTower
+
+    torch.manual_seed(0)
+    sigmoid = loss_name == "sigmoid"
+    model = TwoTower(30, dim=8, width=4, text_hidden=8, temperature=0.1 if sigmoid else 0.07,
+                     logit_bias=-10.0 if sigmoid else None)
+    generator = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(CONTRASTIVE_BATCH, 3, 64, 64, generator=generator),
+             "text": torch.randint(1, 30, (CONTRASTIVE_BATCH, 6), generator=generator)}
+    return model, batch
+
+
+def _contrastive_grads(model: nn.Module, batch: dict, loss_name: str) -> tuple[float, dict[str, torch.Tensor]]:
+    from mmbook.alignment import LOSSES
+
+    loss = LOSSES[loss_name](model(batch), batch)
+    loss.backward()
+    inner = distributed.unwrap_model(model)
+    return float(loss.detach()), {n: p.grad.clone() for n, p in inner.named_parameters() if p.grad is not None}
+
+
+def _contrastive_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    try:
+        seen = {}
+        for loss_name in ("info_nce", "sigmoid"):
+            model, batch = _contrastive_setup(loss_name)
+            model.eval()  # no dropout or batch statistics: the comparison is of the loss alone
+            ddp = distributed.wrap_model(model, "cpu")
+            half = CONTRASTIVE_BATCH // WORLD
+            shard = {k: v[rank * half : (rank + 1) * half] for k, v in batch.items()}
+            seen[loss_name] = _contrastive_grads(ddp, shard, loss_name)
+        torch.save(seen, Path(out_dir) / f"contrastive{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("loss_name", ["info_nce", "sigmoid"])
+def test_two_processes_give_the_contrastive_loss_and_gradients_of_one_process_with_the_doubled_batch(
+        loss_name, tmp_path_factory):
+    out_dir = tmp_path_factory.getbasetemp() / "contrastive"
+    if not (out_dir / "contrastive1.pt").exists():
+        out_dir.mkdir(exist_ok=True)
+        mp.start_processes(_contrastive_worker, args=(distributed.free_port(), str(out_dir)), nprocs=WORLD, join=True,
+                           start_method="spawn")
+    model, batch = _contrastive_setup(loss_name)
+    model.eval()
+    expected_loss, expected = _contrastive_grads(model, batch, loss_name)
+    for rank in range(WORLD):
+        loss, grads = torch.load(out_dir / f"contrastive{rank}.pt", weights_only=False)[loss_name]
+        assert loss == pytest.approx(expected_loss, rel=1e-5), f"rank {rank}: the loss of the global batch"
+        assert grads.keys() == expected.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6, msg=f"rank {rank}, {name}")
+    # Without the gather each rank would see only its own half: a different (smaller-batch) loss.
+    from mmbook.alignment import LOSSES
+
+    half_loss = float(LOSSES[loss_name](model({k: v[:4] for k, v in batch.items()}), batch).detach())
+    assert half_loss != pytest.approx(expected_loss, rel=1e-3)
+
+
+def test_torchrun_trains_scene_retrieval_and_evaluates_the_whole_gallery(tiny_imagefolder, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    args = ["train", "--task", "scene-retrieval", "--data", str(tiny_imagefolder), "--scenes", "128", "--epochs", "1",
+            "--batch-size", "64", "--no-progress", "--json", str(tmp_path / "two.json")]
+    multi = subprocess.run(distributed.torchrun_command(2, args), env=env, capture_output=True, text=True, timeout=400)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    result = json.loads((tmp_path / "two.json").read_text())
+    from mmbook.alignment import RETRIEVAL_DEFAULTS
+
+    assert result["processes"] == 2 and result["batch_size"] == 64
+    # Every rank embeds the whole gallery (not its shard), and each pair had the global batch's 63 negatives.
+    assert result["gallery"] == RETRIEVAL_DEFAULTS[False]["test_scenes"] and result["negatives"] == 63
+    assert 0.0 <= result["recall_at_10_text_to_image"] <= 1.0

@@ -22,6 +22,7 @@ data, so a model and its prompts always agree on token ids.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 
@@ -67,6 +68,47 @@ def place_phrase(centre_x: float, centre_y: float) -> str:
     return PLACES[row][column]
 
 
+def _compose(boxes: np.ndarray, names: Sequence[str], with_layout: bool, pair: tuple[int, int] | None, *,
+             sizes: Sequence[str] | None = None, places: Sequence[str] | None = None,
+             reverse_relation: bool = False) -> str:
+    """The caption of objects ``names`` at ``boxes`` ``(k, 4)``, left to right, with the relation of ``pair``.
+
+    ``sizes`` and ``places`` replace the words the boxes give (one per object), and ``reverse_relation``
+    swaps the two objects of the relation, keeping its word: the hard negatives of :mod:`mmbook.data.scene_negatives`.
+    """
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sides = boxes[:, 2] - boxes[:, 0]
+    sizes = [size_word(side) for side in sides] if sizes is None else sizes
+    places = [place_phrase(*centre) for centre in centres] if places is None else places
+    order = np.argsort(centres[:, 0], kind="stable")
+    if with_layout:
+        parts = [f"a {sizes[j]} {names[j]} {places[j]}" for j in order]
+    else:
+        parts = [f"a {names[j]}" for j in order]
+    caption = " and ".join(parts)
+    if pair is not None:
+        a, b = pair
+        dx, dy = centres[a] - centres[b]
+        relation = ("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("above" if dy < 0 else "below")
+        first, second = (b, a) if reverse_relation else (a, b)
+        caption += f" where the {names[first]} {RELATIONS[relation]} the {names[second]}"
+    return caption
+
+
+def caption_choices(classes: np.ndarray, rng: np.random.Generator, kind_probability: float = 0.2,
+                    layout_dropout: float = 0.0) -> tuple[list[str], bool, tuple[int, int] | None]:
+    """The random choices behind one caption: each object's word (class or kind), whether sizes and places are
+    given, and the ordered pair of objects of the relation (``None`` for one object)."""
+    k = len(classes)
+    if k == 0:
+        raise ValueError("a scene needs at least one object to be described")
+    names = [KIND_OF[CIFAR10_CLASSES[c]] if rng.random() < kind_probability else CIFAR10_CLASSES[c]
+             for c in classes.tolist()]
+    with_layout = not rng.random() < layout_dropout
+    pair = tuple(int(j) for j in rng.choice(k, size=2, replace=False)) if k >= 2 else None
+    return names, with_layout, pair
+
+
 def describe_scene(boxes: np.ndarray, classes: np.ndarray, rng: np.random.Generator,
                    kind_probability: float = 0.2, layout_dropout: float = 0.0) -> str:
     """One caption for one scene.
@@ -79,25 +121,64 @@ def describe_scene(boxes: np.ndarray, classes: np.ndarray, rng: np.random.Genera
         layout_dropout: chance that the caption leaves out every size and place ("a cat and a truck
             where the cat is left of the truck"); the relation stays.
     """
+    return _compose(boxes, *caption_choices(classes, rng, kind_probability, layout_dropout))
+
+
+def true_captions(boxes: np.ndarray, classes: np.ndarray) -> set[str]:
+    """Every caption :func:`describe_scene` can write for one scene: each object named by its class or its
+    kind, with or without sizes and places, and every ordered pair of objects for the relation.
+
+    A caption in this set is a true description of the scene, word for word as the generator writes it;
+    :func:`caption_relevance_to_scenes` uses it to mark every correct answer of a retrieval query.
+    """
     k = len(classes)
     if k == 0:
         raise ValueError("a scene needs at least one object to be described")
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    sides = boxes[:, 2] - boxes[:, 0]
-    names = [KIND_OF[CIFAR10_CLASSES[c]] if rng.random() < kind_probability else CIFAR10_CLASSES[c]
-             for c in classes.tolist()]
-    order = np.argsort(centres[:, 0], kind="stable")
-    if rng.random() < layout_dropout:
-        parts = [f"a {names[j]}" for j in order]
-    else:
-        parts = [f"a {size_word(sides[j])} {names[j]} {place_phrase(*centres[j])}" for j in order]
-    caption = " and ".join(parts)
-    if k >= 2:
-        a, b = (int(j) for j in rng.choice(k, size=2, replace=False))
-        dx, dy = centres[a] - centres[b]
-        relation = ("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("above" if dy < 0 else "below")
-        caption += f" where the {names[a]} {RELATIONS[relation]} the {names[b]}"
-    return caption
+    sizes = [size_word(side) for side in boxes[:, 2] - boxes[:, 0]]
+    places = [place_phrase(*centre) for centre in centres]
+    order = np.argsort(centres[:, 0], kind="stable").tolist()
+    relations = {}
+    for a in range(k):
+        for b in range(k):
+            if a != b:
+                dx, dy = centres[a] - centres[b]
+                key = ("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("above" if dy < 0 else "below")
+                relations[a, b] = RELATIONS[key]
+    choices = [(CIFAR10_CLASSES[c], KIND_OF[CIFAR10_CLASSES[c]]) for c in classes.tolist()]
+    found = set()
+    for names in itertools.product(*choices):
+        for with_layout in (True, False):
+            listing = " and ".join(f"a {sizes[j]} {names[j]} {places[j]}" if with_layout else f"a {names[j]}"
+                                   for j in order)
+            if k == 1:
+                found.add(listing)
+            for (a, b), relation in relations.items():
+                found.add(f"{listing} where the {names[a]} {relation} the {names[b]}")
+    return found
+
+
+def caption_relevance_to_scenes(captions: Sequence[str], scenes: SceneSet) -> torch.Tensor:
+    """``(len(captions), len(scenes))`` bool: True where caption ``t`` is a true description of scene ``i``.
+
+    A caption is correct for every scene it describes truly, not only for the scene it was written for:
+    "a small animal on the left" is a correct answer for a scene whose caption reads "a small dog on the
+    left", and a caption with one relation is true of every scene with the same objects, sizes, places
+    and that relation. Every caption must be true of at least one scene (its own), else a ``ValueError``.
+    """
+    where: dict[str, list[int]] = {}
+    boxes, classes, counts = scenes.boxes.numpy(), scenes.classes.numpy(), scenes.counts.numpy()
+    for i in range(len(scenes)):
+        for caption in true_captions(boxes[i, : counts[i]], classes[i, : counts[i]]):
+            where.setdefault(caption, []).append(i)
+    relevant = torch.zeros(len(captions), len(scenes), dtype=torch.bool)
+    for t, caption in enumerate(captions):
+        found = where.get(caption)
+        if not found:
+            raise ValueError(f"caption {t} ({caption!r}) describes none of the {len(scenes)} scenes; pass the scenes "
+                             f"the captions were written for")
+        relevant[t, found] = True
+    return relevant
 
 
 def describe_scenes(scenes: SceneSet, seed: int = 0, kind_probability: float = 0.2,

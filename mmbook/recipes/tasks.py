@@ -65,6 +65,13 @@ class Settings:
     model: str = "fastcnn"
     recipe: str | None = None
     data_file: Path | None = None
+    test_file: Path | None = None
+    image_size: int | None = None
+    image_column: str = "image"
+    text_column: str = "text"
+    label_column: str = "label"
+    # The fusion's options as (name, value) pairs, e.g. (("normalize", True),); a tuple, so that it compares by value.
+    fusion_options: tuple[tuple[str, Any], ...] = ()
 
 
 # Settings every task reads.
@@ -208,7 +215,7 @@ def _retrieval(settings: Settings) -> tuple[Run, dict[str, Any]]:
     defaults, chosen = TASKS["scene-retrieval"].resolve(settings)
     result = train_scene_retrieval(scenes=settings.scenes or defaults.train_count, seed=settings.seed,
                                    device=settings.device, progress=settings.progress, quick=settings.quick,
-                                   download=settings.download, **chosen)
+                                   root=settings.data, download=settings.download, **chosen)
     model, history = result.pop("model"), result.pop("history")
     metrics = {name: value for name, value in result.items() if isinstance(value, (int, float))}
     return Run(model, history, metrics), {"train_images": result["train_scenes"], "test_images": result["gallery"]}
@@ -222,13 +229,55 @@ def _retrieval_defaults(quick: bool) -> Defaults:
                     train_count=values["scenes"], test_count=values["test_scenes"])
 
 
-# --task pairs: the images are resized to this side, and this share of the images (with all their texts) is the test split.
+# --task pairs: the images are resized to this side (unless --image-size), and without --test-file this share
+# of the images (with all their texts) is the test split.
 PAIRS_IMAGE_SIZE = 64
 PAIRS_TEST_FRACTION = 0.2
+PAIRS_OPTIONS = frozenset({"data_file", "test_file", "image_size", "image_column", "text_column", "label_column",
+                           "modalities", "fusion", "fusion_options", "text_encoder", "label_smoothing",
+                           "channels_last", "compile", "checkpoint", "resume"})
+
+
+def _pairs_fusion_options(settings: Settings) -> dict[str, Any]:
+    """``settings.fusion_options`` as a dict, checked against the fusion's options (a ``ValueError`` naming them)."""
+    from mmbook.multimodal import check_fusion_options
+
+    names = [name for name, _ in settings.fusion_options]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"--fusion-option {', '.join(twice)} given more than once; give each option once")
+    try:
+        return check_fusion_options(settings.fusion, dict(settings.fusion_options))
+    except ValueError as error:
+        raise ValueError(f"--fusion-option: {error}") from None
+
+
+def _load_pairs_files(settings: Settings, labelled: bool = True):
+    """``load_pairs`` on ``--data-file`` (and ``--test-file``) with the pairs flags.
+
+    Any problem with the files is a ``ValueError`` whose message starts with the flag of the file at
+    fault (and names the column flags, for a missing column), so the command line prints it as one line.
+    """
+    from mmbook.data.cifar10 import CorruptDataError
+    from mmbook.data.pairs import MissingColumnError, load_pairs
+
+    flags = {"train": "--data-file", "test": "--test-file"}
+    try:
+        return load_pairs(settings.data_file, settings.test_file,
+                          image_size=settings.image_size or PAIRS_IMAGE_SIZE,
+                          test_fraction=0.0 if settings.test_file is not None else PAIRS_TEST_FRACTION,
+                          seed=settings.seed, image_column=settings.image_column, text_column=settings.text_column,
+                          label_column=settings.label_column if labelled else None, progress=settings.progress)
+    except MissingColumnError as error:
+        raise ValueError(f"{flags[error.argument]}: {error.describe()}; name the columns with --image-column, "
+                         f"--text-column and --label-column") from None
+    except (OSError, ValueError, KeyError, TypeError, CorruptDataError) as error:
+        if getattr(error, "argument", None) not in flags:
+            raise
+        raise ValueError(f"{flags[error.argument]}: {error}") from None
 
 
 def _pairs(settings: Settings) -> tuple[Run, dict[str, Any]]:
-    from mmbook.data.pairs import load_pairs
     from mmbook.recipes.captioned import train_image_text
 
     if settings.data_file is None:
@@ -236,20 +285,50 @@ def _pairs(settings: Settings) -> tuple[Run, dict[str, Any]]:
                          "or a folder <label>/<image>.png with the texts in <image>.txt")
     if settings.fusion == "two_stage":
         raise ValueError("--task pairs does not support --fusion two_stage")
+    fusion_options = _pairs_fusion_options(settings)
     _, chosen = TASKS["pairs"].resolve(settings)
     modalities = settings.modalities or "image+text"
-    data = load_pairs(settings.data_file, image_size=PAIRS_IMAGE_SIZE, test_fraction=PAIRS_TEST_FRACTION,
-                      seed=settings.seed, progress=settings.progress)
+    data = _load_pairs_files(settings)
     run = train_image_text(data.train.tensors(), data.test.tensors(), len(data.vocab), modalities, settings.fusion,
-                           num_classes=data.num_classes, mean=data.mean, std=data.std,
+                           num_classes=data.num_classes, mean=data.mean, std=data.std, fusion_options=fusion_options,
                            text_encoder=settings.text_encoder, label_smoothing=settings.label_smoothing,
                            channels_last=settings.channels_last, compile=settings.compile,
                            checkpoint_dir=settings.checkpoint, resume=settings.resume, seed=settings.seed,
                            device=settings.device, amp=settings.amp, progress=settings.progress, **chosen)
-    return run, {"modalities": modalities, "fusion": settings.fusion, "text_encoder": settings.text_encoder,
-                 "data_file": str(settings.data_file), "image_size": data.image_size, "classes": data.num_classes,
+    return run, {"modalities": modalities, "fusion": settings.fusion, "fusion_options": fusion_options,
+                 "text_encoder": settings.text_encoder, "data_file": str(settings.data_file),
+                 "test_file": None if settings.test_file is None else str(settings.test_file),
+                 "image_size": data.image_size, "classes": data.num_classes,
                  "train_images": data.train.num_images, "train_texts": len(data.train),
                  "test_images": data.test.num_images, "test_texts": len(data.test)}
+
+
+PAIRS_RETRIEVAL_OPTIONS = frozenset({"data_file", "test_file", "image_size", "image_column", "text_column"})
+
+
+def _pairs_retrieval(settings: Settings) -> tuple[Run, dict[str, Any]]:
+    from mmbook.alignment import train_pairs_retrieval
+
+    if settings.data_file is None:
+        raise ValueError("--task pairs-retrieval needs --data-file: a .csv or .jsonl file of (image, text) rows, "
+                         "or a folder of images with the texts of <image>.png in <image>.txt")
+    _, chosen = TASKS["pairs-retrieval"].resolve(settings)
+    data = _load_pairs_files(settings, labelled=False)
+    result = train_pairs_retrieval(data, seed=settings.seed, device=settings.device, progress=settings.progress,
+                                   quick=settings.quick, **chosen)
+    model, history = result.pop("model"), result.pop("history")
+    metrics = {name: value for name, value in result.items() if isinstance(value, (int, float))}
+    return Run(model, history, metrics), {
+        "data_file": str(settings.data_file), "test_file": None if settings.test_file is None else str(settings.test_file),
+        "image_size": data.image_size, "train_images": result["train_images"], "train_texts": result["train_texts"],
+        "test_images": result["test_images"], "test_texts": result["test_texts"]}
+
+
+def _pairs_retrieval_defaults(quick: bool) -> Defaults:
+    from mmbook.alignment import PAIRS_RETRIEVAL_DEFAULTS
+
+    values = PAIRS_RETRIEVAL_DEFAULTS[quick]
+    return Defaults(epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"])
 
 
 #: The tasks of ``mmbook train --task``, by name.
@@ -278,7 +357,8 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          "recall_at_10_text_to_image", _retrieval_defaults(False), _retrieval_defaults(True), frozenset({"scenes"}),
          _retrieval),
     Task("pairs", "your own image-text pairs (--data-file pairs.jsonl or .csv; any fusion)", "test_accuracy",
-         Defaults(epochs=10, batch_size=64), Defaults(epochs=2, batch_size=64),
-         frozenset({"data_file", "modalities", "fusion", "text_encoder", "label_smoothing", "channels_last",
-                    "compile", "checkpoint", "resume"}), _pairs),
+         Defaults(epochs=10, batch_size=64), Defaults(epochs=2, batch_size=64), PAIRS_OPTIONS, _pairs),
+    Task("pairs-retrieval", "retrieval on your own caption-only pairs (--data-file pairs.jsonl or .csv, no labels): "
+         "a contrastive two-tower model", "recall_at_10_text_to_image", _pairs_retrieval_defaults(False),
+         _pairs_retrieval_defaults(True), PAIRS_RETRIEVAL_OPTIONS, _pairs_retrieval),
 )}
