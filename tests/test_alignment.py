@@ -772,3 +772,17 @@ def test_cli_pairs_retrieval_on_caption_only_pairs_and_its_one_line_errors(tmp_p
     assert "--label-column applies to --task pairs" in capsys.readouterr().err
     assert main(["train", "--task", "pairs-retrieval"]) == 2
     assert "needs --data-file" in capsys.readouterr().err
+
+
+def test_init_fine_tunes_a_copy_and_refuses_a_model_of_another_loss(tiny_data):
+    base = alignment.train_scene_retrieval(quick=True, scenes=64, epochs=1, batch_size=32, test_scenes=40,
+                                           zero_shot_scenes=60, device="cpu")
+    before = {n: p.clone() for n, p in base["model"].state_dict().items()}
+    tuned = alignment.train_scene_retrieval(quick=True, scenes=64, epochs=1, batch_size=32, test_scenes=40,
+                                            zero_shot_scenes=60, device="cpu", init=base["model"], hard_negatives=True)
+    assert tuned["model"] is not base["model"] and tuned["loss"] == "negclip"
+    assert all(torch.equal(p, before[n]) for n, p in base["model"].state_dict().items()), "init itself is not changed"
+    assert any(not torch.equal(p, before[n]) for n, p in tuned["model"].state_dict().items())
+    with pytest.raises(ValueError, match="another loss"):
+        alignment.train_scene_retrieval(quick=True, scenes=64, epochs=1, batch_size=32, test_scenes=40,
+                                        zero_shot_scenes=60, device="cpu", init=base["model"], loss="sigmoid")

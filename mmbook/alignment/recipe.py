@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -84,6 +86,32 @@ def single_object(scenes, tensors: Mapping[str, torch.Tensor]) -> tuple[torch.Te
     return tensors["image"][keep], scenes.classes[keep, 0]
 
 
+# Sweeps train many models on the same scenes: the data of a run is built once per process (it is
+# deterministic given these arguments, and nothing downstream changes it).
+@functools.lru_cache(maxsize=4)
+def _training_pairs(count: int, seed: int, quick: bool, hard_negatives: bool, root, download: bool) -> dict:
+    return scene_pairs("train", count, seed=seed, quick=quick, download=download, hard_negatives=hard_negatives,
+                       root=root)[2]
+
+
+@functools.lru_cache(maxsize=4)
+def _evaluation_sets(test_scenes: int, zero_shot_scenes: int, seed: int, quick: bool, root, download: bool):
+    """The test gallery (scenes, captions, tensors, every true description, the swap benchmark) and the
+    single-object zero-shot images and labels."""
+    from mmbook.data.scene_captions import caption_relevance_to_scenes
+    from mmbook.data.scene_negatives import swap_benchmark
+
+    test_set, test_captions, test_tensors = scene_pairs("test", test_scenes, seed=seed, quick=quick, download=download,
+                                                        root=root)
+    zs_scenes, _, zs_tensors = scene_pairs("test", zero_shot_scenes, seed=seed + 100, quick=quick, download=download,
+                                           root=root)
+    zs_images, zs_labels = single_object(zs_scenes, zs_tensors)
+    if len(zs_labels) == 0:
+        raise ValueError(f"the {zero_shot_scenes} zero-shot scenes hold no single-object scene; ask for more")
+    return (test_set, test_captions, test_tensors, caption_relevance_to_scenes(test_captions, test_set),
+            swap_benchmark(test_set, seed=seed), zs_images, zs_labels)
+
+
 def fit_two_tower(model: TwoTower, loader, loss_fn, *, epochs: int, lr: float, weight_decay: float,
                   device: torch.device, progress: bool, description: str):
     """:func:`mmbook.training.fit` as open_clip trains a two-tower model: no weight decay on the logit scale and
@@ -121,6 +149,7 @@ def train_scene_retrieval(
     hard_negatives: bool = False,
     weight_decay: float = 5e-4,
     root: Path | str | None = None,
+    init: TwoTower | None = None,
 ) -> dict[str, Any]:
     """Train a :class:`TwoTower` on scene-caption pairs and measure retrieval and zero-shot accuracy.
 
@@ -128,7 +157,8 @@ def train_scene_retrieval(
     :func:`mmbook.training.fit` with :func:`contrastive_loss` (``loss="info_nce"``) or
     :func:`sigmoid_contrastive_loss` (``loss="sigmoid"``, SigLIP's initialisation: temperature 0.1, bias -10);
     ``negatives`` is the block size of the loss (``None``: the whole batch); ``hard_negatives=True`` trains
-    with one swapped caption per pair (:func:`negclip_loss`, InfoNCE only). The logit scale is clamped
+    with one swapped caption per pair (:func:`negclip_loss`, InfoNCE only); ``init`` fine-tunes a copy of a
+    trained model instead of training a new one (NegCLIP fine-tunes CLIP this way). The logit scale is clamped
     after every step and kept out of weight decay, as in open_clip. The test gallery is ``test_scenes``
     scenes from CIFAR-10 test images, with every true caption of a scene counted as a correct answer
     (:func:`~mmbook.data.scene_captions.caption_relevance_to_scenes`); zero-shot accuracy is measured on
@@ -149,9 +179,7 @@ def train_scene_retrieval(
     from mmbook.data import DeviceLoader
     from mmbook.data.cifar10 import CIFAR10_CLASSES
     from mmbook.data.loaders import CIFAR10_STATS
-    from mmbook.data.scene_captions import (PROMPT_TEMPLATES, caption_relevance_to_scenes, caption_vocabulary,
-                                            shared_captions)
-    from mmbook.data.scene_negatives import swap_benchmark
+    from mmbook.data.scene_captions import PROMPT_TEMPLATES, caption_vocabulary, shared_captions
     from mmbook.runtime import pick_device, seed_everything
 
     if loss not in LOSSES:
@@ -170,17 +198,19 @@ def train_scene_retrieval(
         raise ValueError(f"negatives={negatives} must divide the batch size {batch_size}")
     device = pick_device(device)
     seed_everything(seed)
-    _, _, train_tensors = scene_pairs("train", scenes, seed=seed, quick=quick, download=download, progress=progress,
-                                      hard_negatives=hard_negatives, root=root)
-    test_set, test_captions, test_tensors = scene_pairs("test", test_scenes, seed=seed, quick=quick, download=download,
-                                                        root=root)
-    zs_scenes, _, zs_tensors = scene_pairs("test", zero_shot_scenes, seed=seed + 100, quick=quick,
-                                           download=download, root=root)
+    train_tensors = _training_pairs(scenes, seed, quick, hard_negatives, root, download)
+    test_set, test_captions, test_tensors, relevant, benchmark, zs_images, zs_labels = _evaluation_sets(
+        test_scenes, zero_shot_scenes, seed, quick, root, download)
     sigmoid = loss == "sigmoid"
     if temperature is None:
         temperature = 0.1 if sigmoid else INIT_TEMPERATURE
-    model = TwoTower(len(caption_vocabulary()), temperature=temperature, learn_temperature=learn_temperature,
-                     logit_bias=-10.0 if sigmoid else None)
+    if init is None:
+        model = TwoTower(len(caption_vocabulary()), temperature=temperature, learn_temperature=learn_temperature,
+                         logit_bias=-10.0 if sigmoid else None)
+    else:
+        if sigmoid != (getattr(init, "logit_bias", None) is not None):
+            raise ValueError(f"init was trained for another loss than loss={loss!r} (the sigmoid loss needs a logit bias)")
+        model = copy.deepcopy(init)
     # The scenes are made of CIFAR-10 images: both loaders normalize with CIFAR-10's statistics.
     train_loader = DeviceLoader(train_tensors, batch_size, shuffle=True, drop_last=True, device=device, seed=seed,
                                 **CIFAR10_STATS)
@@ -191,12 +221,8 @@ def train_scene_retrieval(
     # The whole gallery on every rank (rank=0, world_size=1: no sharding), so every rank reports the same figures.
     gallery = DeviceLoader(test_tensors, 500, device=device, rank=0, world_size=1, **CIFAR10_STATS)
     image_embeddings, text_embeddings = embed(model, gallery, device)
-    relevant = caption_relevance_to_scenes(test_captions, test_set)
     report: dict[str, Any] = retrieval_report(image_embeddings, text_embeddings, test_captions, relevant=relevant)
-    report.update(swap_accuracy(model, test_tensors["image"], swap_benchmark(test_set, seed=seed)))
-    zs_images, zs_labels = single_object(zs_scenes, zs_tensors)
-    if len(zs_labels) == 0:
-        raise ValueError(f"the {zero_shot_scenes} zero-shot scenes hold no single-object scene; ask for more")
+    report.update(swap_accuracy(model, test_tensors["image"], benchmark))
     classes = class_embeddings(model, CIFAR10_CLASSES, PROMPT_TEMPLATES)
     report.update({
         "zero_shot_accuracy": zero_shot_accuracy(embed_images(model, zs_images), classes, zs_labels),

@@ -144,8 +144,7 @@ def load_cifar10(
     kind, path = found
     per_class = QUICK_PER_CLASS[split] if quick else None
     if kind == "imagefolder":
-        files = _imagefolder_files(path / split, per_class)
-        key = _fingerprint(f"imagefolder:{split}", [f"{label}/{p.name}:{p.stat().st_size}" for p, label in files])
+        files, key = _imagefolder_listing(path / split, split, per_class)
         loader = lambda: _decode_files(files, progress=progress)  # noqa: E731
         source = f"CIFAR-10 (JPEG copy) {split}, {path}"
     else:
@@ -176,6 +175,28 @@ def _download_official(root: Path) -> None:
             f"Check the network connection, or point MMBOOK_DATA at an offline copy "
             f"(the ImageFolder layout cifar10/{{train,test}}/<class>/*.jpg)."
         ) from error
+
+
+# The listing and fingerprint of a split folder, per process: listing and stat-ing 60,000 files takes seconds,
+# and the scene recipes load CIFAR-10 several times per run. Keyed by the class folders' modification times,
+# which change when a file is added, removed or renamed.
+_LISTINGS: dict[tuple[str, str, int | None, tuple[int, ...]], tuple[list[tuple[Path, int]], str]] = {}
+
+
+def _imagefolder_listing(split_dir: Path, split: str, per_class: int | None) -> tuple[list[tuple[Path, int]], str]:
+    """``(files, fingerprint)`` of a split folder (see :func:`_imagefolder_files`), remembered in this process."""
+    try:
+        stamps = tuple((split_dir / name).stat().st_mtime_ns for name in CIFAR10_CLASSES)
+    except OSError:
+        stamps = ()
+    memo = (str(split_dir.resolve()), split, per_class, stamps)
+    if not stamps or memo not in _LISTINGS:
+        files = _imagefolder_files(split_dir, per_class)
+        key = _fingerprint(f"imagefolder:{split}", [f"{label}/{p.name}:{p.stat().st_size}" for p, label in files])
+        if not stamps:
+            return files, key
+        _LISTINGS[memo] = files, key
+    return _LISTINGS[memo]
 
 
 def _imagefolder_files(split_dir: Path, per_class: int | None) -> list[tuple[Path, int]]:
