@@ -140,7 +140,8 @@ def retrieval_report(image_embeddings: torch.Tensor, text_embeddings: torch.Tens
     index_of = {caption: i for i, caption in reversed(list(enumerate(captions)))}
     distinct = torch.tensor([index_of[caption] for caption in first], device=image_embeddings.device)
     # Copies of one string must be interchangeable for the image -> text gallery.
-    if not bool((relevant[distinct][torch.tensor([first.index(c) for c in captions])] == relevant).all()):
+    position = {caption: k for k, caption in enumerate(first)}
+    if not bool((relevant[distinct][torch.tensor([position[c] for c in captions])] == relevant).all()):
         raise ValueError("captions with the same string must have the same correct images in relevant")
     similarity = text_embeddings.float() @ image_embeddings.float().T  # (texts, images)
     report: dict[str, float] = {"gallery": float(m), "caption_gallery": float(len(distinct))}

@@ -68,6 +68,12 @@ def place_phrase(centre_x: float, centre_y: float) -> str:
     return PLACES[row][column]
 
 
+def relation_phrase(centres: np.ndarray, a: int, b: int) -> str:
+    """How object ``a`` lies relative to object ``b``, from the larger offset of their centres ``(k, 2)``: e.g. ``"is left of"``."""
+    dx, dy = centres[a] - centres[b]
+    return RELATIONS[("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("above" if dy < 0 else "below")]
+
+
 def _compose(boxes: np.ndarray, names: Sequence[str], with_layout: bool, pair: tuple[int, int] | None, *,
              sizes: Sequence[str] | None = None, places: Sequence[str] | None = None,
              reverse_relation: bool = False) -> str:
@@ -88,10 +94,8 @@ def _compose(boxes: np.ndarray, names: Sequence[str], with_layout: bool, pair: t
     caption = " and ".join(parts)
     if pair is not None:
         a, b = pair
-        dx, dy = centres[a] - centres[b]
-        relation = ("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("above" if dy < 0 else "below")
         first, second = (b, a) if reverse_relation else (a, b)
-        caption += f" where the {names[first]} {RELATIONS[relation]} the {names[second]}"
+        caption += f" where the {names[first]} {relation_phrase(centres, a, b)} the {names[second]}"
     return caption
 
 
@@ -138,13 +142,7 @@ def true_captions(boxes: np.ndarray, classes: np.ndarray) -> set[str]:
     sizes = [size_word(side) for side in boxes[:, 2] - boxes[:, 0]]
     places = [place_phrase(*centre) for centre in centres]
     order = np.argsort(centres[:, 0], kind="stable").tolist()
-    relations = {}
-    for a in range(k):
-        for b in range(k):
-            if a != b:
-                dx, dy = centres[a] - centres[b]
-                key = ("left" if dx < 0 else "right") if abs(dx) >= abs(dy) else ("above" if dy < 0 else "below")
-                relations[a, b] = RELATIONS[key]
+    relations = {(a, b): relation_phrase(centres, a, b) for a in range(k) for b in range(k) if a != b}
     choices = [(CIFAR10_CLASSES[c], KIND_OF[CIFAR10_CLASSES[c]]) for c in classes.tolist()]
     found = set()
     for names in itertools.product(*choices):

@@ -209,6 +209,12 @@ def _scenes(name: str, settings: Settings) -> tuple[Run, dict[str, Any]]:
 _SCENE_OPTIONS = frozenset({"modalities", "checkpoint", "resume", "scenes"})
 
 
+def _run_of_report(result: dict[str, Any]) -> Run:
+    """The :class:`Run` of a retrieval recipe's report: its ``model``, its ``history``, and its numbers as metrics."""
+    model, history = result.pop("model"), result.pop("history")
+    return Run(model, history, {name: value for name, value in result.items() if isinstance(value, (int, float))})
+
+
 def _retrieval(settings: Settings) -> tuple[Run, dict[str, Any]]:
     from mmbook.alignment import train_scene_retrieval
 
@@ -216,9 +222,8 @@ def _retrieval(settings: Settings) -> tuple[Run, dict[str, Any]]:
     result = train_scene_retrieval(scenes=settings.scenes or defaults.train_count, seed=settings.seed,
                                    device=settings.device, progress=settings.progress, quick=settings.quick,
                                    root=settings.data, download=settings.download, **chosen)
-    model, history = result.pop("model"), result.pop("history")
-    metrics = {name: value for name, value in result.items() if isinstance(value, (int, float))}
-    return Run(model, history, metrics), {"train_images": result["train_scenes"], "test_images": result["gallery"]}
+    run = _run_of_report(result)
+    return run, {"train_images": result["train_scenes"], "test_images": result["gallery"]}
 
 
 def _retrieval_defaults(quick: bool) -> Defaults:
@@ -316,9 +321,8 @@ def _pairs_retrieval(settings: Settings) -> tuple[Run, dict[str, Any]]:
     data = _load_pairs_files(settings, labelled=False)
     result = train_pairs_retrieval(data, seed=settings.seed, device=settings.device, progress=settings.progress,
                                    quick=settings.quick, **chosen)
-    model, history = result.pop("model"), result.pop("history")
-    metrics = {name: value for name, value in result.items() if isinstance(value, (int, float))}
-    return Run(model, history, metrics), {
+    run = _run_of_report(result)
+    return run, {
         "data_file": str(settings.data_file), "test_file": None if settings.test_file is None else str(settings.test_file),
         "image_size": data.image_size, "train_images": result["train_images"], "train_texts": result["train_texts"],
         "test_images": result["test_images"], "test_texts": result["test_texts"]}
