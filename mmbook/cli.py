@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mmbook`` command."""
     from mmbook.fastcnn import RECIPES
     from mmbook.fusion import FUSIONS
+    from mmbook.generation.decoding import DECODERS
+    from mmbook.generation.model import CAPTIONERS
     from mmbook.recipes import TASKS
     from mmbook.text import TEXT_ENCODER_KINDS
 
@@ -150,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
                        action="append", metavar="KEY=VALUE",
                        help="pairs: an option of the fusion, e.g. normalize=true for --fusion gmu, or hidden=64 "
                             "(repeatable; values are read as true/false, whole numbers or numbers)")
+    train.add_argument("--decoder", choices=CAPTIONERS, default="attention",
+                       help="scene-captioning: the captioner (default attention; blind never sees the image)")
+    train.add_argument("--decoding", choices=DECODERS, default="greedy",
+                       help="scene-captioning: how captions are decoded (default greedy)")
+    train.add_argument("--beam-width", type=_positive_int, default=3,
+                       help="scene-captioning with --decoding beam: the beam width (default 3)")
     train.add_argument("--download", action="store_true", help="download CIFAR-10 if no copy is found")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
     train.add_argument("--channels-last", action="store_true",

@@ -906,4 +906,6 @@ CHECKERS.update({
     "ex-own-majority": "mmbook.exercises:check_majority_baseline",
     "ex-appendix-fastest": "mmbook.exercises:check_fastest_run",
     "ex-scaling-ghost-bn": "mmbook.exercises:check_ghost_gradient",
+    "ex-gen-chair": "mmbook.generation.checkers:check_chair",
+    "ex-gen-beam-step": "mmbook.generation.checkers:check_beam_step",
 })

@@ -49,6 +49,17 @@ def tiny_cifar(n: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
     return {"image": (base + noise).clamp(0, 255).to(torch.uint8), "label": labels}
 
 
+def random_scenes(count: int, per_class: int, seed: int):
+    """``count`` scenes (:func:`mmbook.data.scenes.make_scenes`, ``seed``) pasted from random-pixel images,
+    ``per_class`` per CIFAR-10 class: real layouts, classes and counts, no data files needed."""
+    from mmbook.data.scenes import make_scenes
+
+    labels = torch.arange(10).repeat_interleave(per_class)
+    images = torch.randint(0, 256, (len(labels), 3, 32, 32), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    return make_scenes(count, images, labels, seed=seed)
+
+
 @pytest.fixture
 def tiny_imagefolder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A 200-image CIFAR-10 look-alike (10 images per class and split), in full mode, offline."""

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import random_scenes
 from mmbook import alignment
 from mmbook.alignment import (
     MatchingClassifier,
@@ -41,7 +42,6 @@ from mmbook.data.scene_captions import (
     shared_captions,
     size_word,
 )
-from mmbook.data.scenes import make_scenes
 
 
 def _unit(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -50,10 +50,7 @@ def _unit(*shape: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def scene_set():
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.arange(10).repeat_interleave(3)
-    images = torch.randint(0, 256, (len(labels), 3, 32, 32), generator=generator, dtype=torch.uint8)
-    return make_scenes(200, images, labels, seed=5)
+    return random_scenes(200, per_class=3, seed=5)
 
 
 # --- captions ---------------------------------------------------------------------------------------

@@ -277,14 +277,19 @@ def _tagged_caption(rng: np.random.Generator, boxes: np.ndarray, classes: np.nda
     return words
 
 
+def noisy_background(n: int, side: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` plain canvases ``(n, 3, side, side)`` uint8: one random colour each, with grey noise on top."""
+    background = torch.randint(40, 200, (n, 3, 1, 1), generator=generator, dtype=torch.int16)
+    noise = torch.randint(-12, 13, (n, 1, side, side), generator=generator, dtype=torch.int16)
+    return (background + noise).clamp(0, 255).to(torch.uint8)
+
+
 def _paint(rng: np.random.Generator, source_images: torch.Tensor, boxes: np.ndarray, counts: np.ndarray,
            sources: np.ndarray) -> torch.Tensor:
     """Canvases ``(N, 3, 64, 64)`` uint8: a plain noisy background, then each object resized and pasted."""
     n = len(counts)
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    background = torch.randint(40, 200, (n, 3, 1, 1), generator=generator, dtype=torch.int16)
-    noise = torch.randint(-12, 13, (n, 1, CANVAS, CANVAS), generator=generator, dtype=torch.int16)
-    canvas = (background + noise).clamp(0, 255).to(torch.uint8)
+    canvas = noisy_background(n, CANVAS, generator)
     sides = (boxes[:, :, 2] - boxes[:, :, 0]).astype(np.int64)
     valid = np.arange(MAX_OBJECTS)[None, :] < counts[:, None]
     for side in np.unique(sides[valid]):

@@ -70,6 +70,9 @@ class Settings:
     image_column: str = "image"
     text_column: str = "text"
     label_column: str = "label"
+    decoder: str = "attention"
+    decoding: str = "greedy"
+    beam_width: int = 3
     # The fusion's options as (name, value) pairs, e.g. (("normalize", True),); a tuple, so that it compares by value.
     fusion_options: tuple[tuple[str, Any], ...] = ()
 
@@ -328,6 +331,30 @@ def _pairs_retrieval(settings: Settings) -> tuple[Run, dict[str, Any]]:
         "test_images": result["test_images"], "test_texts": result["test_texts"]}
 
 
+def _captioning(settings: Settings) -> tuple[Run, dict[str, Any]]:
+    from mmbook.generation.recipe import train_scene_captioning
+
+    defaults, chosen = TASKS["scene-captioning"].resolve(settings)
+    options = {"width": settings.beam_width} if settings.decoding == "beam" else {}
+    result = train_scene_captioning(settings.decoder, scenes=settings.scenes or defaults.train_count, seed=settings.seed,
+                                    device=settings.device, progress=settings.progress, quick=settings.quick,
+                                    root=settings.data, download=settings.download, decoding=settings.decoding,
+                                    decoding_options=options, **chosen)
+    for name in ("captions", "references", "test_set"):
+        result.pop(name)
+    run = _run_of_report(result)
+    return run, {"decoder": settings.decoder, "decoding": settings.decoding, "train_scenes": result["train_scenes"],
+                 "test_scenes": result["test_scenes"]}
+
+
+def _captioning_defaults(quick: bool) -> Defaults:
+    from mmbook.generation.recipe import CAPTIONING_DEFAULTS
+
+    values = CAPTIONING_DEFAULTS[quick]
+    return Defaults(epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
+                    train_count=values["scenes"], test_count=values["test_scenes"])
+
+
 def _pairs_retrieval_defaults(quick: bool) -> Defaults:
     from mmbook.alignment import PAIRS_RETRIEVAL_DEFAULTS
 
@@ -360,6 +387,9 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("scene-retrieval", "the alignment chapter's contrastive image-caption model: retrieval and zero-shot",
          "recall_at_10_text_to_image", _retrieval_defaults(False), _retrieval_defaults(True), frozenset({"scenes"}),
          _retrieval),
+    Task("scene-captioning", "the generation chapter's captioner (--decoder blind, global, attention or transformer): "
+         "BLEU, CIDEr-D and hallucination (CHAIR)", "cider_d", _captioning_defaults(False), _captioning_defaults(True),
+         frozenset({"scenes", "decoder", "decoding", "beam_width"}), _captioning),
     Task("pairs", "your own image-text pairs (--data-file pairs.jsonl or .csv; any fusion)", "test_accuracy",
          Defaults(epochs=10, batch_size=64), Defaults(epochs=2, batch_size=64), PAIRS_OPTIONS, _pairs),
     Task("pairs-retrieval", "retrieval on your own caption-only pairs (--data-file pairs.jsonl or .csv, no labels): "

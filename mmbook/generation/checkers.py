@@ -1,0 +1,110 @@
+"""Exercise checkers of the Generation chapter: a reader's CHAIR and one step of beam search.
+
+Each checker runs the reader's function on several cases, compares with the package's answer and, when
+a case fails, names the usual mistake without giving the expected value away. It prints "All checks passed"
+when every case agrees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def chair(mentioned: Sequence[set[str]], present: Sequence[set[str]]) -> tuple[float, float]:
+    """CHAIR (Rohrbach et al., 2018) from the objects each caption mentions and the objects each scene holds.
+
+    ``CHAIR_i = |mentioned objects not in the scene| / |mentioned objects|`` summed over captions (each
+    caption's mentioned objects as a set); ``CHAIR_s`` = share of captions with at least one such object.
+    Returns ``(chair_i, chair_s)``; ``chair_i`` is NaN when no caption mentions anything.
+    """
+    if len(mentioned) != len(present):
+        raise ValueError(f"got {len(mentioned)} captions for {len(present)} scenes; give one set of each per caption")
+    if not mentioned:
+        raise ValueError("no captions to score")
+    hallucinated = [set(m) - set(p) for m, p in zip(mentioned, present)]
+    total = sum(len(set(m)) for m in mentioned)
+    chair_i = sum(len(h) for h in hallucinated) / total if total else float("nan")
+    chair_s = sum(bool(h) for h in hallucinated) / len(mentioned)
+    return chair_i, chair_s
+
+
+def check_chair(fn: Callable[[Sequence[set[str]], Sequence[set[str]]], tuple[float, float]]) -> None:
+    """Check a reader's ``fn(mentioned, present) -> (chair_i, chair_s)`` against :func:`chair`."""
+    if not callable(fn):
+        raise TypeError(f"check_chair expects a function, got {type(fn).__name__}")
+    cases = [
+        ("one caption, one object of two made up", [{"cat", "dog"}], [{"cat", "truck"}]),
+        ("two captions, one clean", [{"cat"}, {"ship", "frog"}], [{"cat"}, {"ship"}]),
+        ("recall is not CHAIR: a scene with objects no caption names", [{"cat"}, {"deer"}],
+         [{"cat", "dog", "truck"}, {"horse"}]),
+        ("captions that mention several objects", [{"cat", "dog", "bird"}, {"ship"}], [{"cat"}, {"ship", "truck"}]),
+    ]
+    for name, mentioned, present in cases:
+        expected = chair(mentioned, present)
+        try:
+            got = fn([set(m) for m in mentioned], [set(p) for p in present])
+        except Exception as error:
+            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise AssertionError(f"{name}: expected a pair (chair_i, chair_s), got {got!r}")
+        chair_i, chair_s = (float(v) for v in got)
+        if abs(chair_i - expected[0]) > 1e-9:
+            hallucinated = sum(len(m - p) for m, p in zip(mentioned, present))
+            hint = ""
+            if abs(chair_i - hallucinated / sum(len(p) for p in present)) < 1e-9:
+                hint = ": you divided by the objects in the scenes; CHAIR_i divides by the objects the captions mention"
+            elif abs(chair_i - expected[1]) < 1e-9:
+                hint = ": that is CHAIR_s (captions with a made-up object); CHAIR_i counts objects"
+            raise AssertionError(f"{name}: your CHAIR_i, {chair_i:.4f}, is not right{hint or ': count, over all captions, the distinct objects each caption names that its scene lacks, and divide by all distinct objects named'}")
+        if abs(chair_s - expected[1]) > 1e-9:
+            raise AssertionError(f"{name}: your CHAIR_s, {chair_s:.4f}, is not right: it is the share of captions "
+                                 f"with at least one object that is not in the scene")
+    print("All checks passed")
+
+
+def beam_step(scores: torch.Tensor, log_probs: torch.Tensor, width: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of beam search for one image: ``scores (K,)`` of the live beams and their next-word
+    ``log_probs (K, V)`` -> the ``width`` best extensions' ``(new_scores (width,), parent (width,), word (width,))``,
+    best first."""
+    total = (scores.unsqueeze(1) + log_probs).flatten()
+    new_scores, best = total.topk(width)
+    return new_scores, best // log_probs.shape[1], best % log_probs.shape[1]
+
+
+def check_beam_step(fn: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                    ) -> None:
+    """Check a reader's ``fn(scores (K,), log_probs (K, V), width) -> (new_scores, parent, word)`` against :func:`beam_step`."""
+    if not callable(fn):
+        raise TypeError(f"check_beam_step expects a function, got {type(fn).__name__}")
+    generator = torch.Generator().manual_seed(0)
+    for beams, vocab, width in ((1, 5, 3), (3, 7, 3), (4, 6, 2), (2, 10, 5)):
+        scores = -torch.rand(beams, generator=generator).sort(descending=True).values * 3
+        log_probs = torch.randn(beams, vocab, generator=generator).log_softmax(dim=-1)
+        expected = beam_step(scores, log_probs, width)
+        name = f"{beams} beams, {vocab} words, width {width}"
+        try:
+            got = fn(scores.clone(), log_probs.clone(), width)
+        except Exception as error:
+            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        if not isinstance(got, tuple) or len(got) != 3:
+            raise AssertionError(f"{name}: expected (new_scores, parent, word), got {type(got).__name__}")
+        new_scores, parent, word = (torch.as_tensor(v) for v in got)
+        if new_scores.shape != (width,):
+            raise AssertionError(f"{name}: expected {width} new scores, got shape {tuple(new_scores.shape)}: keep the "
+                                 f"{width} best extensions overall, which may all come from one beam")
+        if not torch.allclose(new_scores.float(), expected[0], atol=1e-6):
+            best_per_beam = (scores.unsqueeze(1) + log_probs).max(dim=1).values.sort(descending=True).values[:width]
+            hint = ""
+            if beams >= width and torch.allclose(new_scores.float(), best_per_beam, atol=1e-6):
+                hint = ": you kept the best word of each beam; the best extensions may all come from one beam"
+            elif torch.allclose(new_scores.float(), log_probs.flatten().topk(width).values, atol=1e-6):
+                hint = ": add each beam's score so far to its words' log-probabilities"
+            raise AssertionError(f"{name}: your new scores are not the {width} best extensions, best first"
+                                 f"{hint or ': extend every beam by every word, add the log-probabilities, keep the top ones'}")
+        if not (torch.equal(parent.long(), expected[1]) and torch.equal(word.long(), expected[2])):
+            raise AssertionError(f"{name}: the scores are right but parent/word are not: a flat index i over the "
+                                 f"(K, V) table is beam i // V, word i % V")
+    print("All checks passed")

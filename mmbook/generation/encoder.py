@@ -1,0 +1,147 @@
+"""A pretrained, frozen image encoder for the captioners: a scene backbone first trained to classify CIFAR-10 objects.
+
+Captioners are rarely trained from pixels: Show and Tell and Show, Attend and Tell read a CNN
+pretrained on ImageNet classification, ClipCap and LLaVA a frozen CLIP image tower. The scenes'
+captioners do the same at small scale. :func:`pretrain_backbone` trains the objectives chapter's
+:class:`~mmbook.objectives.backbone.SceneBackbone` to classify CIFAR-10 training images, each shrunk
+to a random side of 18-30 pixels and pasted on a noisy 32x32 background, as objects appear in the
+scenes; the classifier reads the backbone's grid through a global max-pool, so each cell of the grid
+learns to say which class it sees. Applied to a 64x64 scene, the backbone gives an 8x8 grid of such
+cells, pooled to 4x4 regions: :func:`region_features` ``(N, 16, C)``, computed once and kept fixed while a decoder learns.
+
+Learning to recognise the objects from captions alone, in the few minutes a CPU gives a page, left the
+decoders nearly blind (they wrote the same caption for every scene): the labels of CIFAR-10 are a far
+denser signal than a caption's one mention of each object.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmbook.data.scenes import noisy_background
+from mmbook.objectives.backbone import SceneBackbone
+
+#: Quick and full settings of :func:`pretrain_backbone`.
+PRETRAIN_DEFAULTS = {False: {"epochs": 1, "width": 32, "batch_size": 128, "lr": 4e-3},
+                     True: {"epochs": 1, "width": 32, "batch_size": 128, "lr": 4e-3}}
+
+
+def shrink_onto_canvas(images: torch.Tensor, seed: int = 0, low: int = 18, high: int = 30) -> torch.Tensor:
+    """uint8 ``(N, 3, 32, 32)`` -> uint8 ``(N, 3, 32, 32)``: each image resized to a random side in ``[low, high]``
+    and pasted at a random place on a plain noisy background, as :mod:`mmbook.data.scenes` paints its objects."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    size = images.shape[-1]
+    generator = torch.Generator().manual_seed(seed)
+    n = len(images)
+    out = noisy_background(n, size, generator)
+    sides = torch.randint(low, high + 1, (n,), generator=generator)
+    for side in sides.unique().tolist():
+        index = (sides == side).nonzero().squeeze(1)
+        resized = F.interpolate(images[index].float(), size=(side, side), mode="bilinear", antialias=True,
+                                align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        xs = torch.randint(0, size - side + 1, (len(index),), generator=generator).tolist()
+        ys = torch.randint(0, size - side + 1, (len(index),), generator=generator).tolist()
+        for k, i in enumerate(index.tolist()):
+            out[i, :, ys[k] : ys[k] + side, xs[k] : xs[k] + side] = resized[k]
+    return out
+
+
+class GridClassifier(nn.Module):
+    """A :class:`SceneBackbone` and a linear classifier of its max-pooled grid: ``(B, 3, S, S)`` -> ``(B, 10)``."""
+
+    def __init__(self, width: int = 32, classes: int = 10) -> None:
+        super().__init__()
+        self.backbone = SceneBackbone(width)
+        self.classifier = nn.Linear(self.backbone.out_channels, classes)
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.classifier(self.backbone(batch["image"]).amax(dim=(2, 3)))
+
+
+# Bump whenever pretraining changes, so that encoders cached on disk by an older version are retrained.
+_CACHE_VERSION = 1
+
+
+@functools.lru_cache(maxsize=2)
+def pretrain_backbone(seed: int = 0, quick: bool = False, root: Path | str | None = None,
+                      download: bool = False) -> tuple[SceneBackbone, dict[str, float]]:
+    """Train :class:`GridClassifier` on shrunk CIFAR-10 training images; return its backbone, frozen, and facts.
+
+    The facts: ``pretrain_accuracy`` (CIFAR-10 test images, shrunk the same way), ``pretrain_seconds``,
+    ``pretrain_images``, ``pretrain_epochs``. Training is deterministic given ``seed`` and ``quick``, so
+    the trained weights are cached in :func:`mmbook.data.cifar10.cache_dir` (the pages of the Generation
+    chapter share one encoder) and in memory; delete the file to train it again.
+    """
+    from mmbook.data.cifar10 import cache_dir
+
+    path = cache_dir() / f"generation_encoder_v{_CACHE_VERSION}_seed{seed}_{'quick' if quick else 'full'}.pt"
+    backbone = SceneBackbone(PRETRAIN_DEFAULTS[bool(quick)]["width"])
+    if path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            backbone.load_state_dict(saved["backbone"])
+            return backbone.eval().requires_grad_(False), dict(saved["facts"])
+        except Exception:  # a partial or corrupt file: train again and overwrite it
+            path.unlink(missing_ok=True)
+    backbone, facts = _pretrain(seed, quick, root, download)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"backbone": backbone.state_dict(), "facts": facts}, partial)
+    partial.replace(path)  # atomic: an interrupted save never leaves a half-written encoder behind
+    return backbone, facts
+
+
+def _pretrain(seed: int, quick: bool, root: Path | str | None, download: bool) -> tuple[SceneBackbone, dict[str, float]]:
+    from mmbook.data import DeviceLoader
+    from mmbook.data.cifar10 import load_cifar10
+    from mmbook.data.loaders import CIFAR10_STATS
+    from mmbook.runtime import seed_everything
+    from mmbook.training import fit
+
+    settings = PRETRAIN_DEFAULTS[bool(quick)]
+    train = load_cifar10("train", quick=quick, root=root, download=download, progress=False)
+    test = load_cifar10("test", quick=quick, root=root, download=download, progress=False)
+    seed_everything(seed)
+    model = GridClassifier(settings["width"])
+    train_loader = DeviceLoader({"image": shrink_onto_canvas(train.images, seed), "label": train.labels},
+                                settings["batch_size"], shuffle=True, drop_last=True, augment=True, seed=seed,
+                                **CIFAR10_STATS)
+    test_loader = DeviceLoader({"image": shrink_onto_canvas(test.images, seed + 1), "label": test.labels}, 1000,
+                               rank=0, world_size=1, **CIFAR10_STATS)
+    started = time.perf_counter()
+    history = fit(model, train_loader, test_loader, epochs=settings["epochs"], lr=settings["lr"], progress=False,
+                  description="pretraining the image encoder")
+    backbone = model.backbone.eval().requires_grad_(False)
+    return backbone, {"pretrain_accuracy": history.last["test_accuracy"],
+                      "pretrain_seconds": time.perf_counter() - started,
+                      "pretrain_images": len(train.labels), "pretrain_epochs": settings["epochs"]}
+
+
+#: The side of the grid of regions a decoder attends over (16 regions of 16x16 pixels).
+REGION_GRID = 4
+
+
+@torch.no_grad()
+def region_features(backbone: SceneBackbone, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """uint8 scenes ``(N, 3, 64, 64)`` -> region features ``(N, 16, C)``, row by row.
+
+    The backbone's 8x8 grid is max-pooled to :data:`REGION_GRID` x :data:`REGION_GRID` regions of 16x16
+    pixels: an object (18-30 pixels) then spans one to four regions, and a decoder attends over 16 regions
+    instead of 64 at every word, which makes its training step several times cheaper.
+    """
+    from mmbook.data.loaders import CIFAR10_STATS, normalize_images
+
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 scene images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    device = next(backbone.parameters()).device
+    chunks = [F.adaptive_max_pool2d(backbone(normalize_images(images[i : i + batch_size].to(device), **CIFAR10_STATS)),
+                                    REGION_GRID).flatten(2).transpose(1, 2)
+              for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks).cpu()

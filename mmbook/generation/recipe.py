@@ -1,0 +1,188 @@
+"""The recipe behind ``mmbook train --task scene-captioning``: scenes with several references, a captioner, its report.
+
+The image encoder is pretrained and frozen (:mod:`mmbook.generation.encoder`), so every scene's region
+features ``(64, C)`` are computed once. One batch, from the loader to the loss: the loader gathers ``B``
+scenes, each with its region features ``(64, C)`` and its ``K`` references ``(K, T)``;
+:class:`~mmbook.generation.model.Captioner` reads each scene's regions once, reads every reference's words
+but the last and predicts every next word, ``(B * K, T-1, V)``; :func:`~mmbook.generation.model.caption_loss`
+is their cross-entropy.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmbook.generation.decoding import check_decoding, generate
+from mmbook.generation.model import build_captioner, caption_loss, next_word_accuracy
+from mmbook.generation.references import BOS_ID, EOS_ID
+
+#: Quick and full defaults of :func:`train_scene_captioning` (the CLI reads them).
+CAPTIONING_DEFAULTS: dict[bool, dict[str, Any]] = {
+    False: {"scenes": 2000, "test_scenes": 1000, "epochs": 5, "batch_size": 64, "lr": 3e-3},
+    True: {"scenes": 300, "test_scenes": 150, "epochs": 2, "batch_size": 32, "lr": 3e-3},
+}
+#: References written per scene (training and test).
+REFERENCES_PER_SCENE = 5
+#: The longest caption a decoder may write, in words.
+MAX_CAPTION_WORDS = 30
+
+
+def encode_references(captions: Sequence[str], vocab) -> torch.Tensor:
+    """``<bos> words <eos>`` token ids ``(N, T)``, right-padded with 0; a word outside ``vocab`` is an error."""
+    rows = []
+    for caption in captions:
+        ids = vocab.encode(caption)
+        if not ids or 1 in ids:  # 1 is <unk>
+            raise ValueError(f"caption {caption!r} is empty or holds words outside the vocabulary")
+        rows.append([BOS_ID, *ids, EOS_ID])
+    tokens = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row)
+    return tokens
+
+
+@functools.lru_cache(maxsize=4)
+def caption_data(split: str, count: int, seed: int = 0, quick: bool = False, per_scene: int = REFERENCES_PER_SCENE,
+                 root: Path | str | None = None, download: bool = False):
+    """Scenes, their references, and the loader dict of scenes with their references and region features.
+
+    Returns ``(scenes, references, tensors)``: the :class:`~mmbook.data.scenes.SceneSet`, ``N`` lists of
+    ``per_scene`` reference strings, and ``{"features": (N, 64, C), "text": (N, per_scene, T)}``: a sample
+    is a scene with all its references. The features are those of the frozen encoder
+    :func:`~mmbook.generation.encoder.pretrain_backbone` ``(seed, quick)``. Built once per process for the
+    same arguments (everything is deterministic).
+    """
+    from mmbook.data.scenes import load_scenes
+    from mmbook.generation.encoder import pretrain_backbone, region_features
+    from mmbook.generation.references import generation_vocabulary, scene_references
+
+    scenes = load_scenes(split, count, seed=seed, quick=quick, root=root, download=download)
+    references = scene_references(scenes, per_scene=per_scene, seed=seed + (7 if split == "test" else 0))
+    flat = encode_references([caption for captions in references for caption in captions], generation_vocabulary())
+    backbone, _ = pretrain_backbone(seed, quick, root, download)
+    tensors = {"features": region_features(backbone, scenes.images),
+               "text": flat.reshape(len(scenes), per_scene, -1)}
+    return scenes, references, tensors
+
+
+@functools.lru_cache(maxsize=4)
+def reference_ceiling(split: str, count: int, seed: int = 0, quick: bool = False, root: Path | str | None = None,
+                      download: bool = False) -> dict[str, float]:
+    """:func:`~mmbook.generation.metrics.leave_one_out` of :func:`caption_data`'s references: how well one reference
+    scores against the others, the ceiling of the data. Computed once per process for the same arguments."""
+    from mmbook.generation.metrics import leave_one_out
+
+    return leave_one_out(caption_data(split, count, seed, quick, root=root, download=download)[1])
+
+
+def evaluate_captions(captions: Sequence[str], references: Sequence[Sequence[str]], scenes,
+                      training_captions: Sequence[str] | None = None) -> dict[str, float]:
+    """Every figure of a set of generated captions: the metrics against the references
+    (:func:`~mmbook.generation.metrics.caption_metrics`), hallucination against the scenes
+    (:func:`~mmbook.generation.hallucination.hallucination_report`), diversity (``distinct_1``,
+    ``distinct_2``, ``unique_captions``) and, given the training captions, ``novel_share``."""
+    from mmbook.generation.hallucination import hallucination_report
+    from mmbook.generation.metrics import caption_metrics, distinct_ngrams, novel_share
+
+    report = dict(caption_metrics(captions, references))
+    report.update(hallucination_report(captions, scenes))
+    report.update({"distinct_1": distinct_ngrams(captions, 1), "distinct_2": distinct_ngrams(captions, 2),
+                   "unique_captions": len(set(captions)) / len(captions),
+                   "mean_words": sum(len(c.split()) for c in captions) / len(captions)})
+    if training_captions is not None:
+        report["novel_share"] = novel_share(captions, training_captions)
+    return report
+
+
+def train_scene_captioning(
+    kind: str = "attention",
+    *,
+    scenes: int | None = None,
+    test_scenes: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    quick: bool = False,
+    decoding: str = "greedy",
+    decoding_options: dict[str, Any] | None = None,
+    weight_decay: float = 1e-4,
+    root: Path | str | None = None,
+    download: bool = False,
+    model_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a captioner on scenes with :data:`REFERENCES_PER_SCENE` references each, and judge its captions.
+
+    Args:
+        kind: the captioner, one of :data:`~mmbook.generation.model.CAPTIONERS` (``"blind"`` never sees the image).
+        scenes, test_scenes, epochs, batch_size, lr: ``None`` takes :data:`CAPTIONING_DEFAULTS` ``[quick]``.
+        decoding: ``"greedy"``, ``"beam"`` or ``"sample"`` (:func:`~mmbook.generation.decoding.generate`),
+            with ``decoding_options`` (e.g. ``{"width": 3}``).
+
+    The image encoder is pretrained on CIFAR-10 and frozen (:func:`~mmbook.generation.encoder.pretrain_backbone`);
+    the decoder trains through :func:`mmbook.training.fit` with teacher forcing; after training,
+    :func:`mmbook.training.evaluate` gives the teacher-forced loss and next-word accuracy on the test references. The test captions are decoded from the test scenes
+    (CIFAR-10 test images, never seen in training).
+
+    Returns:
+        :func:`evaluate_captions`' keys (``bleu_4``, ``cider_d``, ``chair_i``, ``chair_s``, ``object_recall``,
+        ``novel_share``, ...), the references' own agreement (``reference_cider_d``, ``reference_bleu_4``:
+        one reference against the others), ``train_scenes``, ``test_scenes``, ``epochs``, ``train_seconds``,
+        ``decode_seconds``, ``final_train_loss``, ``test_loss`` and ``test_next_word_accuracy`` (teacher-forced), the encoder's
+        ``pretrain_accuracy`` and ``pretrain_seconds``, and ``captions``,
+        ``references``, ``test_set``, ``model``, ``history``.
+    """
+    from mmbook.data import DeviceLoader
+    from mmbook.generation.encoder import pretrain_backbone
+    from mmbook.generation.references import generation_vocabulary
+    from mmbook.runtime import pick_device, seed_everything
+    from mmbook.training import evaluate, fit
+
+    defaults = CAPTIONING_DEFAULTS[bool(quick)]
+    scenes = defaults["scenes"] if scenes is None else scenes
+    test_scenes = defaults["test_scenes"] if test_scenes is None else test_scenes
+    epochs = defaults["epochs"] if epochs is None else epochs
+    batch_size = defaults["batch_size"] if batch_size is None else batch_size
+    lr = defaults["lr"] if lr is None else lr
+    device = pick_device(device)
+    vocab = generation_vocabulary()
+    check_decoding(decoding, len(vocab), decoding_options)  # a bad setting fails now, not after training
+    _, train_references, train_tensors = caption_data("train", scenes, seed, quick, root=root, download=download)
+    test_set, test_references, test_tensors = caption_data("test", test_scenes, seed, quick, root=root,
+                                                           download=download)
+    seed_everything(seed)
+    model = build_captioner(kind, len(vocab), **(model_options or {}))
+    train_loader = DeviceLoader(train_tensors, batch_size, shuffle=True, drop_last=True, device=device, seed=seed)
+    test_loader = DeviceLoader(test_tensors, 500, device=device, rank=0, world_size=1)
+    started = time.perf_counter()
+    history = fit(model, train_loader, epochs=epochs, lr=lr, weight_decay=weight_decay, device=device,
+                  loss_fn=caption_loss, accuracy_fn=next_word_accuracy, max_grad_norm=1.0, progress=progress,
+                  description=f"scene-captioning ({kind})")
+    train_seconds = time.perf_counter() - started
+    test_figures = evaluate(model, test_loader, device, loss_fn=caption_loss, accuracy_fn=next_word_accuracy)
+    started = time.perf_counter()
+    captions = generate(model, test_tensors["features"], vocab, decoding, max_len=MAX_CAPTION_WORDS,
+                        **(decoding_options or {}))
+    decode_seconds = time.perf_counter() - started
+    training_captions = [caption for captions_of in train_references for caption in captions_of]
+    report: dict[str, Any] = evaluate_captions(captions, test_references, test_set, training_captions)
+    ceiling = reference_ceiling("test", test_scenes, seed, quick, root=root, download=download)
+    report.update(pretrain_backbone(seed, quick, root, download)[1])
+    report.update({
+        "reference_bleu_4": ceiling["bleu_4"], "reference_cider_d": ceiling["cider_d"],
+        "train_scenes": scenes, "test_scenes": len(test_set), "epochs": epochs, "batch_size": batch_size,
+        "train_seconds": train_seconds, "decode_seconds": decode_seconds,
+        "final_train_loss": history.last["train_loss"] if len(history) else float("nan"),
+        "test_loss": test_figures["loss"], "test_next_word_accuracy": test_figures["accuracy"],
+        "captions": captions, "references": test_references, "test_set": test_set,
+        "model": model, "history": history,
+    })
+    return report

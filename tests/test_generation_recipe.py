@@ -1,0 +1,115 @@
+"""The captioning recipe, its frozen encoder and ``mmbook train --task scene-captioning``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mmbook.generation import encoder as encoder_module
+from mmbook.generation.encoder import region_features, shrink_onto_canvas
+from mmbook.generation.recipe import encode_references, evaluate_captions
+from mmbook.generation.references import BOS_ID, EOS_ID, generation_vocabulary, scene_references
+from mmbook.objectives.backbone import SceneBackbone
+
+
+def test_shrink_onto_canvas_keeps_shape_and_pastes_a_smaller_image():
+    images = torch.full((6, 3, 32, 32), 255, dtype=torch.uint8)
+    out = shrink_onto_canvas(images, seed=0)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    white = (out == 255).all(dim=1).sum(dim=(1, 2))  # the pasted (white) square, between 18x18 and 30x30 pixels
+    assert ((white >= 18 * 18) & (white <= 30 * 30)).all()
+    assert torch.equal(out, shrink_onto_canvas(images, seed=0)) and not torch.equal(out, shrink_onto_canvas(images, seed=1))
+    with pytest.raises(ValueError, match="uint8"):
+        shrink_onto_canvas(images.float())
+
+
+def test_region_features_are_a_4x4_grid_of_the_backbone():
+    backbone = SceneBackbone(8).eval()
+    features = region_features(backbone, torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8))
+    assert features.shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="uint8"):
+        region_features(backbone, torch.rand(3, 3, 64, 64))
+
+
+def test_pretrained_encoder_is_cached_and_a_corrupt_cache_is_retrained(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_pretrain(seed, quick, root, download):
+        calls.append(seed)
+        return SceneBackbone(32).eval().requires_grad_(False), {"pretrain_accuracy": 0.5, "pretrain_seconds": 1.0,
+                                                                "pretrain_images": 10, "pretrain_epochs": 1}
+
+    monkeypatch.setattr(encoder_module, "_pretrain", fake_pretrain)
+    encoder_module.pretrain_backbone.cache_clear()
+    try:
+        first, facts = encoder_module.pretrain_backbone(seed=5, quick=True)
+        (cached,) = tmp_path.rglob("generation_encoder_*seed5_quick.pt")
+        encoder_module.pretrain_backbone.cache_clear()
+        again, _ = encoder_module.pretrain_backbone(seed=5, quick=True)
+        assert calls == [5] and facts["pretrain_accuracy"] == 0.5
+        for name, value in first.state_dict().items():
+            assert torch.equal(value, again.state_dict()[name])
+        cached.write_bytes(b"not a checkpoint")  # an interrupted or corrupt file is trained again, not trusted
+        encoder_module.pretrain_backbone.cache_clear()
+        encoder_module.pretrain_backbone(seed=5, quick=True)
+        assert calls == [5, 5]
+    finally:
+        encoder_module.pretrain_backbone.cache_clear()
+
+
+def test_encode_references_frames_every_caption_and_refuses_unknown_words():
+    tokens = encode_references(["a cat", "a big truck in the middle"], generation_vocabulary())
+    assert tokens[:, 0].eq(BOS_ID).all()
+    assert tokens[0].tolist()[:4] == [BOS_ID, *generation_vocabulary().encode("a cat"), EOS_ID]
+    assert tokens[0, 4:].eq(0).all()
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        encode_references(["a unicorn"], generation_vocabulary())
+    with pytest.raises(ValueError, match="empty"):
+        encode_references([""], generation_vocabulary())
+
+
+def test_references_score_as_a_perfect_captioner_and_a_constant_caption_does_not(scenes_for_captions):
+    scenes = scenes_for_captions
+    references = scene_references(scenes, seed=0)
+    own = evaluate_captions([refs[0] for refs in references], [refs[1:] for refs in references], scenes)
+    assert own["chair_i"] == 0 and own["chair_s"] == 0 and own["object_recall"] > 0.5
+    constant = evaluate_captions(["a cat and a dog"] * len(scenes), references, scenes)
+    assert constant["chair_s"] > 0.5 and constant["cider_d"] < own["cider_d"]
+    assert constant["unique_captions"] == 1 / len(scenes)
+
+
+@pytest.fixture(scope="module")
+def scenes_for_captions():
+    from mmbook.data.scenes import make_scenes
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(100) % 10
+    return make_scenes(60, images, labels, seed=1)
+
+
+def test_cli_trains_a_captioner_offline_and_writes_its_figures(tmp_path, monkeypatch):
+    from mmbook.cli import main
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    out = tmp_path / "out.json"
+    assert main(["train", "--task", "scene-captioning", "--quick", "--scenes", "200", "--epochs", "1",
+                 "--decoder", "global", "--decoding", "beam", "--beam-width", "2", "--no-progress",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["task"] == "scene-captioning" and result["decoder"] == "global" and result["decoding"] == "beam"
+    for key in ("bleu_4", "cider_d", "rouge_l", "chair_i", "chair_s", "object_recall", "reference_cider_d"):
+        assert isinstance(result[key], float) and (math.isnan(result[key]) or result[key] >= 0), key
+    assert 0 < result["reference_cider_d"] and result["train_scenes"] == 200
+
+
+def test_cli_rejects_a_beam_wider_than_the_vocabulary(capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "scene-captioning", "--quick", "--scenes", "50", "--epochs", "1",
+                 "--decoding", "beam", "--beam-width", "1000", "--no-progress"]) == 2
+    assert "beam width" in capsys.readouterr().err
