@@ -66,7 +66,8 @@ def test_the_execution_cache_is_not_shared_between_modes():
 
 def tiny_book(folder: Path) -> Path:
     """A copy of the book's build set-up with one page: a notebook that prints the mode its kernel sees."""
-    for name in ("Makefile", "_config.yml", "references.bib", "scripts/book_html_fixes.py"):
+    for name in ("Makefile", "_config.yml", "references.bib", "scripts/book_html_fixes.py",
+                 "scripts/prefill_book_cache.py"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, folder / name)
     (folder / "_toc.yml").write_text("format: jb-book\nroot: index\nchapters:\n  - file: page\n")
@@ -81,8 +82,8 @@ def tiny_book(folder: Path) -> Path:
     return folder
 
 
-def make(folder: Path, target: str) -> str:
-    result = subprocess.run(["make", target, f"VENV={VENV}", "READY=", "BOOKFLAGS=-W -n --keep-going"],
+def make(folder: Path, target: str, *variables: str) -> str:
+    result = subprocess.run(["make", target, f"VENV={VENV}", "READY=", "BOOKFLAGS=-W -n --keep-going", *variables],
                             cwd=folder, capture_output=True, text=True, env={**os.environ, "MMBOOK_QUICK": "1"})
     assert result.returncode == 0, f"make {target} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
@@ -110,3 +111,25 @@ def test_a_full_build_after_a_quick_one_executes_again_and_a_rebuild_does_not(tm
     cache = book / "_build" / "full" / "_build" / ".jupyter_cache"
     assert cache.is_dir() and (book / "_build" / "quick" / "_build" / ".jupyter_cache").is_dir()
     assert not (book / "_build" / ".jupyter_cache").exists()
+
+
+@pytest.mark.skipif(not (VENV / "bin" / "jupyter-book").exists(), reason="needs jupyter-book (the book extra)")
+def test_book_jobs_runs_the_notebooks_beforehand_into_the_cache_the_build_reads(tmp_path):
+    book = tiny_book(tmp_path)
+    output = make(book, "book-quick", "BOOK_JOBS=2")
+    assert "prefill: 1 cached, 0 failed" in output
+    assert "Using cached notebook" in output and "Executing notebook" not in output
+    assert printed_mode(book, "quick") == "quick"
+
+
+@pytest.mark.skipif(not (VENV / "bin" / "jupyter-book").exists(), reason="needs jupyter-book (the book extra)")
+def test_a_notebook_that_fails_beforehand_is_left_to_the_build_to_report(tmp_path):
+    book = tiny_book(tmp_path)
+    notebook = nbformat.read(book / "page.ipynb", as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('broken on purpose')"))
+    nbformat.write(notebook, book / "page.ipynb")
+    result = subprocess.run([sys.executable, str(book / "scripts" / "prefill_book_cache.py"), "--toc",
+                             str(book / "_toc.yml"), "--cache", str(tmp_path / "cache"), "--jobs", "2"],
+                            capture_output=True, text=True, env={**os.environ, "MMBOOK_QUICK": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" in result.stdout and "page.ipynb failed" in result.stdout and "1 failed" in result.stdout

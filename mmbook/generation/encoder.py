@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmbook.data.cache import atomic_save
 from mmbook.data.scenes import noisy_background
 from mmbook.objectives.backbone import SceneBackbone
 
@@ -91,10 +92,9 @@ def pretrain_backbone(seed: int = 0, quick: bool = False, root: Path | str | Non
         except Exception:  # a partial or corrupt file: train again and overwrite it
             path.unlink(missing_ok=True)
     backbone, facts = _pretrain(seed, quick, root, download)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save({"backbone": backbone.state_dict(), "facts": facts}, partial)
-    partial.replace(path)  # atomic: an interrupted save never leaves a half-written encoder behind
+    # atomic, with a temporary name per process: an interrupted save never leaves a half-written
+    # encoder behind, and two kernels that train it at once do not write into one file
+    atomic_save({"backbone": backbone.state_dict(), "facts": facts}, path)
     return backbone, facts
 
 
