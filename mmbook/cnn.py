@@ -364,8 +364,14 @@ def check_conv2d(conv2d, atol: float = 1e-4, verbose: bool = True) -> None:
         if not isinstance(got, torch.Tensor):
             raise AssertionError(f"conv2d must return a torch.Tensor, got {type(got).__name__}\n  case: {case}")
         if tuple(got.shape) != tuple(expected.shape):
+            # Name the dimensions that are off, not the expected shape: computing H_out is part of the exercise.
+            if got.dim() != expected.dim():
+                off = f"{got.dim()} dimensions instead of 4 (B, C_out, H_out, W_out)"
+            else:
+                off = ", ".join(f"{axis} {'too small' if size < want else 'too large'}" for axis, size, want in
+                                zip(("batch", "channels", "height", "width"), got.shape, expected.shape) if size != want)
             raise AssertionError(
-                f"wrong output shape {tuple(got.shape)}, expected {tuple(expected.shape)}\n  case: {case}\n"
+                f"wrong output shape {tuple(got.shape)}: {off}\n  case: {case}\n"
                 f"  hint: H_out = (H + 2 * padding - kH) // stride + 1; pad both sides before sliding the kernel"
             )
         difference = (got.double() - expected.double()).abs().max().item()

@@ -29,6 +29,10 @@ register("ex-demo-answer", lambda answer: check_value(answer, 42, name="your ans
                                                       wrong={24: "the digits are swapped"}))
 print("setup done")'''
 
+# The same checks as the instructor's graded checks (`mmbook grade --checks FILE`): the grader
+# checks answers in a fresh process, where the notebook's own registrations do not exist.
+DEMO_CHECKS = SETUP.replace('print("setup done")', "")
+
 SQUARE_SOLUTION = "def square(x):\n    return x * x  # SOLUTION-SQUARE-CODE"
 ANSWER_SOLUTION = "answer = 6 * 7  # SOLUTION-ANSWER-CODE"
 SQUARE_STARTER = "def square(x):\n    ...  # your code here"

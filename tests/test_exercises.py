@@ -16,31 +16,59 @@ from mmbook.exercises import (ExerciseError, ExerciseNotDone, check, check_choic
 # --- the machinery --------------------------------------------------------------------------------
 
 
-def test_check_value_passes_and_explains():
+def test_check_value_passes_and_explains_without_the_answer():
     check_value(1.8701, 1.87, tol=1e-3)
-    with pytest.raises(ExerciseError, match=r"^your loss is 2\.31 but should be 1\.87 \(within 0\.01\); "
-                                            r"did you average over the batch\?$"):
+    with pytest.raises(ExerciseError, match=r"^your loss is 2\.31, which is too large \(the check allows a difference "
+                                            r"of 0\.01\); did you average over the batch\?$"):
         check_value(2.31, 1.87, tol=0.01, name="your loss", wrong={2.31: "did you average over the batch?"})
+    with pytest.raises(ExerciseError, match=r"^your answer is 0, which is too small; count the biases$"):
+        check_value(0, 62006, tol=0.5, hint="count the biases")
     with pytest.raises(ExerciseError, match=r"should be a number, got str"):
         check_value("two", 2)
     with pytest.raises(ExerciseError, match=r"sequence of 2 numbers, got list of length 3"):
         check_value([1, 2, 3], [1, 2])
-    with pytest.raises(ExerciseError, match=r"x\[1\] is 5 but should be 2"):
+    with pytest.raises(ExerciseError, match=r"^x\[1\] is 5, which is too large$"):
         check_value([1, 5], [1, 2], name="x")
-    with pytest.raises(ExerciseError, match=r"is nan but should be 1"):
+    with pytest.raises(ExerciseError, match=r"^your answer is nan, not a finite number$"):
         check_value(float("nan"), 1.0)
+    for wrong in (2.31, 0, 1.5, 1e9):
+        with pytest.raises(ExerciseError) as failure:
+            check_value(wrong, 1.87, tol=0.01, hint="did you average over the batch?")
+        assert "1.87" not in str(failure.value) and "should be" not in str(failure.value)
+
+
+def test_check_value_shows_the_target_only_when_asked():
+    with pytest.raises(ExerciseError, match=r"^your loss is 2\.31 but should be 1\.87 \(within 0\.01\); "
+                                            r"did you average over the batch\?$"):
+        check_value(2.31, 1.87, tol=0.01, name="your loss", wrong={2.31: "did you average over the batch?"},
+                    show_expected=True)
+    with pytest.raises(ExerciseError, match=r"x\[1\] is 5 but should be 2"):
+        check_value([1, 5], [1, 2], name="x", show_expected=True)
+    with pytest.raises(ExerciseError, match=r"is nan but should be 1"):
+        check_value(float("nan"), 1.0, show_expected=True)
 
 
 def test_check_shape_and_module_output():
     check_shape(torch.zeros(4, 10), (4, 10))
-    with pytest.raises(ExerciseError, match=r"^the output has shape \(4, 20\); it should be \(4, 10\); "
+    with pytest.raises(ExerciseError, match=r"^the output has shape \(4, 20\): dimension 1 is too large; "
                                             r"a classifier gives one logit per class$"):
         check_shape(torch.zeros(4, 20), (4, 10), hint="a classifier gives one logit per class")
-    with pytest.raises(ExerciseError, match=r"should be a tensor of shape \(2,\), got list"):
+    with pytest.raises(ExerciseError, match=r"^the output has shape \(10, 4\): the right sizes in the wrong order"):
+        check_shape(torch.zeros(10, 4), (4, 10))
+    with pytest.raises(ExerciseError, match=r"^the output has shape \(40,\), 1 dimension; it should have 2$"):
+        check_shape(torch.zeros(40), (4, 10))
+    with pytest.raises(ExerciseError, match=r"^the output should be a tensor with 1 dimension, got list$"):
         check_shape([1, 2], (2,))
+    with pytest.raises(ExerciseError, match=r"^the output has shape \(4, 20\); it should be \(4, 10\); "
+                                            r"a classifier gives one logit per class$"):
+        check_shape(torch.zeros(4, 20), (4, 10), hint="a classifier gives one logit per class", show_expected=True)
+    with pytest.raises(ExerciseError, match=r"should be a tensor of shape \(2,\), got list"):
+        check_shape([1, 2], (2,), show_expected=True)
     assert check_module_output(torch.nn.Linear(3, 2), torch.zeros(5, 3), (5, 2)).shape == (5, 2)
     with pytest.raises(ExerciseError, match=r"your module raised RuntimeError"):
         check_module_output(torch.nn.Linear(4, 2), torch.zeros(5, 3), (5, 2))
+    with pytest.raises(ExerciseError, match=r"^your module's output has shape \(5, 3\): dimension 1 is too large$"):
+        check_module_output(torch.nn.Linear(3, 3), torch.zeros(5, 3), (5, 2))
 
 
 def test_check_choice():
@@ -49,6 +77,9 @@ def test_check_choice():
         check_choice("block9", "block1", ["stem", "block1"])
     with pytest.raises(ExerciseError, match=r"your choice 'stem' is not right; too few channels"):
         check_choice("stem", "block1", ["stem", "block1"], hints={"stem": "too few channels"})
+    with pytest.raises(ExerciseError, match=r"^your choice 'head' is not right; compare the costs$"):
+        check_choice("head", "block1", ["stem", "block1", "head"], hints={"stem": "too few channels"},
+                     hint="compare the costs")
 
 
 def test_unfinished_answers_are_recognised():
@@ -83,7 +114,7 @@ def test_check_reports_not_done_wrong_and_passed(capsys):
             check("ex-test-double", double)
         with pytest.raises(ExerciseNotDone):
             check("ex-test-double", lambda x: todo("ex-test-double"))
-        with pytest.raises(ExerciseError, match=r"^ex-test-double: double\(3\) is 9 but should be 6; multiply by 2$"):
+        with pytest.raises(ExerciseError, match=r"^ex-test-double: double\(3\) is 9, which is too large; multiply by 2$"):
             check("ex-test-double", lambda x: x * x)
         check("ex-test-double", lambda x: 2 * x)
         assert capsys.readouterr().out.splitlines() == [passed_line("ex-test-double")]
@@ -220,10 +251,12 @@ CASES = {
         (lambda ids, v: (_bag(ids, v) > 0).float(), "count every occurrence"),
     ]),
     "ex-cnn-receptive-field": ((11, 43), [((10, 42), "start from r_0 = 1"), ((11, 17), "product of the earlier strides")]),
-    "ex-cnn-pool-shapes": ((7, 3), [((8, 4), "fit in no 2x2 window"), ((7, 5), "moves 2 pixels at a time")]),
+    "ex-cnn-pool-shapes": ((7, 3), [((8, 4), "fit in no whole 2x2 window"), ((7, 5), "moves its window by its stride"),
+                                    ((14, 3), "pooling divides the side by its stride"),
+                                    ((7, 7), "works on the first one's output")]),
     "ex-cnn-lenet-params": ((62006, 324600), [((61770, 324600), "count the biases too"),
                                               ((62006, 491640), "shrink the map by 4 pixels")]),
-    "ex-cnn-flops": ("block1", [("block3", "runs on only 3x3 pixels"), ("head", "one small matrix product")]),
+    "ex-cnn-flops": ("block1", [("block3", "compare the parts' costs"), ("head", "compare the parts' costs")]),
     "ex-cnn-tta": ((2, 6), [((1, 6), "TTA adds the mirror image"), ((2, 4), "each shifted copy is also mirrored")]),
     "ex-text-left-padding": (_left_pad, [(lambda ids, lengths: ids.flip(1), "do not reverse them"),
                                          (lambda ids, lengths: ids, "the padding should come first")]),
@@ -249,7 +282,8 @@ CASES = {
         (lambda runs: _pareto(runs, bigger_is_better=True), "smaller is better for parameters"),
         (lambda runs: list(runs), "leave out every method"),
     ]),
-    "ex-fusion-weights-layernorm": (False, [(True, "changes nothing after it"), ("maybe", "choose one of True, False")]),
+    "ex-fusion-weights-layernorm": (False, [(True, "what that step does to an input multiplied by a constant"),
+                                            ("maybe", "choose one of True, False")]),
     "ex-fusion-word-dropout": (_drop_words, [
         (lambda tokens, level: torch.where(torch.rand(tokens.shape) < level, torch.ones_like(tokens), tokens),
          "padding was changed"),
@@ -265,15 +299,16 @@ CASES = {
         (lambda *args: _greedy_nms(*args, compare_all=True), "drop every remaining box whose IoU with it"),
     ]),
     "ex-obj-shuffled-expressions": (exercises.SHUFFLED_EXPRESSION_CHOICES[1], [
-        (exercises.SHUFFLED_EXPRESSION_CHOICES[0], "grounds the expression it is given"),
+        (exercises.SHUFFLED_EXPRESSION_CHOICES[0], "what it can no longer use"),
+        (exercises.SHUFFLED_EXPRESSION_CHOICES[2], "what it can no longer use"),
         ("about 50%", "choose one of"),
     ]),
     "ex-align-confusion": (_confusion, [
         (lambda labels, predicted, classes: _confusion(labels, predicted, classes).T, "rows are the true classes"),
         (lambda labels, predicted, classes: (_confusion(labels, predicted, classes) > 0).long(), "count every"),
     ]),
-    "ex-align-cone": (exercises.CONE_CHOICES[0], [(exercises.CONE_CHOICES[1], "were never trained"),
-                                                  (exercises.CONE_CHOICES[2], "both clouds here are images")]),
+    "ex-align-cone": (exercises.CONE_CHOICES[0], [(exercises.CONE_CHOICES[1], "how this experiment was set up"),
+                                                  (exercises.CONE_CHOICES[2], "how this experiment was set up")]),
     "ex-worked-concat-cost": (lambda sizes: sum(sizes) * 128 + 128 + 1290, [
         (lambda sizes: sum(sizes) * 128 + 1280, "count the biases"),
         (lambda sizes: sizes[0] * 128 + 128 + 1290, "sum\\(sizes\\) inputs"),

@@ -148,6 +148,7 @@ def test_real_book_leaks_no_solution(real_edition):
         assert cell_source(edition["cells"][0]) == cell_source(source["cells"][0])  # Colab install cell
         assert cell_source(edition["cells"][1]) == cell_source(source["cells"][1])  # environment cell
         assert [e.label for e in exercises(edition)] == [e.label for e in exercises(source)]
+        assert student.FOLDED_ANSWERS[0] not in all_text(edition), "it says answers are folded below, but they are removed"
         checked += len(solution_texts(source))
     assert checked > 0
 
@@ -167,8 +168,11 @@ def test_real_book_student_edition_is_deterministic(real_edition, tmp_path):
 def write_demo_jupyter_book(root: Path) -> Path:
     """A two-page Jupyter Book (preface and the demo chapter) that executes its notebook, as the real one does."""
     write_demo_book(root / "book")
-    (root / "book" / "index.md").write_text("# A demo book\n\nThe preface.\n")
-    (root / "_toc.yml").write_text("format: jb-book\nroot: book/index\nchapters:\n  - file: book/ch90_demo/demo\n")
+    (root / "book" / "index.md").write_text("# A demo book\n\nThe preface; the student edition is "
+                                            "{ref}`made by your instructor <course-map>`, see {ref}`course-map`.\n")
+    (root / "book" / "course_map.md").write_text("(course-map)=\n# For instructors\n\nINSTRUCTOR-ONLY text.\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/index\nchapters:\n  - file: book/course_map\n"
+                                   "  - file: book/ch90_demo/demo\n")
     (root / "_config.yml").write_text(
         "title: Demo\nauthor: The tests\nonly_build_toc_files: true\n"
         "exclude_patterns: [_build]\n"
@@ -196,6 +200,12 @@ def test_student_html_book_has_no_solution_text_or_code(tmp_path):
     assert "Write <code" in page and "square" in page  # the exercise is there
     assert "your code here" in page  # its starter cell is shown
     assert "NotImplementedError" not in page  # the checker's output is removed
+    # The instructors' page is left out, and links to it become plain words.
+    assert not (tmp_path / "student-book" / "book" / "course_map.md").exists()
+    assert "course_map" not in (tmp_path / "student-book" / "_toc.yml").read_text()
+    assert "INSTRUCTOR-ONLY" not in "".join(p.read_text() for p in (tmp_path / "student-book" / "_build").rglob("*.html"))
+    preface = (tmp_path / "student-book" / "book" / "index.md").read_text()
+    assert "made by your instructor, see the course map for instructors." in preface and "{ref}" not in preface
 
 
 def test_build_tree_needs_a_jupyter_book(tmp_path):

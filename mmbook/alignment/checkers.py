@@ -53,7 +53,9 @@ def check_info_nce(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tenso
             "the two directions are added, not averaged": 2 * info_nce(image, text, temperature),
         }
         hint = next((h for h, value in hints.items() if torch.isclose(got.float(), value, rtol=1e-4, atol=1e-5)), None)
-        message = f"{name}: expected {expected.item():.5f}, got {got.item():.5f}"
+        # Say which way it is off, never the expected loss: the check is formative.
+        direction = "not a number" if bool(got.isnan()) else "too small" if got.item() < expected.item() else "too large"
+        message = f"{name}: your loss is {got.item():.5f}, which is {direction}"
         raise AssertionError(message + (f"\n  hint: your result matches {hint}" if hint else
                                         "\n  hint: logits = image @ text.T / temperature; the targets are the "
                                         "diagonal (arange(B)); average the cross-entropy of the rows and of the columns"))
@@ -95,7 +97,8 @@ def check_recall_at_k(fn: Callable[[torch.Tensor, torch.Tensor, int], float]) ->
         if k > 1:
             hints["the top K-1 were used"] = recall_at_k(similarity, relevant, k - 1, "any")
         hint = next((h for h, value in hints.items() if abs(got - value) <= 1e-6), None)
-        message = f"{name}: expected {expected:.4f}, got {got:.4f}"
+        direction = "not a number" if got != got else "too small" if got < expected else "too large"
+        message = f"{name}: your recall@K is {got:.4f}, which is {direction}"
         raise AssertionError(message + (f"\n  hint: your result matches {hint}" if hint else
                                         "\n  hint: per query, take the K highest similarities and ask whether "
                                         "any of them is a correct item; average over queries"))

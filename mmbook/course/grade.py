@@ -9,11 +9,20 @@ Errors in cells do not stop it. Then each autograded exercise is read off its
 - ``fail``   it raised ``ExerciseError``/``AssertionError`` (wrong answer) or ``NotImplementedError``
   (the ``...`` is still there), with the first line of the message;
 - ``error``  anything else: another exception, the cell never ran (time limit, dead kernel),
-  or the checker cell is missing from the submission.
+  or the checker cell is missing from the submission;
+- ``flagged`` the submission's code tampers with grading (see above); scores 0.
 
-Before running, the grader puts the edition's own source back into each checker cell, so
-an edited checker cannot pass an exercise. It prints one row per submission, one column
-per autograded exercise and a total, and can write the same table as CSV.
+Before running, the grader puts the edition's own source back into each checker cell.
+What that cell prints in the kernel is feedback only: the student's code ran first in the
+same process and could have replaced ``check`` or anything it calls. The grade comes from
+:mod:`mmbook.course.judge`: a cell added after each checker cell saves the answer it
+checks, and when the notebook has run, each answer is checked again in a fresh Python
+process with the installed package's checkers (or the instructor's ``--checks`` file).
+A submission whose own code tampers with grading (rebinds ``check``, changes
+``CHECKERS``, touches ``builtins``, monkeypatches an imported module, edits a checker
+cell) is ``flagged``: the exercises it can affect score 0, and the report says why.
+It prints one row per submission, one column per autograded exercise and a total, and
+can write the same table as CSV.
 
 **Grading runs the students' code** with your permissions: it can read, change or delete
 your files and reach the network. Run it in a container or a throwaway VM.
@@ -36,6 +45,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmbook.course.judge import capture_source, tampering
 from mmbook.course.markup import (CHECKER_TAG, MarkupError, cell_source, cell_tags, checker_cells, checker_label,
                                   exercises)
 from mmbook.course.student import EDITION, read_notebook_json, student_notebook
@@ -44,6 +54,8 @@ from mmbook.exercises import passed_line
 WARNING = ("mmbook grade runs the students' code with your permissions: it can read, change or delete your "
            "files and use the network. Run it in a container or a throwaway VM.")
 DEFAULT_TIMEOUT = 600
+#: Seconds for one graded check in its own process (importing torch and mmbook included).
+JUDGE_TIMEOUT = 300
 #: Exceptions that mean "the answer is wrong" or "not done" rather than "the code broke".
 FAIL_EXCEPTIONS = {"ExerciseError", "AssertionError", "NotImplementedError", "ExerciseNotDone"}
 
@@ -56,7 +68,7 @@ class GradeInputError(ValueError):
 class Outcome:
     """The grade of one exercise in one submission."""
 
-    status: str  # "pass", "fail" or "error"
+    status: str  # "pass", "fail", "error" or "flagged"
     detail: str = ""
 
     def text(self, width: int | None = None) -> str:
@@ -91,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--book", type=Path, default=Path("book"), help="the book's folder (default: book)")
     parser.add_argument("--full", action="store_true", help="run in full mode instead of quick mode")
     parser.add_argument("--kernel", default="python3", help="the Jupyter kernel to run them in (default python3)")
+    parser.add_argument("--checks", type=Path, metavar="FILE.py",
+                        help="the instructor's graded checks: a Python file that registers a checker per exercise "
+                             "with mmbook.exercises.register (default: the installed package's checkers)")
 
 
 def build_parser(prog: str = "mmbook grade") -> argparse.ArgumentParser:
@@ -183,26 +198,67 @@ def load_inputs(args: argparse.Namespace) -> tuple[Reference, list[tuple[Path, d
 
 # --- running -------------------------------------------------------------------------------------
 
-def prepare(notebook: dict, reference: Reference) -> tuple[dict, dict[str, list[int]]]:
-    """A copy of ``notebook`` with outputs cleared and the reference source in every checker cell.
+@dataclass(frozen=True)
+class CheckerCell:
+    """One checker cell of a prepared submission: where it is and where its answers are saved."""
 
-    Returns the copy and, per autograded label, the indices of its checker cells.
+    index: int
+    answer_file: Path
+
+
+def prepare(notebook: dict, reference: Reference, answers: Path) -> tuple[dict, dict[str, list[CheckerCell]]]:
+    """A copy of ``notebook`` ready to run: outputs cleared, the reference source in every checker
+    cell, and after each one a cell that saves its answers into the folder ``answers``.
+
+    Returns the copy and, per autograded label, its checker cells.
     """
     notebook = copy.deepcopy(notebook)
+    cells: dict[str, list[CheckerCell]] = {label: [] for label in reference.autograded}
+    prepared = []
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
-    cells: dict[str, list[int]] = {label: [] for label in reference.autograded}
-    for index, cell in enumerate(notebook["cells"]):
+        prepared.append(cell)
         if cell["cell_type"] != "code" or CHECKER_TAG not in cell_tags(cell):
             continue
         label = checker_label(cell)
         if label not in cells:
             continue
         cell["source"] = reference.checkers[label]
-        cells[label].append(index)
+        answer_file = answers / f"{label}.{len(cells[label])}.pkl"
+        cells[label].append(CheckerCell(len(prepared) - 1, answer_file))
+        prepared.append({"cell_type": "code", "execution_count": None, "metadata": {"tags": ["mmbook-grade-capture"]},
+                         "outputs": [], "source": capture_source(reference.checkers[label], label, answer_file)})
+    for cell in prepared:
+        cell.pop("id", None)  # the added cells have none; nbformat gives every cell a fresh one
+    notebook["cells"] = prepared
+    notebook["nbformat_minor"] = min(int(notebook.get("nbformat_minor", 4)), 4)
     return notebook, cells
+
+
+def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool) -> Outcome:
+    """The verdict of ``label``'s checker on the saved answers, in a fresh Python process (see :mod:`mmbook.course.judge`)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "mmbook.course.judge", label, str(answer_file)]
+    if checks is not None:
+        command += ["--checks", str(checks)]
+    environment = {**os.environ, "MMBOOK_QUICK": "1" if quick else "0"}
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=JUDGE_TIMEOUT, env=environment,
+                                cwd=answer_file.parent)
+    except subprocess.TimeoutExpired:
+        return Outcome("error", f"the graded check ran past its time limit of {JUDGE_TIMEOUT} s")
+    import json
+
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    try:
+        verdict = json.loads(lines[-1])
+        return Outcome(str(verdict["status"]), str(verdict.get("detail", "")))
+    except (IndexError, ValueError, KeyError, TypeError):
+        return Outcome("error", f"the graded check gave no verdict (exit status {result.returncode}: "
+                                f"{_first_line(result.stderr.splitlines()[-1] if result.stderr.strip() else '')})")
 
 
 def execute(notebook: dict, timeout: float, kernel: str, quick: bool) -> str | None:
@@ -265,17 +321,49 @@ def outcome_of(cell: dict, label: str, stopped: str | None) -> Outcome:
     return Outcome("error", f"not run ({stopped})" if stopped else "the checker printed no verdict")
 
 
-def grade_one(notebook: dict, reference: Reference, timeout: float, kernel: str, quick: bool) -> dict[str, Outcome]:
-    """Execute one submission and grade each autograded exercise."""
-    prepared, cells = prepare(notebook, reference)
-    stopped = execute(prepared, timeout, kernel, quick)
-    outcomes: dict[str, Outcome] = {}
-    for label in reference.autograded:
-        if not cells[label]:
-            outcomes[label] = Outcome("error", "the checker cell is missing; restore it from the student edition")
-            continue
-        verdicts = [outcome_of(prepared["cells"][index], label, stopped) for index in cells[label]]
-        outcomes[label] = next((v for v in verdicts if v.status != "pass"), verdicts[0])
+def flags(notebook: dict, reference: Reference) -> dict[str, Outcome]:
+    """The exercises a submission's tampering can affect, each with why (see :func:`mmbook.course.judge.tampering`).
+
+    Tampering in a cell affects every exercise whose checker cell comes after it; an edited
+    checker cell affects its own exercise.
+    """
+    checker_at = {label: [i for i, c in enumerate(notebook["cells"]) if c["cell_type"] == "code"
+                          and CHECKER_TAG in cell_tags(c) and checker_label(c) == label]
+                  for label in reference.autograded}
+    flagged: dict[str, Outcome] = {}
+    for found in tampering(notebook, reference.notebook, reference.checkers):
+        affected = [found.label] if found.label else [
+            label for label, indices in checker_at.items() if any(i > found.cell for i in indices)]
+        for label in affected:
+            flagged.setdefault(label, Outcome("flagged", f"{found.reason} (cell {found.cell})"))
+    return flagged
+
+
+def grade_one(notebook: dict, reference: Reference, timeout: float, kernel: str, quick: bool,
+              checks: Path | None = None) -> dict[str, Outcome]:
+    """Execute one submission and grade each autograded exercise (the graded checks run outside its kernel)."""
+    flagged = flags(notebook, reference)
+    with tempfile.TemporaryDirectory(prefix="mmbook-answers-") as folder:
+        prepared, cells = prepare(notebook, reference, Path(folder))
+        stopped = execute(prepared, timeout, kernel, quick)
+        outcomes: dict[str, Outcome] = {}
+        for label in reference.autograded:
+            if label in flagged:
+                outcomes[label] = flagged[label]
+                continue
+            if not cells[label]:
+                outcomes[label] = Outcome("error", "the checker cell is missing; restore it from the student edition")
+                continue
+            verdicts = []
+            for cell in cells[label]:
+                in_kernel = outcome_of(prepared["cells"][cell.index], label, stopped)
+                if not cell.answer_file.exists():
+                    # the checker cell failed before check() returned, or never ran: the kernel says why
+                    verdicts.append(in_kernel if in_kernel.status != "pass" else
+                                    Outcome("error", "the answers were not saved after the checker cell"))
+                    continue
+                verdicts.append(graded_check(label, cell.answer_file, checks, quick))
+            outcomes[label] = next((v for v in verdicts if v.status != "pass"), verdicts[0])
     return outcomes
 
 
@@ -309,6 +397,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.timeout > 0:
         print("error: --timeout must be a positive number of seconds", file=sys.stderr)
         return 2
+    if args.checks is not None and not args.checks.is_file():
+        print(f"error: --checks {args.checks}: no such file (the instructor's Python file of graded checks)",
+              file=sys.stderr)
+        return 2
+    if args.checks is not None:
+        args.checks = args.checks.resolve()
     try:
         reference, submissions = load_inputs(args)
     except GradeInputError as error:
@@ -329,7 +423,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for path, notebook in submissions:
         started = time.monotonic()
-        outcomes = grade_one(notebook, reference, args.timeout, args.kernel, quick=not args.full)
+        outcomes = grade_one(notebook, reference, args.timeout, args.kernel, quick=not args.full, checks=args.checks)
         passed = sum(o.status == "pass" for o in outcomes.values())
         print(f"  {path}: {passed}/{len(outcomes)} in {time.monotonic() - started:.0f} s", file=sys.stderr)
         rows.append((str(path), outcomes))

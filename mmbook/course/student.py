@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmbook.course.markup import (CHECKER_TAG, STARTER_SOURCE_TAGS, STARTER_TAG, MarkupError, cell_tags,
+from mmbook.course.markup import (CHECKER_TAG, STARTER_SOURCE_TAGS, STARTER_TAG, MarkupError, cell_source, cell_tags,
                                   checker_cells, exercises, strip_solutions)
 
 EDITION = "student"
@@ -79,6 +80,10 @@ def dumps_notebook(notebook: dict) -> str:
     return json.dumps(notebook, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
 
+#: What the book says of its concept questions, and what the student edition, which removes their answers, says instead.
+FOLDED_ANSWERS = ("each answer is folded below its question", "your instructor has the answers")
+
+
 def student_notebook(notebook: dict, source: str) -> tuple[dict, int]:
     """The student edition of one notebook, and the number of solution pieces removed.
 
@@ -98,6 +103,8 @@ def student_notebook(notebook: dict, source: str) -> tuple[dict, int]:
         if cell["cell_type"] == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
+        elif cell["cell_type"] == "markdown" and FOLDED_ANSWERS[0] in cell_source(cell):
+            cell["source"] = cell_source(cell).replace(*FOLDED_ANSWERS)
         tags = cell_tags(cell)
         if STARTER_TAG in tags:
             tags = [tag for tag in tags if tag not in STARTER_SOURCE_TAGS]
@@ -179,6 +186,32 @@ TREE_FILES = ("_config.yml", "_toc.yml")
 TREE_SUFFIXES = (".bib",)
 TREE_FOLDERS = ("_static", "_templates")
 REMOVE_OUTPUT_TAG = "remove-output"
+#: Pages for instructors only, relative to the book folder: left out of the student tree and its table of contents.
+INSTRUCTOR_PAGES = ("course_map.md",)
+_LABEL_LINE = re.compile(r"^\((?P<label>[\w-]+)\)=\s*$", re.MULTILINE)
+
+
+def _without_instructor_pages(toc: object, removed: set[str]) -> object:
+    """``toc`` (parsed ``_toc.yml``) without the entries whose ``file`` is in ``removed`` (paths without suffix)."""
+    if isinstance(toc, list):
+        return [_without_instructor_pages(entry, removed) for entry in toc
+                if not (isinstance(entry, dict) and entry.get("file") in removed)]
+    if isinstance(toc, dict):
+        return {key: _without_instructor_pages(value, removed) for key, value in toc.items()}
+    return toc
+
+
+def _unlink_labels(text: str, labels: set[str]) -> str:
+    """``text`` with every ``{ref}`` to one of ``labels`` replaced by its words (the page it named is not there)."""
+    def words(match: re.Match) -> str:
+        inner = match["inner"]
+        explicit = re.fullmatch(r"(?P<title>.*?)\s*<(?P<label>[\w-]+)>", inner, re.DOTALL)
+        label = explicit["label"] if explicit else inner.strip()
+        if label not in labels:
+            return match[0]
+        return explicit["title"] if explicit else "the course map for instructors"
+
+    return re.sub(r"\{ref\}`(?P<inner>[^`]+)`", words, text)
 
 
 def config_paths(config: Path) -> list[str]:
@@ -212,8 +245,16 @@ def build_tree(root: Path, out: Path, book_folder: str = "book") -> BuildReport:
         if not (root / name).is_file():
             raise FileNotFoundError(f"{root} is not a Jupyter Book: it has no {name}")
     out.mkdir(parents=True, exist_ok=True)
+    instructor = {f"{book_folder}/{page}" for page in INSTRUCTOR_PAGES if (root / book_folder / page).is_file()}
+    instructor_labels = {m["label"] for page in instructor for m in _LABEL_LINE.finditer((root / page).read_text(encoding="utf-8"))}
     for path in sorted(root.iterdir()):
-        if path.is_file() and (path.name in TREE_FILES or path.suffix in TREE_SUFFIXES):
+        if path.is_file() and path.name == "_toc.yml" and instructor:
+            import yaml
+
+            toc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            toc = _without_instructor_pages(toc, {str(Path(page).with_suffix("")) for page in instructor})
+            (out / path.name).write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
+        elif path.is_file() and (path.name in TREE_FILES or path.suffix in TREE_SUFFIXES):
             shutil.copyfile(path, out / path.name)
         elif path.is_dir() and path.name in TREE_FOLDERS:
             shutil.copytree(path, out / path.name, dirs_exist_ok=True)
@@ -227,8 +268,14 @@ def build_tree(root: Path, out: Path, book_folder: str = "book") -> BuildReport:
             shutil.copyfile(source, target)
     report = build(root / book_folder, out / book_folder)
     for path in sorted((root / book_folder).glob("*")):  # the pages at the top of the book folder (preface, ...)
-        if path.is_file() and path.suffix != ".ipynb":
-            shutil.copyfile(path, out / book_folder / path.name)
+        if path.is_file() and path.suffix != ".ipynb" and f"{book_folder}/{path.name}" not in instructor:
+            text = path.read_text(encoding="utf-8") if path.suffix == ".md" else None
+            if text is not None and instructor_labels:
+                (out / book_folder / path.name).write_text(_unlink_labels(text, instructor_labels), encoding="utf-8")
+            else:
+                shutil.copyfile(path, out / book_folder / path.name)
+        elif path.is_file() and f"{book_folder}/{path.name}" in instructor:
+            (out / book_folder / path.name).unlink(missing_ok=True)
     for target in report.notebooks:
         notebook = read_notebook_json(target)
         changed = False

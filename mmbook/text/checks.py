@@ -25,16 +25,19 @@ TOLERANCE = 1e-5
 _CELL_CASES = ((1, 3, 4), (5, 7, 6), (8, 16, 32))
 
 
-def _close(name: str, case: str, got, expected: torch.Tensor) -> None:
-    """Assert ``got`` is a tensor shaped like ``expected`` and equal within TOLERANCE."""
+_CELL_HINT = "Check the formula, the gate order and the weight layout (x @ W.T + b)."
+
+
+def _close(name: str, case: str, got, expected: torch.Tensor, hint: str = _CELL_HINT) -> None:
+    """Assert ``got`` is a tensor shaped like ``expected`` and equal within TOLERANCE; the message says by how much
+    it differs and gives ``hint``, never the expected values."""
     if not isinstance(got, torch.Tensor):
         raise AssertionError(f"{case}: {name} should be a torch.Tensor, got {type(got).__name__}")
     if got.shape != expected.shape:
         raise AssertionError(f"{case}: {name} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}")
     diff = (got.detach().double() - expected.detach().double()).abs().max().item()
     if not diff <= TOLERANCE:
-        raise AssertionError(f"{case}: {name} differs from torch.nn by up to {diff:.3g} (allowed {TOLERANCE:g}). "
-                             f"Check the formula, the gate order and the weight layout (x @ W.T + b).")
+        raise AssertionError(f"{case}: {name} differs from torch.nn by up to {diff:.3g} (allowed {TOLERANCE:g}). {hint}")
 
 
 def _call(fn: Callable, case: str, *args):
@@ -64,6 +67,11 @@ def _check_cell(fn: Callable, cell_type: type[nn.Module]) -> None:
                 raise AssertionError(f"{case}: an LSTM cell should return a pair (h_next, c_next), "
                                      f"got {type(got).__name__}")
             h_ref, c_ref = cell(x, (h, c))
+            if all(isinstance(t, torch.Tensor) and t.shape == c_ref.shape for t in got) and \
+                    not torch.allclose(got[1].double(), c_ref.double(), atol=TOLERANCE) and \
+                    torch.allclose(got[0].double(), c_ref.double(), atol=TOLERANCE) and \
+                    torch.allclose(got[1].double(), h_ref.double(), atol=TOLERANCE):
+                raise AssertionError(f"{case}: h_next and c_next are swapped: return the pair (h_next, c_next)")
             _close("c_next", case, got[1], c_ref)
             _close("h_next", case, got[0], h_ref)
     print(f"All checks passed: your {cell_type.__name__.removesuffix('Cell')} cell matches nn.{cell_type.__name__}.")
@@ -116,8 +124,23 @@ def check_attention(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
             keep = None if mask is None else ~mask.unsqueeze(1)  # (B, 1, Tk), True = attend
             expected = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
             scores = q @ k.transpose(1, 2) / d ** 0.5
+            masked = scores if mask is None else scores.masked_fill(mask.unsqueeze(1), float("-inf"))
+            weights = masked.softmax(dim=-1)
+            hint = ("Scale q @ k.T by 1 / sqrt(d), set the scores of padded keys (True in the mask) to -inf, "
+                    "and take the softmax over the keys (the last dimension).")
+            mistakes = [(masked * d ** 0.5, "the scores are not scaled: divide q @ k.T by sqrt(d) before the softmax"),
+                        (masked / d ** 0.5, "divide q @ k.T by sqrt(d) once, not twice (or by d)"),
+                        (masked.transpose(1, 2), "the scores are q @ k.T, one row per query: (B, Tq, Tk)")]
             if mask is not None:
-                scores = scores.masked_fill(mask.unsqueeze(1), float("-inf"))
-            _close("weights", case, got[1], scores.softmax(dim=-1))
-            _close("output", case, got[0], expected)
+                mistakes += [(scores, "the padding mask is ignored: set the scores of padded keys to -inf"),
+                             (scores.masked_fill(~mask.unsqueeze(1), float("-inf")),
+                              "True in key_padding_mask marks the *padded* keys: those get weight 0")]
+            if isinstance(got[1], torch.Tensor) and got[1].shape == weights.shape:
+                candidates = [(wrong.softmax(dim=-1), why) for wrong, why in mistakes if wrong.shape == weights.shape]
+                candidates.append((masked.softmax(dim=1), "take the softmax over the keys (the last dimension): each "
+                                                          "query's weights sum to 1"))
+                hint = next((why for wrong, why in candidates
+                             if torch.allclose(got[1].detach().float(), wrong, atol=TOLERANCE, equal_nan=True)), hint)
+            _close("weights", case, got[1], weights, hint)
+            _close("output", case, got[0], expected, "Weight the values with your weights: output = weights @ v.")
     print("All checks passed: your attention matches torch's scaled_dot_product_attention.")
