@@ -410,11 +410,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     try:
+        import cloudpickle  # noqa: F401  (carries each answer out of the kernel)
         import ipykernel  # noqa: F401  (the kernel the notebooks run in)
         import nbclient  # noqa: F401
     except ImportError as error:
-        print(f"error: mmbook grade needs nbclient and ipykernel ({error}); install them with "
-              "pip install 'mmbook[book]'", file=sys.stderr)
+        print(f"error: mmbook grade needs nbclient, ipykernel and cloudpickle ({error}); install them with "
+              "pip install 'mmbook[course]'", file=sys.stderr)
         return 2
     print(f"WARNING: {WARNING}", file=sys.stderr)
     mode = "full" if args.full else "quick"
