@@ -12,6 +12,7 @@ The package mirrors the book's chapters. Building blocks, from the bottom up:
 - :mod:`mmbook.objectives`   detection, grounding and role tagging: models, losses, metrics
 - :mod:`mmbook.alignment`    two-tower contrastive models, InfoNCE, retrieval, zero-shot, the modality gap
 - :mod:`mmbook.generation`   captioning: references, decoders, beam search and sampling, BLEU/CIDEr-D, CHAIR
+- :mod:`mmbook.reasoning`    visual question answering: question programs, balanced families, VQA models
 - :mod:`mmbook.multimodal`   ``MultimodalModel(encoders, fusion, head)`` and builders
 - :mod:`mmbook.checkpoints`  save and resume a training run (atomic writes, safe loading)
 - :mod:`mmbook.training`     ``fit``: the one training loop, with AMP, checkpoints and progress

@@ -1,0 +1,109 @@
+"""VQA models and the scene-vqa recipe: shapes, one image read for K questions, the relation network's
+decomposed first layer, the loss's empty slots, the data's slots, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mmbook.reasoning.models import (VQA_MODELS, RelationNetwork, build_vqa_model, flat_questions, vqa_accuracy,
+                                     vqa_loss)
+from mmbook.reasoning.programs import answer_vocabulary, question_vocabulary
+from mmbook.reasoning.recipe import accuracy_by_family, train_scene_vqa, vqa_data
+
+
+def batch(b: int = 3, k: int | None = 4, t: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (b, t) if k is None else (b, k, t)
+    return {"image": torch.randint(0, 256, (b, 3, 64, 64), dtype=torch.uint8, generator=generator),
+            "question": torch.randint(1, 20, shape, generator=generator)}
+
+
+@pytest.mark.parametrize("name", VQA_MODELS)
+def test_every_model_answers_each_question_and_reads_an_image_once_for_its_questions(name):
+    torch.manual_seed(0)
+    model = build_vqa_model(name, vocab_size=20, num_answers=11).eval()
+    several = batch(k=4)
+    logits = model(several)
+    assert logits.shape == (12, 11)
+    # The same question asked alone about the same image gets the same logits.
+    one = {"image": several["image"][1:2], "question": several["question"][1, 2][None]}
+    assert torch.allclose(model(one), logits[1 * 4 + 2][None], atol=1e-5)
+
+
+def test_the_relation_networks_decomposed_first_layer_is_the_layer_on_concatenated_pairs():
+    torch.manual_seed(0)
+    model = RelationNetwork(vocab_size=20, num_answers=5, width=8, hidden=16, g_width=12).eval()
+    data = batch(b=2, k=None)
+    from mmbook.reasoning.models import region_set
+
+    objects = region_set(model.cnn(data["image"]))
+    question = model.question(data["question"])
+    pairs = RelationNetwork.pairs(objects, question)  # (B, 256, 2D + Q)
+    assert pairs.shape == (2, 256, 2 * (8 + 2) + 16)
+    assert torch.equal(pairs[1, 3 * 16 + 5], torch.cat([objects[1, 3], objects[1, 5], question[1]]))
+    expected = model.f(model.g_rest(model.g_first(pairs)).sum(dim=1))
+    assert torch.allclose(model(data), expected, atol=1e-4)
+
+
+def test_loss_and_accuracy_skip_empty_slots():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0], [0.0, 1.0]])
+    labels = torch.tensor([[0, 0], [-100, 1]])
+    loss = vqa_loss(logits, {"label": labels})
+    expected = F.cross_entropy(logits[[0, 1, 3]], torch.tensor([0, 0, 1]))
+    assert torch.allclose(loss, expected)
+    correct, counted = vqa_accuracy(logits, {"label": labels})
+    assert (int(correct), counted) == (2, 3)
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown VQA model 'mlp'"):
+        build_vqa_model("mlp", 20, 5)
+    with pytest.raises(ValueError, match=r"questions must be \(B, T\) or \(B, K, T\)"):
+        flat_questions({"question": torch.zeros(2, 3, 4, 5, dtype=torch.long)})
+    with pytest.raises(ValueError, match="images must be"):
+        build_vqa_model("image", 20, 5)({"image": torch.zeros(2, 64, 64), "question": torch.ones(2, 3).long()})
+    with pytest.raises(ValueError, match="unknown image source 'photos'"):
+        train_scene_vqa("concat", "photos")
+    with pytest.raises(ValueError, match="not asked about shapes"):
+        train_scene_vqa("concat", "shapes", families=("count",))
+
+
+def test_vqa_data_puts_each_question_in_its_scenes_slot():
+    questions, tensors, slots = vqa_data("shapes", "train", 30, 4, seed=3)
+    vocab, answers = question_vocabulary("shapes"), answer_vocabulary("shapes")
+    words, _ = questions.tokens(vocab)
+    for scene, slot in [(0, 0), (7, 3), (29, 1)]:
+        q = int(slots[scene, slot])
+        assert q >= 0 and int(questions.scene_index[q]) == scene
+        length = int((words[q] != 0).sum())
+        assert torch.equal(tensors["question"][scene, slot, :length], words[q, :length])
+        assert answers.classes[int(tensors["label"][scene, slot])] == questions.answers[q]
+    assert int((slots >= 0).sum()) == len(questions)
+    assert tensors["image"].shape == (30, 3, 64, 64)
+    # Test scenes are other scenes.
+    _, test_tensors, _ = vqa_data("shapes", "test", 30, 4, seed=3)
+    assert not torch.equal(test_tensors["image"], tensors["image"])
+
+
+def test_accuracy_by_family_groups_relational_questions():
+    questions, _, _ = vqa_data("shapes", "test", 20, 6, seed=1)
+    truth = questions.answer_ids(answer_vocabulary("shapes"))
+    wrong_on_counting = truth.clone()
+    counting = torch.tensor([f == "count_same_shape" for f in questions.family])
+    wrong_on_counting[counting] = (truth[counting] + 1) % len(answer_vocabulary("shapes").classes)
+    report = accuracy_by_family(wrong_on_counting, truth, questions)
+    assert report["count_same_shape"] == 0.0 and report["shape_of_colour"] == 1.0
+    assert report["non_relational"] == 1.0 and 0 < report["relational"] < 1
+    assert report["overall"] == pytest.approx(1 - float(counting.float().mean()))
+
+
+def test_a_tiny_run_reports_every_family():
+    report = train_scene_vqa("relation", "shapes", quick=True, scenes=24, test_scenes=12, per_scene=6, epochs=1,
+                             batch_size=8, progress=False)
+    for key in ("overall", "relational", "non_relational", "shape_of_colour", "count_same_shape"):
+        assert 0.0 <= report[key] <= 1.0
+    assert set(report["prior"]) >= {"overall", "closest_shape"}
+    assert 0 < report["train_questions"] <= 24 * 6 and 0 < report["test_questions"] <= 12 * 6
+    assert report["train_seconds"] > 0 and report["parameters"] > 0
