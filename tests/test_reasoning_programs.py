@@ -13,7 +13,8 @@ import torch
 from conftest import random_scenes
 from mmbook.data.scene_captions import RELATIONS, relation_phrase
 from mmbook.data.scenes import KIND_OF
-from mmbook.data.shapes import make_shape_scenes, shape_objects
+from mmbook.data.shapes import make_shape_scenes
+from mmbook.reasoning.programs import shape_objects
 from mmbook.reasoning import (
     FAMILIES,
     ProgramError,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmbook.data.shapes import COLOUR_RGB, COLOURS, GAP, MAX_SIDE, MIN_SIDE, SHAPES, make_shape_scenes, shape_objects
+from mmbook.data.shapes import COLOUR_RGB, COLOURS, GAP, MAX_SIDE, MIN_SIDE, SHAPES, make_shape_scenes
+from mmbook.reasoning.programs import shape_objects
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ every scene holds ``num_objects`` (default 6) objects of distinct colours:
   with a per-scene probability every answer is equally available, and answer balancing
   (:func:`mmbook.reasoning.generate_questions`) does not starve that question.
 
-:func:`shape_objects` gives the ground truth as :class:`mmbook.reasoning.SceneObject` lists, for the
+:func:`mmbook.reasoning.programs.shape_objects` gives the ground truth as :class:`~mmbook.reasoning.SceneObject` lists, for the
 question programs of :mod:`mmbook.reasoning.programs`. Everything is deterministic given ``seed`` and
 vectorised: 10,000 scenes take a second or two.
 """
@@ -23,15 +23,12 @@ vectorised: 10,000 scenes take a second or two.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from mmbook.data.scenes import CANVAS
 
-if TYPE_CHECKING:  # imported lazily at run time: mmbook.reasoning.programs imports this module
-    from mmbook.reasoning.programs import SceneObject
 
 SHAPES = ("circle", "square")
 COLOURS = ("red", "green", "blue", "orange", "grey", "yellow")
@@ -151,18 +148,3 @@ def make_shape_scenes(num_scenes: int, seed: int = 0, num_objects: int = 6) -> S
     boxes = np.concatenate([layout[:, :, :2], layout[:, :, :2] + layout[:, :, 2:3]], axis=2).astype(np.float32)
     return ShapeScenes(images, torch.from_numpy(boxes), torch.from_numpy(shapes),
                        torch.from_numpy(colours.astype(np.int64)))
-
-
-def shape_objects(scenes: ShapeScenes) -> list[list["SceneObject"]]:
-    """The ground truth of every scene as :class:`~mmbook.reasoning.SceneObject` lists, in box order.
-
-    Each object's attributes: ``shape`` (:data:`SHAPES`), ``colour`` (:data:`COLOURS`), ``size`` (the book's size
-    word of its side: always ``"small"`` at 10..12 pixels), ``place`` (``"left"`` or ``"right"``: centre x < 32
-    or not) and ``row`` (``"top"`` or ``"bottom"``: centre y < 32 or not).
-    """
-    from mmbook.reasoning.programs import SceneObject, object_attributes  # lazy: programs imports this module
-
-    boxes, shapes, colours = scenes.boxes.tolist(), scenes.shapes.tolist(), scenes.colours.tolist()
-    return [[SceneObject(tuple(box), {"shape": SHAPES[s], "colour": COLOURS[c], **object_attributes(box)})
-             for box, s, c in zip(scene_boxes, scene_shapes, scene_colours)]
-            for scene_boxes, scene_shapes, scene_colours in zip(boxes, shapes, colours)]

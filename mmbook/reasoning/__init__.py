@@ -11,7 +11,7 @@ coloured shapes (:mod:`mmbook.data.shapes`)::
   balancing, the fixed vocabularies and the question-only ("blind") baseline.
 """
 
-from mmbook.data.shapes import COLOURS, SHAPES, ShapeScenes, make_shape_scenes, shape_objects
+from mmbook.data.shapes import COLOURS, SHAPES, ShapeScenes, make_shape_scenes
 from mmbook.reasoning.programs import (
     ATTRIBUTES,
     FAMILIES,
@@ -28,6 +28,7 @@ from mmbook.reasoning.programs import (
     question_prior_accuracy,
     question_vocabulary,
     scene_objects,
+    shape_objects,
 )
 
 __all__ = [

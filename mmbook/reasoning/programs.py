@@ -15,7 +15,7 @@ A scene is a list of :class:`SceneObject`: a box and string attributes. CIFAR-10
 (:func:`scene_objects`) have ``class``, ``kind`` (animal or vehicle), ``size`` (``small``/``medium``/``big``
 as in the Generation part: side <= 22 pixels, between, >= 27), ``place`` (``left`` or ``right``: centre x < 32
 or not) and ``row`` (``top`` or ``bottom``: centre y < 32 or not); Sort-of-CLEVR shapes
-(:func:`mmbook.data.shapes.shape_objects`) have ``shape``, ``colour``, ``size``, ``place`` and ``row``.
+(:func:`shape_objects`) have ``shape``, ``colour``, ``size``, ``place`` and ``row``.
 
 The functions (a *set* is a set of objects; "one object" is a set that must hold exactly one):
 
@@ -87,7 +87,7 @@ import torch
 from mmbook.data.cifar10 import CIFAR10_CLASSES
 from mmbook.data.scene_captions import KINDS, SIZE_WORDS, size_word
 from mmbook.data.scenes import CANVAS, KIND_OF, RELATION_WORDS, SceneSet
-from mmbook.data.shapes import COLOURS, SHAPES
+from mmbook.data.shapes import COLOURS, SHAPES, ShapeScenes
 from mmbook.text.vocab import LabelVocabulary, Vocabulary, tokenize
 
 PLACES = ("left", "right")
@@ -149,6 +149,19 @@ def scene_objects(scenes: SceneSet) -> list[list[SceneObject]]:
             objects.append(SceneObject(tuple(box), {"class": name, "kind": KIND_OF[name], **object_attributes(box)}))
         out.append(objects)
     return out
+
+
+def shape_objects(scenes: ShapeScenes) -> list[list[SceneObject]]:
+    """The ground truth of every scene as :class:`SceneObject` lists, in box order.
+
+    Each object's attributes: ``shape`` (:data:`~mmbook.data.shapes.SHAPES`), ``colour`` (:data:`~mmbook.data.shapes.COLOURS`), ``size`` (the book's size
+    word of its side: always ``"small"`` at 10..12 pixels), ``place`` (``"left"`` or ``"right"``: centre x < 32
+    or not) and ``row`` (``"top"`` or ``"bottom"``: centre y < 32 or not).
+    """
+    boxes, shapes, colours = scenes.boxes.tolist(), scenes.shapes.tolist(), scenes.colours.tolist()
+    return [[SceneObject(tuple(box), {"shape": SHAPES[s], "colour": COLOURS[c], **object_attributes(box)})
+             for box, s, c in zip(scene_boxes, scene_shapes, scene_colours)]
+            for scene_boxes, scene_shapes, scene_colours in zip(boxes, shapes, colours)]
 
 
 def object_source(objects: Sequence[SceneObject]) -> str:
@@ -720,7 +733,7 @@ def generate_questions(objects: Sequence[Sequence[SceneObject]], families: Seque
     A scene where no family finds an acceptable candidate gets fewer than ``per_scene`` questions.
 
     Args:
-        objects: the scenes, as from :func:`scene_objects` or :func:`mmbook.data.shapes.shape_objects`.
+        objects: the scenes, as from :func:`scene_objects` or :func:`shape_objects`.
         families: names of :data:`FAMILIES` that apply to the scenes' source (see :func:`families_for`).
         per_scene: the most questions per scene.
         seed: the seed; the same arguments give the same questions.

@@ -20,7 +20,7 @@ import torch
 
 from mmbook.reasoning.models import VQA_MODELS, build_vqa_model, vqa_accuracy, vqa_loss
 from mmbook.reasoning.programs import (FAMILIES, QuestionSet, answer_vocabulary, families_for, generate_questions,
-                                       question_prior_accuracy, question_vocabulary, scene_objects)
+                                       question_prior_accuracy, question_vocabulary, scene_objects, shape_objects)
 
 IMAGE_SOURCES = ("shapes", "scenes")
 #: Quick and full defaults of :func:`train_scene_vqa` per image source (the CLI reads them).
@@ -60,7 +60,7 @@ def vqa_data(images: str, split: str, count: int, per_scene: int, seed: int = 0,
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     offset = TEST_SEED_OFFSET if split == "test" else 0
     if images == "shapes":
-        from mmbook.data.shapes import make_shape_scenes, shape_objects
+        from mmbook.data.shapes import make_shape_scenes
 
         shapes = make_shape_scenes(count, seed=seed + offset)
         pixels, objects = shapes.images, shape_objects(shapes)
