@@ -36,26 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def toc_notebooks(toc: Path) -> list[Path]:
-    """Every notebook (``file:`` entry with an ``.ipynb`` on disk) that ``toc`` names, in reading order."""
-    import yaml
+    """Every notebook that ``toc`` names in a ``file:`` entry, in reading order."""
+    from mmbook.course.course_map import toc_entries
 
-    found: list[Path] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            name = node.get("file") or node.get("root")
-            if isinstance(name, str):
-                path = toc.parent / (name if name.endswith(".ipynb") else f"{name}.ipynb")
-                if path.is_file():
-                    found.append(path)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(yaml.safe_load(toc.read_text(encoding="utf-8")))
-    return list(dict.fromkeys(found))
+    paths = [toc.parent / (name if name.endswith(".ipynb") else f"{name}.ipynb") for name in toc_entries(toc.parent)]
+    return [path for path in dict.fromkeys(paths) if path.is_file()]
 
 
 def execute_one(path: str, timeout: int) -> tuple[str, dict | None, float, str | None]:

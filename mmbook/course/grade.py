@@ -37,8 +37,10 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -239,8 +241,6 @@ def prepare(notebook: dict, reference: Reference, answers: Path) -> tuple[dict, 
 
 def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool) -> Outcome:
     """The verdict of ``label``'s checker on the saved answers, in a fresh Python process (see :mod:`mmbook.course.judge`)."""
-    import subprocess
-
     command = [sys.executable, "-m", "mmbook.course.judge", label, str(answer_file)]
     if checks is not None:
         command += ["--checks", str(checks)]
@@ -250,8 +250,6 @@ def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool
                                 cwd=answer_file.parent)
     except subprocess.TimeoutExpired:
         return Outcome("error", f"the graded check ran past its time limit of {JUDGE_TIMEOUT} s")
-    import json
-
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     try:
         verdict = json.loads(lines[-1])
