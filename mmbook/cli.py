@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mmbook.fusion import FUSIONS
     from mmbook.generation.decoding import DECODERS
     from mmbook.generation.model import CAPTIONERS
+    from mmbook.reasoning.models import VQA_MODELS
+    from mmbook.reasoning.recipe import IMAGE_SOURCES
     from mmbook.recipes import TASKS
     from mmbook.text import TEXT_ENCODER_KINDS
 
@@ -120,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="global training batch size, over all --nproc processes (default: the task's)")
     train.add_argument("--nproc", type=_positive_int, default=1,
                        help="processes to train on with torchrun + DDP (one per GPU; gloo on CPU); --batch-size stays global")
-    train.add_argument("--model", choices=("fastcnn", "lenet"), default="fastcnn", help="cifar10: the image model")
+    train.add_argument("--model", choices=("fastcnn", "lenet", *VQA_MODELS), default=None,
+                       help="cifar10: the image model, fastcnn (default) or lenet; scene-vqa: the VQA model (default "
+                            "film)")
+    train.add_argument("--images", choices=IMAGE_SOURCES, default="shapes",
+                       help="scene-vqa: rendered shapes (Sort-of-CLEVR, default) or the CIFAR-10 scenes")
     train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                        help="cifar10 fastcnn: the settings (default: gpu on CUDA, else cpu; gpu-93 is wider and longer)")
     train.add_argument("--lr", type=_positive_float, default=None,

@@ -30,6 +30,7 @@ from mmbook.exercises import (CONE_CHOICES, SHUFFLED_EXPRESSION_CHOICES, Exercis
                               is_unfinished, passed_line)
 from mmbook.generation.checkers import beam_step, chair
 from mmbook.objectives.tagging import bio_spans, entity_scores
+from mmbook.reasoning.models import RelationNetwork
 
 # --- reference solutions (as in the book's notebooks) ---------------------------------------------------------
 
@@ -304,6 +305,7 @@ REFERENCES: dict[str, Any] = {
     "ex-scaling-ghost-bn": ghost_gradient,
     "ex-gen-chair": chair,
     "ex-gen-beam-step": beam_step,
+    "ex-reason-pairs": RelationNetwork.pairs,
 }
 
 _t_n = exercises.T_975  # t with n - 1 degrees of freedom is T_975[n - 1]
@@ -504,6 +506,15 @@ MISTAKES: dict[str, list[Any]] = {
         lambda scores, log_probs, width: beam_step(scores, log_probs, width)[::-1],  # (word, parent, scores)
         lambda scores, log_probs, width: (beam_step(scores, log_probs, width)[0],) + beam_step(scores, log_probs, width)[:0:-1],
         lambda scores, log_probs, width: None,
+    ],
+    "ex-reason-pairs": [
+        lambda o, q: RelationNetwork.pairs(o, q).reshape(o.shape[0], o.shape[1], o.shape[1], -1).transpose(1, 2)
+        .reshape(o.shape[0], o.shape[1] ** 2, -1),  # [o_j; o_i; q]
+        lambda o, q: RelationNetwork.pairs(o, q)[:, :, : 2 * o.shape[2]],  # no question
+        lambda o, q: RelationNetwork.pairs(o, q)[:, [i * o.shape[1] + j for i in range(o.shape[1])
+                                                     for j in range(i + 1, o.shape[1])]],  # unordered pairs only
+        lambda o, q: RelationNetwork.pairs(o, q.flip(0)),  # another scene's question
+        lambda o, q: None,
     ],
 }
 

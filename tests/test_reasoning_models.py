@@ -107,3 +107,57 @@ def test_a_tiny_run_reports_every_family():
     assert set(report["prior"]) >= {"overall", "closest_shape"}
     assert 0 < report["train_questions"] <= 24 * 6 and 0 < report["test_questions"] <= 12 * 6
     assert report["train_seconds"] > 0 and report["parameters"] > 0
+
+
+def test_encoding_distinct_questions_once_gives_the_encoders_values_and_gradients():
+    from mmbook.reasoning.models import encode_distinct, question_encoder
+
+    torch.manual_seed(0)
+    encoder = question_encoder(vocab_size=20, hidden=16)
+    rows = torch.randint(1, 20, (5, 6))
+    questions = rows[torch.tensor([0, 3, 0, 1, 4, 3, 3, 2])]  # repeats, in no order
+    direct = encoder(questions)
+    (direct * torch.arange(16.0)).sum().backward()
+    direct_grad = encoder.embedding.weight.grad.clone()
+    encoder.zero_grad()
+    shared = encode_distinct(encoder, questions)
+    (shared * torch.arange(16.0)).sum().backward()
+    assert torch.allclose(shared, direct, atol=1e-6)
+    assert torch.allclose(encoder.embedding.weight.grad, direct_grad, atol=1e-5)
+
+
+def test_cli_trains_scene_vqa_offline_and_writes_accuracy_per_family(tmp_path, monkeypatch):
+    import json
+
+    from mmbook.cli import main
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    out = tmp_path / "out.json"
+    assert main(["train", "--task", "scene-vqa", "--quick", "--model", "concat", "--scenes", "64", "--epochs", "1",
+                 "--no-progress", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["task"] == "scene-vqa" and result["model"] == "concat" and result["images"] == "shapes"
+    for key in ("overall", "relational", "non_relational", "shape_of_colour", "closest_shape"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert set(result["question_only_by_counting"]) >= {"overall", "closest_shape"}
+    assert result["train_scenes"] == 64
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "lenet"], "--task scene-vqa --model must be one of question, image"),
+    (["--images", "clevr"], "invalid choice: 'clevr'"),
+])
+def test_cli_scene_vqa_rejects_bad_flags(argv, message, capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "scene-vqa", "--quick", "--scenes", "8", "--epochs", "1", "--no-progress",
+                 *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_cifar10_rejects_a_vqa_model(capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "cifar10", "--quick", "--model", "film", "--no-progress"]) == 2
+    assert "--task cifar10 --model must be fastcnn or lenet" in capsys.readouterr().err
+

@@ -75,11 +75,26 @@ def test_the_background_is_grey_and_the_objects_do_not_overlap(scenes):
         assert background.min() >= 190
 
 
-def test_circle_counts_are_spread_evenly():
-    scenes = make_shape_scenes(1400, seed=1)
+def test_circle_counts_are_spread_evenly_when_drawn_per_scene():
+    scenes = make_shape_scenes(1400, seed=1, circles="per_scene")
     circles = np.bincount((scenes.shapes == SHAPES.index("circle")).sum(1).numpy(), minlength=7)
     shares = circles / circles.sum()
     assert len(shares) == 7 and shares.min() > 0.09 and shares.max() < 0.2, circles  # uniform: 1/7 each
+
+
+def test_independent_shapes_follow_a_fair_coin():
+    scenes = make_shape_scenes(2000, seed=1)
+    circles = np.bincount((scenes.shapes == SHAPES.index("circle")).sum(1).numpy(), minlength=7)
+    binomial = np.array([1, 6, 15, 20, 15, 6, 1]) / 64  # Binomial(6, 1/2)
+    assert np.abs(circles / circles.sum() - binomial).max() < 0.03, circles
+    # Independent: two objects of a scene agree on their shape half the time, not more.
+    same = (scenes.shapes[:, 0] == scenes.shapes[:, 1]).float().mean().item()
+    assert abs(same - 0.5) < 0.04
+
+
+def test_unknown_circle_draw_is_a_clear_error():
+    with pytest.raises(ValueError, match="circles must be one of independent, per_scene"):
+        make_shape_scenes(3, circles="fair")
 
 
 def test_deterministic_for_a_seed():

@@ -9,11 +9,13 @@ every scene holds ``num_objects`` (default 6) objects of distinct colours:
 - objects never overlap and keep at least :data:`GAP` pixels of background between their boxes;
 - the background is one light grey level per scene (200..240) with a little grey noise (+-6), so no object
   colour can be mistaken for it;
-- the shapes of one scene are drawn with a circle probability of its own, uniform in ``[0, 1]``, so the
-  number of circles is uniform on ``0..num_objects``. Santoro et al. drew every shape with probability
-  1/2, which makes "how many other objects have the same shape as the red object?" almost never 0 or 5;
-  with a per-scene probability every answer is equally available, and answer balancing
-  (:func:`mmbook.reasoning.generate_questions`) does not starve that question.
+- every shape is a circle or a square with probability 1/2, independently, as Santoro et al. drew them
+  (``circles="independent"``, the default). Then "how many other objects have the same shape as the red
+  object?" is almost never 0 or 5, and answer balancing (:func:`mmbook.reasoning.generate_questions`)
+  asks that question less often. ``circles="per_scene"`` draws a circle probability per scene, uniform
+  in ``[0, 1]``, so the number of circles is uniform on ``0..num_objects``; but then the shapes of one
+  scene agree more often than chance, and "the shape of the object closest to the red one" can be
+  guessed from the scene's majority shape without finding any object.
 
 :func:`mmbook.reasoning.programs.shape_objects` gives the ground truth as :class:`~mmbook.reasoning.SceneObject` lists, for the
 question programs of :mod:`mmbook.reasoning.programs`. Everything is deterministic given ``seed`` and
@@ -124,24 +126,32 @@ def _draw(rng: np.random.Generator, layout: np.ndarray, shapes: np.ndarray, colo
     return canvas
 
 
-def make_shape_scenes(num_scenes: int, seed: int = 0, num_objects: int = 6) -> ShapeScenes:
+CIRCLE_DRAWS = ("independent", "per_scene")
+
+
+def make_shape_scenes(num_scenes: int, seed: int = 0, num_objects: int = 6,
+                      circles: str = "independent") -> ShapeScenes:
     """Generate ``num_scenes`` Sort-of-CLEVR scenes (see the module docstring). Deterministic given ``seed``.
 
     Args:
         num_scenes: how many scenes.
         seed: the seed; the same arguments always give the same scenes.
         num_objects: objects per scene, 1..6 (one per colour of :data:`COLOURS`).
+        circles: ``"independent"`` (each shape a circle with probability 1/2) or ``"per_scene"`` (a circle
+            probability per scene, uniform in [0, 1]); see the module docstring.
     """
     if not isinstance(num_scenes, int) or num_scenes <= 0:
         raise ValueError(f"num_scenes must be a positive int, got {num_scenes!r}")
     if not isinstance(num_objects, int) or not 1 <= num_objects <= len(COLOURS):
         raise ValueError(f"num_objects must be an int in 1..{len(COLOURS)} (one object per colour: "
                          f"{', '.join(COLOURS)}), got {num_objects!r}")
+    if circles not in CIRCLE_DRAWS:
+        raise ValueError(f"circles must be one of {', '.join(CIRCLE_DRAWS)}, got {circles!r}")
     rng = np.random.default_rng(seed)
     k = num_objects
     layout = _layout(rng, num_scenes, k)
     colours = np.argsort(rng.random((num_scenes, len(COLOURS))), axis=1)[:, :k]  # distinct colours per scene
-    circle_probability = rng.random((num_scenes, 1))
+    circle_probability = rng.random((num_scenes, 1)) if circles == "per_scene" else np.full((num_scenes, 1), 0.5)
     shapes = np.where(rng.random((num_scenes, k)) < circle_probability, SHAPES.index("circle"),
                       SHAPES.index("square")).astype(np.int64)
     images = _draw(rng, layout, shapes, colours)

@@ -107,9 +107,45 @@ def region_set(maps: torch.Tensor) -> torch.Tensor:
     return with_coordinates(maps).flatten(2).transpose(1, 2)
 
 
-def question_encoder(vocab_size: int, hidden: int) -> TextEncoder:
-    """An LSTM over the question's words; its final state ``(B, hidden)`` is the question vector."""
+class BagOfWords(nn.Module):
+    """The sum of the question's word embeddings, then a linear layer and ReLU: ``(B, T)`` -> ``(B, hidden)``.
+
+    Word order is lost, which costs nothing on Sort-of-CLEVR's templates (no two questions have the same
+    words in another order) but would on "is the cat bigger than the dog?".
+    """
+
+    def __init__(self, vocab_size: int, hidden: int, embed_dim: int = 32, pad_id: int = 0) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.project = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(inplace=True))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.project(self.embedding(tokens).sum(dim=1))  # padding embeds to zeros
+
+
+#: How a question becomes a vector: an LSTM over its words (the default) or a bag of words.
+QUESTION_ENCODERS = ("lstm", "bow")
+
+
+def question_encoder(vocab_size: int, hidden: int, kind: str = "lstm") -> nn.Module:
+    """The question vector ``(B, hidden)`` of ``(B, T)`` token ids: an LSTM's final state, or :class:`BagOfWords`."""
+    if kind not in QUESTION_ENCODERS:
+        raise ValueError(f"unknown question encoder {kind!r}; expected one of {', '.join(QUESTION_ENCODERS)}")
+    if kind == "bow":
+        return BagOfWords(vocab_size, hidden)
     return TextEncoder(vocab_size, kind="lstm", embed_dim=32, hidden_size=hidden, out_features=None)
+
+
+def encode_distinct(encoder: nn.Module, questions: torch.Tensor) -> torch.Tensor:
+    """``encoder`` applied to the distinct rows of ``questions`` ``(N, T)`` only, then gathered back: ``(N, H)``.
+
+    Questions generated from templates repeat within a batch (Sort-of-CLEVR has 36 distinct ones), so
+    the recurrent encoder runs on a few dozen rows instead of ``N``; the result and its gradients are
+    those of ``encoder(questions)``.
+    """
+    distinct, row_of = torch.unique(questions, dim=0, return_inverse=True)
+    return encoder(distinct)[row_of]
 
 
 def mlp(inputs: int, hidden: int, outputs: int, layers: int = 2, dropout: float = 0.0) -> nn.Sequential:
@@ -128,13 +164,13 @@ def mlp(inputs: int, hidden: int, outputs: int, layers: int = 2, dropout: float 
 class QuestionOnly(nn.Module):
     """The blind baseline: answers from the question alone. ``(B, T)`` -> ``(B, A)``."""
 
-    def __init__(self, vocab_size: int, num_answers: int, hidden: int = 64) -> None:
+    def __init__(self, vocab_size: int, num_answers: int, hidden: int = 64, question: str = "lstm") -> None:
         super().__init__()
-        self.question = question_encoder(vocab_size, hidden)
+        self.question = question_encoder(vocab_size, hidden, question)
         self.head = mlp(hidden, 128, num_answers)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.question(flat_questions(batch)[0]))
+        return self.head(encode_distinct(self.question, flat_questions(batch)[0]))
 
 
 class ImageOnly(nn.Module):
@@ -152,16 +188,16 @@ class ImageOnly(nn.Module):
 class ConcatVQA(nn.Module):
     """CNN + LSTM, concatenated: ``[flatten(CNN) (B, 16*width); question (B, hidden)]`` -> MLP -> ``(B, A)``."""
 
-    def __init__(self, vocab_size: int, num_answers: int, width: int = 32, hidden: int = 64) -> None:
+    def __init__(self, vocab_size: int, num_answers: int, width: int = 32, hidden: int = 64, question: str = "lstm") -> None:
         super().__init__()
         self.cnn = RegionCNN(width)
-        self.question = question_encoder(vocab_size, hidden)
+        self.question = question_encoder(vocab_size, hidden, question)
         self.head = mlp(16 * width + hidden, 256, num_answers, layers=3)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         questions, k = flat_questions(batch)
         image = per_question(self.cnn(batch["image"]).flatten(1), k)
-        return self.head(torch.cat([image, self.question(questions)], dim=1))
+        return self.head(torch.cat([image, encode_distinct(self.question, questions)], dim=1))
 
 
 class StackedAttentionVQA(nn.Module):
@@ -171,10 +207,10 @@ class StackedAttentionVQA(nn.Module):
     then ``u = u + sum_i p_i r_i``. ``last_attention`` keeps ``p`` of each hop ``(hops, B, 16)``.
     """
 
-    def __init__(self, vocab_size: int, num_answers: int, width: int = 32, hidden: int = 64, hops: int = 2) -> None:
+    def __init__(self, vocab_size: int, num_answers: int, width: int = 32, hidden: int = 64, hops: int = 2, question: str = "lstm") -> None:
         super().__init__()
         self.cnn = RegionCNN(width)
-        self.question = question_encoder(vocab_size, hidden)
+        self.question = question_encoder(vocab_size, hidden, question)
         self.regions = nn.Linear(width + 2, hidden)
         self.hops = nn.ModuleList(nn.ModuleDict({"r": nn.Linear(hidden, hidden), "u": nn.Linear(hidden, hidden),
                                                  "score": nn.Linear(hidden, 1)}) for _ in range(hops))
@@ -184,7 +220,7 @@ class StackedAttentionVQA(nn.Module):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         questions, k = flat_questions(batch)
         regions = per_question(self.regions(region_set(self.cnn(batch["image"]))), k)  # (N, 16, hidden)
-        u = self.question(questions)  # (N, hidden)
+        u = encode_distinct(self.question, questions)  # (N, hidden)
         maps = []
         for hop in self.hops:
             scores = hop["score"](torch.tanh(hop["r"](regions) + hop["u"](u).unsqueeze(1))).squeeze(2)  # (B, 16)
@@ -222,10 +258,10 @@ class FiLMVQA(nn.Module):
     The classifier follows the paper: a 1x1 convolution, global max pooling, an MLP.
     """
 
-    def __init__(self, vocab_size: int, num_answers: int, width: int = 32, hidden: int = 64, blocks: int = 2) -> None:
+    def __init__(self, vocab_size: int, num_answers: int, width: int = 32, hidden: int = 64, blocks: int = 2, question: str = "lstm") -> None:
         super().__init__()
         self.stem = RegionCNN(width, layers=3)
-        self.question = question_encoder(vocab_size, hidden)
+        self.question = question_encoder(vocab_size, hidden, question)
         self.blocks = nn.ModuleList(FiLMBlock(width, hidden) for _ in range(blocks))
         self.classifier = nn.Conv2d(width + 2, 128, 1)
         self.head = mlp(128, 128, num_answers)
@@ -233,7 +269,7 @@ class FiLMVQA(nn.Module):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         questions, k = flat_questions(batch)
         maps = per_question(self.stem(batch["image"]), k)  # (N, width, 8, 8)
-        condition = self.question(questions)
+        condition = encode_distinct(self.question, questions)
         for block in self.blocks:
             maps = block(with_coordinates(maps), condition)
         pooled = F.relu(self.classifier(with_coordinates(maps))).amax(dim=(2, 3))
@@ -251,10 +287,10 @@ class RelationNetwork(nn.Module):
     as concatenating the pairs (:meth:`pairs`) at a fraction of the cost.
     """
 
-    def __init__(self, vocab_size: int, num_answers: int, width: int = 32, hidden: int = 64, g_width: int = 96) -> None:
+    def __init__(self, vocab_size: int, num_answers: int, width: int = 32, hidden: int = 64, g_width: int = 96, question: str = "lstm") -> None:
         super().__init__()
         self.cnn = RegionCNN(width)
-        self.question = question_encoder(vocab_size, hidden)
+        self.question = question_encoder(vocab_size, hidden, question)
         self.g_first = nn.Linear(2 * (width + 2) + hidden, g_width)  # applied by parts, see forward
         self.g_rest = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(g_width, g_width), nn.ReLU(inplace=True),
                                     nn.Linear(g_width, g_width), nn.ReLU(inplace=True))
@@ -277,20 +313,23 @@ class RelationNetwork(nn.Module):
         w_i, w_j, w_q = self.g_first.weight.split([d, d, self.g_first.in_features - 2 * d], dim=1)
         first = per_question(objects @ w_i.T, k)  # (N, 16, g): W_i o_i
         second = per_question(objects @ w_j.T, k)  # (N, 16, g): W_j o_j
-        question = self.question(questions) @ w_q.T + self.g_first.bias  # (N, g)
+        question = encode_distinct(self.question, questions) @ w_q.T + self.g_first.bias  # (N, g)
         pre = first[:, :, None, :] + second[:, None, :, :] + question[:, None, None, :]  # (N, 16, 16, g)
         relations = self.g_rest(pre).sum(dim=(1, 2))  # (N, g)
         return self.f(relations)
 
 
-def build_vqa_model(name: str, vocab_size: int, num_answers: int, width: int = 32) -> nn.Module:
-    """One of :data:`VQA_MODELS`, for questions over ``vocab_size`` words and ``num_answers`` answers."""
+def build_vqa_model(name: str, vocab_size: int, num_answers: int, width: int = 32, question: str = "lstm") -> nn.Module:
+    """One of :data:`VQA_MODELS`, for questions over ``vocab_size`` words and ``num_answers`` answers;
+    ``question`` is the question encoder (:data:`QUESTION_ENCODERS`)."""
     if name not in VQA_MODELS:
         raise ValueError(f"unknown VQA model {name!r}; expected one of {', '.join(VQA_MODELS)}")
+    if question not in QUESTION_ENCODERS:
+        raise ValueError(f"unknown question encoder {question!r}; expected one of {', '.join(QUESTION_ENCODERS)}")
     if name == "question":
-        return QuestionOnly(vocab_size, num_answers)
+        return QuestionOnly(vocab_size, num_answers, question=question)
     if name == "image":
         return ImageOnly(num_answers, width)
     model = {"concat": ConcatVQA, "attention": StackedAttentionVQA, "film": FiLMVQA,
              "relation": RelationNetwork}[name]
-    return model(vocab_size, num_answers, width)
+    return model(vocab_size, num_answers, width, question=question)

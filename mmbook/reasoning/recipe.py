@@ -124,6 +124,7 @@ def train_scene_vqa(
     lr: float | None = None,
     weight_decay: float = 1e-4,
     width: int = 32,
+    question: str = "lstm",
     families: tuple[str, ...] | None = None,
     device: torch.device | str | None = None,
     root: Path | str | None = None,
@@ -136,6 +137,8 @@ def train_scene_vqa(
         model: one of :data:`~mmbook.reasoning.models.VQA_MODELS`.
         images: ``"shapes"`` or ``"scenes"``.
         scenes, test_scenes, per_scene, epochs, batch_size, lr: ``None`` takes :data:`VQA_DEFAULTS`.
+        width: channels of the CNN.
+        question: the question encoder, ``"lstm"`` or ``"bow"`` (:data:`~mmbook.reasoning.models.QUESTION_ENCODERS`).
         families: the question families asked (default every family of the source).
 
     Returns:
@@ -168,7 +171,7 @@ def train_scene_vqa(
     test_questions, test_tensors, test_slots = vqa_data(images, "test", settings["test_scenes"], settings["per_scene"],
                                                         seed, quick, families, root, download)
     seed_everything(seed)
-    network = build_vqa_model(model, len(question_vocabulary(images)), len(answer_vocabulary(images)), width)
+    network = build_vqa_model(model, len(question_vocabulary(images)), len(answer_vocabulary(images)), width, question)
     statistics = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}  # both sources: bright objects, mid-grey background
     train_loader = DeviceLoader(train_tensors, settings["batch_size"], shuffle=True, drop_last=True, device=device,
                                 seed=seed, **statistics)
@@ -183,7 +186,7 @@ def train_scene_vqa(
     report: dict[str, Any] = accuracy_by_family(predicted, truth, test_questions)
     report.update({
         "prior": question_prior_accuracy(train_questions, test_questions),
-        "model_name": model, "images": images, "seed": seed, "train_seconds": train_seconds,
+        "model_name": model, "question_encoder": question, "images": images, "seed": seed, "train_seconds": train_seconds,
         "parameters": sum(p.numel() for p in network.parameters()),
         "train_questions": len(train_questions), "test_questions": len(test_questions), **settings,
         "model": network, "history": history,

@@ -62,7 +62,8 @@ class Settings:
     checkpoint: Path | None = None
     resume: bool = False
     scenes: int | None = None
-    model: str = "fastcnn"
+    model: str | None = None  # cifar10: fastcnn (default) or lenet; scene-vqa: one of VQA_MODELS (default film)
+    images: str = "shapes"
     recipe: str | None = None
     data_file: Path | None = None
     test_file: Path | None = None
@@ -152,16 +153,17 @@ LENET_DEFAULTS = {False: Defaults(epochs=15, batch_size=256), True: Defaults(epo
 def _cifar10(settings: Settings) -> tuple[Run, dict[str, Any]]:
     from mmbook.data import load_cifar10
 
-    if settings.recipe is not None and settings.model != "fastcnn":
+    model = settings.model or "fastcnn"
+    if settings.recipe is not None and model != "fastcnn":
         raise ValueError("--recipe applies to --model fastcnn only")
-    if settings.model not in ("fastcnn", "lenet"):
-        raise ValueError(f"--model must be fastcnn or lenet, got {settings.model!r}")
+    if model not in ("fastcnn", "lenet"):
+        raise ValueError(f"--task cifar10 --model must be fastcnn or lenet, got {model!r}")
     train_set, test_set = (load_cifar10(split, quick=settings.quick, root=settings.data, download=settings.download)
                            for split in ("train", "test"))
     train = {"image": train_set.images, "label": train_set.labels}
     test = {"image": test_set.images, "label": test_set.labels}
-    facts = {"model": settings.model, "train_images": len(train_set), "test_images": len(test_set)}
-    if settings.model == "fastcnn":
+    facts = {"model": model, "train_images": len(train_set), "test_images": len(test_set)}
+    if model == "fastcnn":
         from mmbook.fastcnn import FastCNNConfig
         from mmbook.recipes.fastcnn import train_fastcnn
 
@@ -355,6 +357,46 @@ def _captioning_defaults(quick: bool) -> Defaults:
                     train_count=values["scenes"], test_count=values["test_scenes"])
 
 
+# --task scene-vqa answers with this model unless --model names another.
+VQA_DEFAULT_MODEL = "film"
+
+
+def _vqa(settings: Settings) -> tuple[Run, dict[str, Any]]:
+    from mmbook.reasoning import VQA_MODELS, train_scene_vqa
+
+    model = settings.model or VQA_DEFAULT_MODEL
+    if model not in VQA_MODELS:
+        raise ValueError(f"--task scene-vqa --model must be one of {', '.join(VQA_MODELS)}, got {model!r}")
+    defaults, chosen = _vqa_task(settings.images).resolve(settings)
+    result = train_scene_vqa(model, settings.images, scenes=settings.scenes or defaults.train_count,
+                             test_scenes=defaults.test_count, seed=settings.seed, quick=settings.quick,
+                             device=settings.device, progress=settings.progress, root=settings.data,
+                             download=settings.download, **chosen)
+    prior = result.pop("prior")
+    run = _run_of_report(result)
+    return run, {"model": model, "images": settings.images, "train_scenes": result["scenes"],
+                 "test_scenes": result["test_scenes"], "question_only_by_counting": prior}
+
+
+def _vqa_defaults(images: str, quick: bool) -> Defaults:
+    from mmbook.reasoning import VQA_DEFAULTS
+
+    values = VQA_DEFAULTS[images][quick]
+    return Defaults(epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
+                    train_count=values["scenes"], test_count=values["test_scenes"])
+
+
+def _vqa_task(images: str) -> Task:
+    """``scene-vqa``'s entry with the defaults of ``images`` (the shapes' are the table's)."""
+    from dataclasses import replace
+
+    from mmbook.reasoning.recipe import IMAGE_SOURCES
+
+    if images not in IMAGE_SOURCES:
+        raise ValueError(f"--images must be one of {', '.join(IMAGE_SOURCES)}, got {images!r}")
+    return replace(TASKS["scene-vqa"], full=_vqa_defaults(images, False), quick=_vqa_defaults(images, True))
+
+
 def _pairs_retrieval_defaults(quick: bool) -> Defaults:
     from mmbook.alignment import PAIRS_RETRIEVAL_DEFAULTS
 
@@ -390,6 +432,9 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("scene-captioning", "the generation chapter's captioner (--decoder blind, global, attention or transformer): "
          "BLEU, CIDEr-D and hallucination (CHAIR)", "cider_d", _captioning_defaults(False), _captioning_defaults(True),
          frozenset({"scenes", "decoder", "decoding", "beam_width"}), _captioning),
+    Task("scene-vqa", "the reasoning chapter's visual question answering (--model question, image, concat, attention, "
+         "film or relation; --images shapes or scenes): accuracy per question family", "overall",
+         _vqa_defaults("shapes", False), _vqa_defaults("shapes", True), frozenset({"scenes", "model", "images"}), _vqa),
     Task("pairs", "your own image-text pairs (--data-file pairs.jsonl or .csv; any fusion)", "test_accuracy",
          Defaults(epochs=10, batch_size=64), Defaults(epochs=2, batch_size=64), PAIRS_OPTIONS, _pairs),
     Task("pairs-retrieval", "retrieval on your own caption-only pairs (--data-file pairs.jsonl or .csv, no labels): "
