@@ -1057,5 +1057,6 @@ CHECKERS.update({
     "ex-scaling-ghost-bn": "mmbook.exercises:check_ghost_gradient",
     "ex-gen-chair": "mmbook.generation.checkers:check_chair",
     "ex-gen-beam-step": "mmbook.generation.checkers:check_beam_step",
+    "ex-gen-prefix-parameters": "mmbook.generation.checkers:check_prefix_parameters",
     "ex-reason-pairs": "mmbook.reasoning.checkers:check_relation_pairs",
 })

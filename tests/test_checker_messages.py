@@ -28,7 +28,7 @@ from mmbook import exercises
 from mmbook.alignment import info_nce, recall_at_k
 from mmbook.exercises import (CONE_CHOICES, SHUFFLED_EXPRESSION_CHOICES, ExerciseError, ExerciseNotDone, check,
                               is_unfinished, passed_line)
-from mmbook.generation.checkers import beam_step, chair
+from mmbook.generation.checkers import beam_step, chair, prefix_trainable_parameters
 from mmbook.objectives.tagging import bio_spans, entity_scores
 from mmbook.reasoning.models import RelationNetwork
 
@@ -306,6 +306,7 @@ REFERENCES: dict[str, Any] = {
     "ex-gen-chair": chair,
     "ex-gen-beam-step": beam_step,
     "ex-reason-pairs": RelationNetwork.pairs,
+    "ex-gen-prefix-parameters": prefix_trainable_parameters,
 }
 
 _t_n = exercises.T_975  # t with n - 1 degrees of freedom is T_975[n - 1]
@@ -506,6 +507,13 @@ MISTAKES: dict[str, list[Any]] = {
         lambda scores, log_probs, width: beam_step(scores, log_probs, width)[::-1],  # (word, parent, scores)
         lambda scores, log_probs, width: (beam_step(scores, log_probs, width)[0],) + beam_step(scores, log_probs, width)[:0:-1],
         lambda scores, log_probs, width: None,
+    ],
+    "ex-gen-prefix-parameters": [
+        lambda c, d: c * d,  # no bias
+        lambda c, d: d * d + d,  # the projection's input taken to be the width
+        lambda c, d: c * d + d + 10**6,  # the frozen language model counted too
+        lambda c, d: float(c * d + d),
+        lambda c, d: None,
     ],
     "ex-reason-pairs": [
         lambda o, q: RelationNetwork.pairs(o, q).reshape(o.shape[0], o.shape[1], o.shape[1], -1).transpose(1, 2)

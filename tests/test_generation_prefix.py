@@ -77,3 +77,21 @@ def test_pretraining_on_text_alone_learns_the_captions():
     model, facts = pretrain_caption_lm(text, 12, epochs=8, batch_size=16, lr=1e-2, dim=16, layers=1, heads=2)
     assert isinstance(model, CaptionLM) and facts["lm_seconds"] > 0
     assert facts["lm_train_loss"] < 0.6  # a uniform guess over 12 words costs log 12 = 2.5 per word
+
+
+def test_the_captioning_recipe_trains_a_prefix_captioner_built_elsewhere():
+    from mmbook.generation.recipe import caption_data, train_scene_captioning
+    from mmbook.generation.references import generation_vocabulary
+
+    _, _, tensors = caption_data("train", 40, 0, True)
+    torch.manual_seed(0)
+    lm = CaptionLM(len(generation_vocabulary()), dim=16, layers=1, heads=2)
+    model = PrefixCaptioner(lm, features=tensors["features"].shape[2], freeze_lm=True)
+    frozen_before = [p.detach().clone() for p in model.lm.parameters()]
+    projection_before = model.project.weight.detach().clone()
+    report = train_scene_captioning(model=model, scenes=40, test_scenes=20, epochs=1, batch_size=8, quick=True)
+    assert report["model"] is model and 0.0 <= report["cider_d"]
+    assert all(torch.equal(a, b) for a, b in zip(frozen_before, model.lm.parameters()))
+    assert not torch.equal(projection_before, model.project.weight)
+    with pytest.raises(ValueError, match="model_options .* or a built `model`, not both"):
+        train_scene_captioning(model=model, model_options={"hidden": 8}, scenes=40, test_scenes=20, quick=True)

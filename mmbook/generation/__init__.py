@@ -24,7 +24,8 @@ The modules, in the order the chapter uses them:
 - :mod:`~mmbook.generation.recipe`: ``mmbook train --task scene-captioning``.
 """
 
-from mmbook.generation.checkers import beam_step, chair, check_beam_step, check_chair
+from mmbook.generation.checkers import (beam_step, chair, check_beam_step, check_chair, check_prefix_parameters,
+                                        prefix_trainable_parameters)
 from mmbook.generation.decoding import DECODERS, beam_search, generate, greedy, sample
 from mmbook.generation.encoder import pretrain_backbone, region_features
 from mmbook.generation.hallucination import hallucination_report, parse_mentions, per_caption_hallucinations
@@ -47,7 +48,8 @@ from mmbook.generation.references import GRAMMARS, generation_vocabulary, refere
 
 __all__ = [
     "CAPTIONERS", "CAPTIONING_DEFAULTS", "CaptionLM", "PrefixCaptioner", "pretrain_caption_lm", "DECODERS", "GRAMMARS", "beam_search", "beam_step", "bleu", "build_captioner",
-    "caption_data", "caption_loss", "caption_metrics", "caption_tokens", "chair", "check_beam_step", "check_chair",
+    "caption_data", "caption_loss", "caption_metrics", "caption_tokens", "chair", "check_beam_step", "check_chair", "check_prefix_parameters",
+    "prefix_trainable_parameters",
     "cider_d", "cider_d_scores", "distinct_ngrams", "document_frequency", "evaluate_captions", "generate",
     "generation_vocabulary", "greedy", "hallucination_report", "leave_one_out", "novel_share", "parse_mentions",
     "per_caption_hallucinations", "pretrain_backbone", "reference_captions", "region_features", "rouge_l", "sample",

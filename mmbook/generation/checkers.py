@@ -1,4 +1,5 @@
-"""Exercise checkers of the Generation chapter: a reader's CHAIR and one step of beam search.
+"""Exercise checkers of the Generation chapter: a reader's CHAIR, one step of beam search, and what a
+prefix captioner over a frozen language model trains.
 
 Each checker runs the reader's function on several cases, compares with the package's answer and, when
 a case fails, names the usual mistake without giving the expected value away. It prints "All checks passed"
@@ -107,4 +108,42 @@ def check_beam_step(fn: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.
         if not (torch.equal(parent.long(), expected[1]) and torch.equal(word.long(), expected[2])):
             raise AssertionError(f"{name}: the scores are right but parent/word are not: a flat index i over the "
                                  f"(K, V) table is beam i // V, word i % V")
+    print("All checks passed")
+
+
+def prefix_trainable_parameters(features: int, dim: int) -> int:
+    """Trainable parameters of a :class:`~mmbook.generation.prefix.PrefixCaptioner` over a frozen language
+    model of width ``dim``, for region features of size ``features``: the linear projection's weights and bias."""
+    return features * dim + dim
+
+
+def check_prefix_parameters(fn: Callable[[int, int], int]) -> None:
+    """Check a reader's ``fn(features, dim) -> int``, the trainable parameters of a prefix captioner whose
+    language model is frozen, against the count of a built :class:`~mmbook.generation.prefix.PrefixCaptioner`."""
+    from mmbook.generation.prefix import CaptionLM, PrefixCaptioner
+
+    if not callable(fn):
+        raise TypeError(f"check_prefix_parameters expects a function, got {type(fn).__name__}")
+    for features, dim in ((64, 32), (16, 48), (100, 8)):
+        model = PrefixCaptioner(CaptionLM(vocab_size=20, dim=dim, layers=1, heads=4 if dim % 4 == 0 else 1),
+                                features=features, freeze_lm=True)
+        expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        name = f"region features of {features}, a language model of width {dim}"
+        try:
+            got = fn(features, dim)
+        except Exception as error:
+            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        if not isinstance(got, int) or isinstance(got, bool):
+            raise AssertionError(f"{name}: expected a whole number of parameters, got {type(got).__name__}")
+        if got == expected:
+            continue
+        if got == features * dim:
+            hint = ": the projection has a bias as well"
+        elif got > 10 * expected:
+            hint = ": count only what learns; the frozen language model's weights do not"
+        elif got == features * features + features or got == dim * dim + dim:
+            hint = ": the projection maps a region feature (its input size) to the language model's width"
+        else:
+            hint = ": one linear layer from a region feature to a word embedding, weights and bias"
+        raise AssertionError(f"{name}: your count, {got}, is not the number of trainable parameters{hint}")
     print("All checks passed")

@@ -118,12 +118,16 @@ def train_scene_captioning(
     root: Path | str | None = None,
     download: bool = False,
     model_options: dict[str, Any] | None = None,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Train a captioner on scenes with :data:`REFERENCES_PER_SCENE` references each, and judge its captions.
 
     Args:
         kind: the captioner, one of :data:`~mmbook.generation.model.CAPTIONERS` (``"blind"`` never sees the image).
         scenes, test_scenes, epochs, batch_size, lr: ``None`` takes :data:`CAPTIONING_DEFAULTS` ``[quick]``.
+        model: a captioner built elsewhere to train instead of ``kind`` (e.g. a
+            :class:`~mmbook.generation.prefix.PrefixCaptioner` over a pretrained language model); it is
+            trained in place.
         decoding: ``"greedy"``, ``"beam"`` or ``"sample"`` (:func:`~mmbook.generation.decoding.generate`),
             with ``decoding_options`` (e.g. ``{"width": 3}``).
 
@@ -159,13 +163,16 @@ def train_scene_captioning(
     test_set, test_references, test_tensors = caption_data("test", test_scenes, seed, quick, root=root,
                                                            download=download)
     seed_everything(seed)
-    model = build_captioner(kind, len(vocab), **(model_options or {}))
+    if model is not None and model_options:
+        raise ValueError("give model_options to build a captioner of `kind`, or a built `model`, not both")
+    name = kind if model is None else type(model).__name__
+    model = build_captioner(kind, len(vocab), **(model_options or {})) if model is None else model
     train_loader = DeviceLoader(train_tensors, batch_size, shuffle=True, drop_last=True, device=device, seed=seed)
     test_loader = DeviceLoader(test_tensors, 500, device=device, rank=0, world_size=1)
     started = time.perf_counter()
     history = fit(model, train_loader, epochs=epochs, lr=lr, weight_decay=weight_decay, device=device,
                   loss_fn=caption_loss, accuracy_fn=next_word_accuracy, max_grad_norm=1.0, progress=progress,
-                  description=f"scene-captioning ({kind})")
+                  description=f"scene-captioning ({name})")
     train_seconds = time.perf_counter() - started
     test_figures = evaluate(model, test_loader, device, loss_fn=caption_loss, accuracy_fn=next_word_accuracy)
     started = time.perf_counter()
