@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/record_expected_outputs.py book/ch09_worked_example/worked_example.ipynb [...]
+    python scripts/record_expected_outputs.py book/ch10_worked_example/worked_example.ipynb [...]
     python scripts/record_expected_outputs.py --strip-only NOTEBOOK [...]
 
 For every cell tagged ``nbval-check-output`` (or, in notebooks not yet converted by
