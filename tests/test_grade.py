@@ -53,10 +53,12 @@ def rows_of(output: str) -> dict[str, list[str]]:
 
 def test_grades_three_submissions(course, capsys):
     root, paths = course
-    out_csv = root / "grades.csv"
+    out_csv, out_json, feedback = root / "grades.csv", root / "gradebook.json", root / "feedback"
+    (root / "points.json").write_text(json.dumps({"ex-demo-square": 3}))
     status = grade.main([str(paths[name]) for name in ("correct", "empty", "broken", "tampered")] +
                         ["--book", str(root / "book"), "--csv", str(out_csv), "--timeout", "120",
-                         "--checks", str(root / "checks.py")])
+                         "--checks", str(root / "checks.py"), "--json", str(out_json),
+                         "--points", str(root / "points.json"), "--feedback", str(feedback)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "runs the students' code" in captured.err and "container" in captured.err
@@ -79,6 +81,19 @@ def test_grades_three_submissions(course, capsys):
     rows = rows_of(captured.out)
     assert rows["correct"].split()[-1] == "2/2" and rows["empty"].split()[-1] == "0/2"
     assert rows["broken"].split()[-1] == "0/2" and rows["tampered"].split()[-1] == "0/2"
+    # The gradebook: points per exercise (3 for the square, 1 by default), the same statuses as the table.
+    book = json.loads(out_json.read_text())
+    assert book["points"] == {"ex-demo-square": 3.0, "ex-demo-answer": 1.0} and book["out_of"] == 4.0
+    scores = {Path(entry["submission"]).stem: entry for entry in book["submissions"]}
+    assert scores["correct"]["score"] == 4.0 and scores["empty"]["score"] == 0.0
+    assert scores["broken"]["exercises"]["ex-demo-square"]["status"] == "error"
+    assert scores["tampered"]["exercises"]["ex-demo-answer"]["status"] == "flagged"
+    # One feedback file per student, with the score and each exercise's verdict.
+    notes = {path.stem: path.read_text() for path in feedback.glob("*.md")}
+    assert set(notes) == {"correct", "empty", "broken", "tampered"}
+    assert "Score: 4 / 4." in notes["correct"] and "Score: 0 / 4." in notes["broken"]
+    assert "ZeroDivisionError" in notes["broken"] and "the digits are swapped" in notes["broken"]
+    assert "not graded" in notes["tampered"]
 
 
 def test_time_limit_per_notebook(course, tmp_path, capsys):
@@ -220,3 +235,36 @@ def test_add_arguments_builds_a_subcommand():
     grade.add_arguments(commands.add_parser("grade"))
     args = parser.parse_args(["grade", "a.ipynb", "b.ipynb", "--csv", "g.csv", "--timeout", "30"])
     assert args.submissions == [Path("a.ipynb"), Path("b.ipynb")] and args.timeout == 30.0 and args.csv == Path("g.csv")
+
+
+def _reference(labels):
+    return grade.Reference(source="ch90_demo/demo.ipynb", notebook={}, labels=list(labels),
+                           checkers={label: "" for label in labels})
+
+
+def test_points_default_to_one_and_bad_points_files_are_clear_errors(tmp_path):
+    labels = ["ex-a", "ex-b"]
+    assert grade.read_points(None, labels) == {"ex-a": 1.0, "ex-b": 1.0}
+    path = tmp_path / "points.json"
+    path.write_text('{"ex-b": 2.5}')
+    assert grade.read_points(path, labels) == {"ex-a": 1.0, "ex-b": 2.5}
+    for text, message in (('{"ex-c": 1}', "does not grade automatically: ex-c"), ('{"ex-a": -1}', "give a number >= 0"),
+                          ('[1, 2]', "expected a JSON object"), ("{oops", "cannot read it as JSON"),
+                          ('{"ex-a": true}', "give a number >= 0")):
+        path.write_text(text)
+        with pytest.raises(grade.GradeInputError, match=message):
+            grade.read_points(path, labels)
+
+
+def test_gradebook_and_feedback_from_outcomes(tmp_path):
+    labels = ["ex-a", "ex-b"]
+    rows = [("class/ana.ipynb", {"ex-a": grade.Outcome("pass"), "ex-b": grade.Outcome("fail", "off by one")}),
+            ("other/ana.ipynb", {"ex-a": grade.Outcome("flagged", "rebinds check"), "ex-b": grade.Outcome("pass")})]
+    book = grade.gradebook(rows, _reference(labels), {"ex-a": 2.0, "ex-b": 1.0}, "quick")
+    first, second = book["submissions"]
+    assert (first["score"], first["out_of"], second["score"]) == (2.0, 3.0, 1.0)
+    assert first["exercises"]["ex-b"] == {"status": "fail", "detail": "off by one", "points": 0.0, "out_of": 1.0}
+    written = grade.write_feedback(tmp_path / "fb", book)
+    assert [p.name for p in written] == ["ana.md", "ana-2.md"]  # same file name from two folders: both kept
+    assert "Score: 2 / 3." in written[0].read_text() and "off by one" in written[0].read_text()
+    assert "not graded" in written[1].read_text()

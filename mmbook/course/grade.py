@@ -22,7 +22,8 @@ A submission whose own code tampers with grading (rebinds ``check``, changes
 ``CHECKERS``, touches ``builtins``, monkeypatches an imported module, edits a checker
 cell) is ``flagged``: the exercises it can affect score 0, and the report says why.
 It prints one row per submission, one column per autograded exercise and a total, and
-can write the same table as CSV.
+can write the same table as CSV (``--csv``), a gradebook as JSON with points per exercise
+(``--json``, weights from ``--points``), and one feedback file per student (``--feedback``).
 
 **Grading runs the students' code** with your permissions: it can read, change or delete
 your files and reach the network. Run it in a container or a throwaway VM.
@@ -97,6 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION.ipynb",
                         help="student notebooks, all answering the same notebook of the book")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write the table to this CSV file")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write a gradebook: every submission's status, detail and points per exercise")
+    parser.add_argument("--points", type=Path, metavar="FILE.json",
+                        help='points per exercise, e.g. {"ex-cnn-nms": 2}; exercises it leaves out count 1')
+    parser.add_argument("--feedback", type=Path, metavar="FOLDER",
+                        help="also write one Markdown feedback file per submission into this folder")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"time limit for each whole notebook (default {DEFAULT_TIMEOUT})")
     parser.add_argument("--against", type=Path, metavar="NOTEBOOK.ipynb",
@@ -390,6 +397,85 @@ def write_csv(path: Path, rows: list[tuple[str, dict[str, Outcome]]], labels: li
             writer.writerow([name, *(outcomes[label].text() for label in labels), passed, len(labels)])
 
 
+def read_points(path: Path | None, labels: list[str]) -> dict[str, float]:
+    """Points per autograded exercise: 1 each, or the weights of the JSON object in ``path``.
+
+    Raises:
+        GradeInputError: for a file that is not a JSON object of non-negative numbers, or that names an
+            exercise the notebook does not grade automatically.
+    """
+    points = {label: 1.0 for label in labels}
+    if path is None:
+        return points
+    try:
+        given = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise GradeInputError(f"--points {path}: cannot read it as JSON ({error}); write an object such as "
+                              f'{{"{labels[0] if labels else "ex-label"}": 2}}') from None
+    if not isinstance(given, dict):
+        raise GradeInputError(f"--points {path}: expected a JSON object of exercise label -> points, got "
+                              f"{type(given).__name__}")
+    unknown = sorted(set(given) - set(labels))
+    if unknown:
+        raise GradeInputError(f"--points {path} names exercises this notebook does not grade automatically: "
+                              f"{', '.join(unknown)}; its autograded exercises are {', '.join(labels)}")
+    for label, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise GradeInputError(f"--points {path}: {label} has {value!r} points; give a number >= 0")
+        points[label] = float(value)
+    return points
+
+
+def gradebook(rows: list[tuple[str, dict[str, Outcome]]], reference: Reference, points: dict[str, float],
+              mode: str) -> dict:
+    """The grades as a JSON-ready dict: per submission, each exercise's status, detail and points awarded
+    (its full points on ``pass``, 0 otherwise), and the submission's score out of the total."""
+    out_of = sum(points.values())
+    entries = []
+    for name, outcomes in rows:
+        exercises_of = {label: {"status": outcomes[label].status, "detail": outcomes[label].detail,
+                                "points": points[label] if outcomes[label].status == "pass" else 0.0,
+                                "out_of": points[label]}
+                        for label in reference.autograded}
+        entries.append({"submission": name, "score": sum(e["points"] for e in exercises_of.values()),
+                        "out_of": out_of, "exercises": exercises_of})
+    return {"notebook": reference.source, "edition": EDITION, "mode": mode, "points": points, "out_of": out_of,
+            "submissions": entries}
+
+
+_FEEDBACK_STATUS = {"pass": "passed", "fail": "not yet right", "error": "did not run",
+                    "flagged": "not graded: the notebook changes how it is graded"}
+
+
+def feedback(entry: dict, notebook: str) -> str:
+    """One submission's feedback as Markdown, from its :func:`gradebook` entry."""
+    lines = [f"# Feedback on {Path(entry['submission']).name}", "",
+             f"Notebook: {notebook}. Score: {entry['score']:g} / {entry['out_of']:g}.", ""]
+    for label, result in entry["exercises"].items():
+        lines.append(f"- **{label}** ({result['points']:g} / {result['out_of']:g}): {_FEEDBACK_STATUS[result['status']]}"
+                     + (f". {result['detail']}" if result["detail"] else ""))
+    if any(r["status"] == "flagged" for r in entry["exercises"].values()):
+        lines += ["", "Exercises marked as not graded score 0 because the notebook's own code replaces or edits what "
+                      "checks the answers; ask your instructor."]
+    return "\n".join(lines) + "\n"
+
+
+def write_feedback(folder: Path, book: dict) -> list[Path]:
+    """One ``<submission name>.md`` per submission of ``book`` (a :func:`gradebook`) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written, seen = [], set()
+    for entry in book["submissions"]:
+        stem = Path(entry["submission"]).stem
+        name, n = stem, 2
+        while name in seen:  # two submissions of the same file name from different folders
+            name, n = f"{stem}-{n}", n + 1
+        seen.add(name)
+        path = folder / f"{name}.md"
+        path.write_text(feedback(entry, book["notebook"]), encoding="utf-8")
+        written.append(path)
+    return written
+
+
 def run(args: argparse.Namespace) -> int:
     """Grade with parsed arguments (what ``main`` and the ``mmbook grade`` subcommand call)."""
     if not args.timeout > 0:
@@ -415,6 +501,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: mmbook grade needs nbclient, ipykernel and cloudpickle ({error}); install them with "
               "pip install 'mmbook[course]'", file=sys.stderr)
         return 2
+    try:
+        points = read_points(getattr(args, "points", None), reference.autograded)
+    except GradeInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"WARNING: {WARNING}", file=sys.stderr)
     mode = "full" if args.full else "quick"
     print(f"grading {len(submissions)} submission(s) of {reference.source} ({len(reference.autograded)} autograded "
@@ -430,6 +521,14 @@ def run(args: argparse.Namespace) -> int:
     if args.csv is not None:
         write_csv(args.csv, rows, reference.autograded)
         print(f"wrote {args.csv}", file=sys.stderr)
+    book = gradebook(rows, reference, points, mode)
+    if getattr(args, "json", None) is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(book, indent=2), encoding="utf-8")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if getattr(args, "feedback", None) is not None:
+        written = write_feedback(args.feedback, book)
+        print(f"wrote {len(written)} feedback file(s) to {args.feedback}", file=sys.stderr)
     return 0
 
 
