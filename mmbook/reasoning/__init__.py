@@ -12,6 +12,8 @@ coloured shapes (:mod:`mmbook.data.shapes`)::
 - :mod:`~mmbook.reasoning.models`: the VQA models, from question-only to FiLM and the relation network.
 - :mod:`~mmbook.reasoning.recipe`: ``mmbook train --task scene-vqa``: data, training through
   :func:`mmbook.training.fit`, accuracy per question family.
+- :mod:`~mmbook.reasoning.vit`: images as tokens: patch embedding, a vision transformer (ViT) and a
+  single-stream transformer over patches and question words (ViLT in miniature).
 """
 
 from mmbook.data.shapes import COLOURS, SHAPES, ShapeScenes, make_shape_scenes
@@ -34,12 +36,13 @@ from mmbook.reasoning.programs import (
     shape_objects,
 )
 from mmbook.reasoning.models import VQA_MODELS, build_vqa_model, vqa_accuracy, vqa_loss
+from mmbook.reasoning.vit import PatchEmbedding, PatchQuestionTransformer, VisionTransformer
 from mmbook.reasoning.recipe import IMAGE_SOURCES, VQA_DEFAULTS, accuracy_by_family, train_scene_vqa, vqa_data
 
 __all__ = [
-    "ATTRIBUTES", "COLOURS", "FAMILIES", "FUNCTIONS", "Family", "IMAGE_SOURCES", "ProgramError", "QuestionSet", "SHAPES",
+    "ATTRIBUTES", "COLOURS", "FAMILIES", "FUNCTIONS", "Family", "IMAGE_SOURCES", "PatchEmbedding", "PatchQuestionTransformer", "ProgramError", "QuestionSet", "SHAPES",
     "SceneObject", "ShapeScenes", "VQA_DEFAULTS", "VQA_MODELS", "accuracy_by_family", "answer_vocabulary",
     "build_vqa_model", "execute", "families_for", "generate_questions", "make_shape_scenes", "object_source",
     "question_prior_accuracy", "question_vocabulary", "scene_objects", "shape_objects", "train_scene_vqa",
-    "vqa_accuracy", "vqa_data", "vqa_loss",
+    "VisionTransformer", "vqa_accuracy", "vqa_data", "vqa_loss",
 ]
