@@ -1059,4 +1059,5 @@ CHECKERS.update({
     "ex-gen-beam-step": "mmbook.generation.checkers:check_beam_step",
     "ex-gen-prefix-parameters": "mmbook.generation.checkers:check_prefix_parameters",
     "ex-reason-pairs": "mmbook.reasoning.checkers:check_relation_pairs",
+    "ex-reason-tokens": "mmbook.reasoning.checkers:check_token_count",
 })

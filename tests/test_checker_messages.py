@@ -35,6 +35,10 @@ from mmbook.reasoning.models import RelationNetwork
 # --- reference solutions (as in the book's notebooks) ---------------------------------------------------------
 
 
+def _raise(error_type):
+    raise error_type("does not tile")
+
+
 def conv2d(images, weight, bias, stride, padding):
     return F.conv2d(images, weight, bias, stride=stride, padding=padding)
 
@@ -307,6 +311,7 @@ REFERENCES: dict[str, Any] = {
     "ex-gen-beam-step": beam_step,
     "ex-reason-pairs": RelationNetwork.pairs,
     "ex-gen-prefix-parameters": prefix_trainable_parameters,
+    "ex-reason-tokens": lambda size, patch: (size // patch) ** 2 + 1 if size % patch == 0 else _raise(ValueError),
 }
 
 _t_n = exercises.T_975  # t with n - 1 degrees of freedom is T_975[n - 1]
@@ -514,6 +519,13 @@ MISTAKES: dict[str, list[Any]] = {
         lambda c, d: c * d + d + 10**6,  # the frozen language model counted too
         lambda c, d: float(c * d + d),
         lambda c, d: None,
+    ],
+    "ex-reason-tokens": [
+        lambda size, patch: (size // patch) ** 2,  # no class token
+        lambda size, patch: size // patch + 1,  # one direction only
+        lambda size, patch: (size // patch) ** 2 + 1,  # does not refuse 5x5 patches of 32x32 images
+        lambda size, patch: (size // patch) ** 2 + 2,
+        lambda size, patch: None,
     ],
     "ex-reason-pairs": [
         lambda o, q: RelationNetwork.pairs(o, q).reshape(o.shape[0], o.shape[1], o.shape[1], -1).transpose(1, 2)

@@ -1,4 +1,4 @@
-"""Exercise checkers of the Reasoning chapter: the relation network's pairs.
+"""Exercise checkers of the Reasoning chapter: the relation network's pairs and a vision transformer's tokens.
 
 Each checker runs the reader's function on several cases, compares with the package's answer and, when a
 case fails, names the usual mistake without giving the expected value away. It prints "All checks passed"
@@ -52,4 +52,45 @@ def check_relation_pairs(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
                                  f"scene b ends with that scene's question")
         raise AssertionError(f"{name}: your pairs differ from [o_i; o_j; q] in row i*N + j; build them with "
                              f"unsqueeze/expand on the objects and cat along the last dimension")
+    print("All checks passed")
+
+
+def check_token_count(fn: Callable[[int, int], int]) -> None:
+    """Check a reader's ``fn(image_size, patch_size) -> int``: the length of the sequence a
+    :class:`~mmbook.reasoning.vit.VisionTransformer` encodes (its patches and its class token), counted from a
+    built model. A patch size that does not tile the image must raise ``ValueError``."""
+    from mmbook.reasoning.vit import VisionTransformer
+
+    if not callable(fn):
+        raise TypeError(f"check_token_count expects a function, got {type(fn).__name__}")
+    for image_size, patch_size in ((32, 4), (32, 8), (64, 16), (30, 3)):
+        model = VisionTransformer(image_size=image_size, patch_size=patch_size, dim=8, depth=1, heads=2)
+        expected = model.tokens(torch.zeros(1, 3, image_size, image_size)).shape[1]
+        name = f"{image_size}x{image_size} images, {patch_size}x{patch_size} patches"
+        try:
+            got = fn(image_size, patch_size)
+        except Exception as error:
+            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        if not isinstance(got, int) or isinstance(got, bool):
+            raise AssertionError(f"{name}: expected a whole number of tokens, got {type(got).__name__}")
+        if got == expected:
+            continue
+        side = image_size // patch_size
+        if got == expected - 1:
+            hint = ": add the class token, which the encoder reads as well"
+        elif got in (side + 1, side):
+            hint = ": the patches form a grid in both directions"
+        else:
+            hint = ": count the patches of the grid, then the class token"
+        raise AssertionError(f"{name}: {got} is not the encoder's sequence length{hint}")
+    try:
+        result = fn(32, 5)
+    except ValueError:
+        pass
+    except Exception as error:
+        raise AssertionError(f"32x32 images, 5x5 patches: raise ValueError (the patches do not tile the image), not "
+                             f"{error.__class__.__name__}") from error
+    else:
+        raise AssertionError(f"32x32 images, 5x5 patches: your function returned {result!r}; raise ValueError, since "
+                             f"5 does not divide 32 and the patches would not tile the image")
     print("All checks passed")
