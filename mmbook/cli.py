@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "film)")
     train.add_argument("--images", choices=IMAGE_SOURCES, default="shapes",
                        help="scene-vqa: rendered shapes (Sort-of-CLEVR, default) or the CIFAR-10 scenes")
+    train.add_argument("--compositional", action="store_true",
+                       help="scene-vqa on shapes: train where only red, green and blue objects come as squares "
+                            "(CLEVR-CoGenT's condition A) and test on A and on B (only orange, grey and yellow do)")
     train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                        help="cifar10 fastcnn: the settings (default: gpu on CUDA, else cpu; gpu-93 is wider and longer)")
     train.add_argument("--lr", type=_positive_float, default=None,

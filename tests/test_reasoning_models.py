@@ -109,6 +109,27 @@ def test_a_tiny_run_reports_every_family():
     assert report["train_seconds"] > 0 and report["parameters"] > 0
 
 
+def test_the_compositional_split_trains_on_a_and_tests_on_a_and_b():
+    from mmbook.reasoning.recipe import vqa_data
+
+    report = train_scene_vqa("concat", "shapes", quick=True, scenes=24, test_scenes=40, per_scene=6, epochs=1,
+                             batch_size=8, progress=False, compositional=True)
+    split = report["compositional"]
+    assert split["A"]["overall"] == report["overall"]
+    assert split["drop"] == pytest.approx(split["A"]["overall"] - split["B"]["overall"])
+    # B's test scenes are A's with other shapes: the same layout, squares in the colours A keeps as circles
+    unseen = vqa_data("shapes", "test", 40, 6, condition="B")[1]["image"]
+    seen = vqa_data("shapes", "test", 40, 6, condition="A")[1]["image"]
+    assert unseen.shape == seen.shape and not torch.equal(unseen, seen)
+    with pytest.raises(ValueError, match="defined for the shapes only"):
+        vqa_data("scenes", "test", 8, 6, condition="B")
+
+
+def test_the_compositional_split_is_for_shapes_only():
+    with pytest.raises(ValueError, match="compositional split is defined for the shapes only"):
+        train_scene_vqa("concat", "scenes", quick=True, scenes=8, epochs=1, progress=False, compositional=True)
+
+
 def test_encoding_distinct_questions_once_gives_the_encoders_values_and_gradients():
     from mmbook.reasoning.models import encode_distinct, question_encoder
 
@@ -153,6 +174,26 @@ def test_cli_scene_vqa_rejects_bad_flags(argv, message, capsys):
     assert main(["train", "--task", "scene-vqa", "--quick", "--scenes", "8", "--epochs", "1", "--no-progress",
                  *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_compositional_writes_both_conditions(tmp_path, monkeypatch):
+    import json
+
+    from mmbook.cli import main
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    out = tmp_path / "out.json"
+    assert main(["train", "--task", "scene-vqa", "--quick", "--model", "question", "--scenes", "32", "--epochs", "1",
+                 "--compositional", "--no-progress", "--json", str(out)]) == 0
+    split = json.loads(out.read_text())["compositional"]
+    assert set(split) == {"A", "B", "drop"} and 0.0 <= split["B"]["overall"] <= 1.0
+
+
+def test_cli_compositional_is_a_scene_vqa_flag(capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "cifar10", "--quick", "--compositional", "--no-progress"]) == 2
+    assert "--compositional applies to --task scene-vqa, not cifar10" in capsys.readouterr().err
 
 
 def test_cli_cifar10_rejects_a_vqa_model(capsys):

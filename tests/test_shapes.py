@@ -138,3 +138,23 @@ def test_shape_objects_match_the_tensors(scenes):
 def test_subset(scenes):
     part = scenes.subset(torch.tensor([5, 2]))
     assert torch.equal(part.images[1], scenes.images[2]) and torch.equal(part.colours[0], scenes.colours[5])
+
+
+@pytest.mark.parametrize("condition", ["A", "B"])
+def test_a_compositional_condition_keeps_the_layout_and_makes_the_other_colours_circles(condition):
+    from mmbook.data.shapes import CONDITIONS
+
+    free = make_shape_scenes(300, seed=4)
+    held = make_shape_scenes(300, seed=4, condition=condition)
+    assert torch.equal(held.boxes, free.boxes) and torch.equal(held.colours, free.colours)
+    may_be_square = torch.isin(held.colours, torch.tensor([COLOURS.index(c) for c in CONDITIONS[condition]]))
+    assert (held.shapes[~may_be_square] == SHAPES.index("circle")).all()
+    assert torch.equal(held.shapes[may_be_square], free.shapes[may_be_square])
+    assert (held.shapes[may_be_square] == SHAPES.index("square")).float().mean() > 0.4  # squares stay common there
+    # the two conditions' square colours are disjoint and together cover every colour
+    assert set(CONDITIONS["A"]).isdisjoint(CONDITIONS["B"]) and set(CONDITIONS["A"]) | set(CONDITIONS["B"]) == set(COLOURS)
+
+
+def test_unknown_condition_is_a_clear_error():
+    with pytest.raises(ValueError, match="condition must be None or one of A, B"):
+        make_shape_scenes(4, condition="C")

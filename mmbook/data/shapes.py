@@ -127,10 +127,14 @@ def _draw(rng: np.random.Generator, layout: np.ndarray, shapes: np.ndarray, colo
 
 
 CIRCLE_DRAWS = ("independent", "per_scene")
+#: Compositional conditions, in the manner of CLEVR-CoGenT (Johnson et al. 2017): in condition ``"A"`` only
+#: the first three colours (red, green, blue) come as squares and the other three are always circles; in
+#: ``"B"`` the roles swap. A model trained on A and tested on B meets colour-shape pairs it never saw.
+CONDITIONS: dict[str, tuple[str, ...]] = {"A": COLOURS[:3], "B": COLOURS[3:]}
 
 
 def make_shape_scenes(num_scenes: int, seed: int = 0, num_objects: int = 6,
-                      circles: str = "independent") -> ShapeScenes:
+                      circles: str = "independent", condition: str | None = None) -> ShapeScenes:
     """Generate ``num_scenes`` Sort-of-CLEVR scenes (see the module docstring). Deterministic given ``seed``.
 
     Args:
@@ -139,6 +143,9 @@ def make_shape_scenes(num_scenes: int, seed: int = 0, num_objects: int = 6,
         num_objects: objects per scene, 1..6 (one per colour of :data:`COLOURS`).
         circles: ``"independent"`` (each shape a circle with probability 1/2) or ``"per_scene"`` (a circle
             probability per scene, uniform in [0, 1]); see the module docstring.
+        condition: ``None`` (every colour in both shapes), or a key of :data:`CONDITIONS`: only that
+            condition's colours come as squares, the others' objects are all circles (drawn as before, then
+            turned into circles, so the layout and colours are those of ``condition=None``).
     """
     if not isinstance(num_scenes, int) or num_scenes <= 0:
         raise ValueError(f"num_scenes must be a positive int, got {num_scenes!r}")
@@ -147,6 +154,9 @@ def make_shape_scenes(num_scenes: int, seed: int = 0, num_objects: int = 6,
                          f"{', '.join(COLOURS)}), got {num_objects!r}")
     if circles not in CIRCLE_DRAWS:
         raise ValueError(f"circles must be one of {', '.join(CIRCLE_DRAWS)}, got {circles!r}")
+    if condition is not None and condition not in CONDITIONS:
+        raise ValueError(f"condition must be None or one of {', '.join(CONDITIONS)} (colours that may be squares: "
+                         + "; ".join(f"{k}: {', '.join(v)}" for k, v in CONDITIONS.items()) + f"), got {condition!r}")
     rng = np.random.default_rng(seed)
     k = num_objects
     layout = _layout(rng, num_scenes, k)
@@ -154,6 +164,9 @@ def make_shape_scenes(num_scenes: int, seed: int = 0, num_objects: int = 6,
     circle_probability = rng.random((num_scenes, 1)) if circles == "per_scene" else np.full((num_scenes, 1), 0.5)
     shapes = np.where(rng.random((num_scenes, k)) < circle_probability, SHAPES.index("circle"),
                       SHAPES.index("square")).astype(np.int64)
+    if condition is not None:
+        may_be_square = np.isin(colours, [COLOURS.index(c) for c in CONDITIONS[condition]])
+        shapes[~may_be_square] = SHAPES.index("circle")
     images = _draw(rng, layout, shapes, colours)
     boxes = np.concatenate([layout[:, :, :2], layout[:, :, :2] + layout[:, :, 2:3]], axis=2).astype(np.float32)
     return ShapeScenes(images, torch.from_numpy(boxes), torch.from_numpy(shapes),

@@ -46,23 +46,28 @@ def _check_source(images: str) -> None:
 @functools.lru_cache(maxsize=8)
 def vqa_data(images: str, split: str, count: int, per_scene: int, seed: int = 0, quick: bool = False,
              families: tuple[str, ...] | None = None, root: Path | str | None = None,
-             download: bool = False) -> tuple[QuestionSet, dict[str, torch.Tensor], torch.Tensor]:
+             download: bool = False, condition: str | None = None
+             ) -> tuple[QuestionSet, dict[str, torch.Tensor], torch.Tensor]:
     """Questions on ``count`` scenes of ``images`` and the loader dict, one row per scene.
 
     Returns ``(questions, tensors, slots)``: ``tensors = {"image": (S, 3, 64, 64) uint8, "question":
     (S, K, T), "label": (S, K)}`` with ``K = per_scene`` (a scene with fewer questions has empty slots:
     all-padding words, label -100), and ``slots`` ``(S, K)`` the index in ``questions`` of each slot's
     question (-1 for an empty slot). Train and test scenes differ (``shapes``: other seeds; ``scenes``:
-    CIFAR-10's training and test images). Built once per process for the same arguments (deterministic).
+    CIFAR-10's training and test images). ``condition`` (``shapes`` only): a compositional condition of
+    :data:`mmbook.data.shapes.CONDITIONS`. Built once per process for the same arguments (deterministic).
     """
     _check_source(images)
+    if condition is not None and images != "shapes":
+        raise ValueError(f"a compositional condition ({condition!r}) is defined for the shapes only, not {images!r}; "
+                         "use images='shapes' or condition=None")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     offset = TEST_SEED_OFFSET if split == "test" else 0
     if images == "shapes":
         from mmbook.data.shapes import make_shape_scenes
 
-        shapes = make_shape_scenes(count, seed=seed + offset)
+        shapes = make_shape_scenes(count, seed=seed + offset, condition=condition)
         pixels, objects = shapes.images, shape_objects(shapes)
     else:
         from mmbook.data.scenes import load_scenes
@@ -126,6 +131,7 @@ def train_scene_vqa(
     width: int = 32,
     question: str = "lstm",
     families: tuple[str, ...] | None = None,
+    compositional: bool = False,
     device: torch.device | str | None = None,
     root: Path | str | None = None,
     download: bool = False,
@@ -140,12 +146,18 @@ def train_scene_vqa(
         width: channels of the CNN.
         question: the question encoder, ``"lstm"`` or ``"bow"`` (:data:`~mmbook.reasoning.models.QUESTION_ENCODERS`).
         families: the question families asked (default every family of the source).
+        compositional: train on condition ``"A"`` of :data:`mmbook.data.shapes.CONDITIONS` (CLEVR-CoGenT's
+            split: only red, green and blue objects come as squares) and test on A and on B (only orange, grey
+            and yellow do); ``shapes`` only.
 
     Returns:
         accuracy per family, ``relational``, ``non_relational`` and ``overall`` (test questions, on scenes
         never seen in training); ``prior`` (the question-only baseline by counting,
         :func:`~mmbook.reasoning.programs.question_prior_accuracy`, per family); ``train_seconds``,
-        ``parameters``, the sizes, and ``model`` and ``history``.
+        ``parameters``, the sizes, and ``model`` and ``history``. With ``compositional``, the accuracies are
+        on condition A's test scenes, and ``compositional`` holds ``{"A": ..., "B": ...}`` (accuracy per
+        family, relational, non-relational and overall on each condition's test scenes) and ``drop`` (A's
+        overall accuracy minus B's).
     """
     from mmbook.data import DeviceLoader
     from mmbook.runtime import pick_device, seed_everything
@@ -160,6 +172,10 @@ def train_scene_vqa(
         if wrong:
             raise ValueError(f"families {wrong} are not asked about {images}; expected some of "
                              f"{', '.join(families_for(images))}")
+    if compositional and images != "shapes":
+        raise ValueError(f"the compositional split is defined for the shapes only, not {images!r}; "
+                         "use images='shapes' or compositional=False")
+    train_condition = "A" if compositional else None
     settings = dict(VQA_DEFAULTS[images][bool(quick)])
     for key, value in {"scenes": scenes, "test_scenes": test_scenes, "per_scene": per_scene, "epochs": epochs,
                        "batch_size": batch_size, "lr": lr}.items():
@@ -167,23 +183,30 @@ def train_scene_vqa(
             settings[key] = value
     device = pick_device(device)
     train_questions, train_tensors, _ = vqa_data(images, "train", settings["scenes"], settings["per_scene"], seed,
-                                                 quick, families, root, download)
-    test_questions, test_tensors, test_slots = vqa_data(images, "test", settings["test_scenes"], settings["per_scene"],
-                                                        seed, quick, families, root, download)
+                                                 quick, families, root, download, train_condition)
     seed_everything(seed)
     network = build_vqa_model(model, len(question_vocabulary(images)), len(answer_vocabulary(images)), width, question)
     statistics = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}  # both sources: bright objects, mid-grey background
     train_loader = DeviceLoader(train_tensors, settings["batch_size"], shuffle=True, drop_last=True, device=device,
                                 seed=seed, **statistics)
-    test_loader = DeviceLoader(test_tensors, 500, device=device, rank=0, world_size=1, **statistics)
     started = time.perf_counter()
     history = fit(network, train_loader, epochs=settings["epochs"], lr=settings["lr"], weight_decay=weight_decay,
                   device=device, loss_fn=vqa_loss, accuracy_fn=vqa_accuracy, max_grad_norm=5.0, progress=progress,
                   description=f"scene-vqa ({model}, {images})")
     train_seconds = time.perf_counter() - started
-    predicted = answer_questions(network, test_loader, test_slots, len(test_questions))
-    truth = test_questions.answer_ids(answer_vocabulary(images))
-    report: dict[str, Any] = accuracy_by_family(predicted, truth, test_questions)
+
+    def test_report(condition: str | None) -> tuple[dict[str, float], QuestionSet]:
+        questions, tensors, slots = vqa_data(images, "test", settings["test_scenes"], settings["per_scene"], seed,
+                                             quick, families, root, download, condition)
+        loader = DeviceLoader(tensors, 500, device=device, rank=0, world_size=1, **statistics)
+        predicted = answer_questions(network, loader, slots, len(questions))
+        return accuracy_by_family(predicted, questions.answer_ids(answer_vocabulary(images)), questions), questions
+
+    accuracy, test_questions = test_report(train_condition)
+    report: dict[str, Any] = dict(accuracy)
+    if compositional:
+        unseen, _ = test_report("B")
+        report["compositional"] = {"A": accuracy, "B": unseen, "drop": accuracy["overall"] - unseen["overall"]}
     report.update({
         "prior": question_prior_accuracy(train_questions, test_questions),
         "model_name": model, "question_encoder": question, "images": images, "seed": seed, "train_seconds": train_seconds,

@@ -64,6 +64,7 @@ class Settings:
     scenes: int | None = None
     model: str | None = None  # cifar10: fastcnn (default) or lenet; scene-vqa: one of VQA_MODELS (default film)
     images: str = "shapes"
+    compositional: bool = False  # scene-vqa on shapes: train on CoGenT-style condition A, test on A and B
     recipe: str | None = None
     data_file: Path | None = None
     test_file: Path | None = None
@@ -371,11 +372,15 @@ def _vqa(settings: Settings) -> tuple[Run, dict[str, Any]]:
     result = train_scene_vqa(model, settings.images, scenes=settings.scenes or defaults.train_count,
                              test_scenes=defaults.test_count, seed=settings.seed, quick=settings.quick,
                              device=settings.device, progress=settings.progress, root=settings.data,
-                             download=settings.download, **chosen)
+                             download=settings.download, compositional=settings.compositional, **chosen)
     prior = result.pop("prior")
+    compositional = result.pop("compositional", None)
     run = _run_of_report(result)
-    return run, {"model": model, "images": settings.images, "train_scenes": result["scenes"],
-                 "test_scenes": result["test_scenes"], "question_only_by_counting": prior}
+    facts = {"model": model, "images": settings.images, "train_scenes": result["scenes"],
+             "test_scenes": result["test_scenes"], "question_only_by_counting": prior}
+    if compositional is not None:
+        facts["compositional"] = compositional  # accuracies on condition A's and B's test scenes, and the drop
+    return run, facts
 
 
 def _vqa_defaults(images: str, quick: bool) -> Defaults:
@@ -434,7 +439,8 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          frozenset({"scenes", "decoder", "decoding", "beam_width"}), _captioning),
     Task("scene-vqa", "the reasoning chapter's visual question answering (--model question, image, concat, attention, "
          "film or relation; --images shapes or scenes): accuracy per question family", "overall",
-         _vqa_defaults("shapes", False), _vqa_defaults("shapes", True), frozenset({"scenes", "model", "images"}), _vqa),
+         _vqa_defaults("shapes", False), _vqa_defaults("shapes", True),
+         frozenset({"scenes", "model", "images", "compositional"}), _vqa),
     Task("pairs", "your own image-text pairs (--data-file pairs.jsonl or .csv; any fusion)", "test_accuracy",
          Defaults(epochs=10, batch_size=64), Defaults(epochs=2, batch_size=64), PAIRS_OPTIONS, _pairs),
     Task("pairs-retrieval", "retrieval on your own caption-only pairs (--data-file pairs.jsonl or .csv, no labels): "
