@@ -17,6 +17,8 @@ normalised floats from :class:`mmbook.data.DeviceLoader` (or uint8, see :func:`p
                    (FiLM, Perez et al. 2018)
 ``relation``       a relation network (Santoro et al. 2017): an MLP ``g`` over every pair of
                    regions with the question, summed, then an MLP ``f``
+``vilt``           one Transformer over the image's 8x8 patches and the question's words
+                   (ViLT in miniature, Kim et al. 2021; :class:`~mmbook.reasoning.vit.PatchQuestionTransformer`)
 =================  ==========================================================================
 
 The CNN is Santoro et al.'s: four 3x3 convolutions of stride 2 with batch norm and ReLU,
@@ -32,38 +34,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mmbook.reasoning.batches import flat_questions, per_question, pixels
+from mmbook.reasoning.vit import PatchQuestionTransformer
 from mmbook.text.encoders import TextEncoder
 
 #: The models :func:`build_vqa_model` builds.
-VQA_MODELS = ("question", "image", "concat", "attention", "film", "relation")
-_PIXEL_MEAN, _PIXEL_STD = 0.5, 0.25
-
-
-def pixels(images: torch.Tensor) -> torch.Tensor:
-    """Images as the CNN reads them: float ``(B, 3, H, W)`` as normalised by the loader pass through;
-    uint8 ones are scaled to ``[0, 1]`` and normalised with mean 0.5, standard deviation 0.25."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-    if images.dtype == torch.uint8:
-        return (images.float() / 255 - _PIXEL_MEAN) / _PIXEL_STD
-    return images
-
-
-def flat_questions(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """``batch["question"]`` as ``(N, T)``, and ``K``, the questions per image (1 for ``(B, T)``)."""
-    questions = batch["question"]
-    if questions.ndim == 2:
-        return questions, 1
-    if questions.ndim == 3:
-        return questions.reshape(-1, questions.shape[-1]), questions.shape[1]
-    raise ValueError(f"questions must be (B, T) or (B, K, T) token ids, got shape {tuple(questions.shape)}")
-
-
-def per_question(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Image features ``(B, ...)`` repeated for each of the image's ``k`` questions: ``(B * k, ...)``."""
-    return features.repeat_interleave(k, dim=0) if k > 1 else features
-
-
+VQA_MODELS = ("question", "image", "concat", "attention", "film", "relation", "vilt")
 def vqa_loss(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Cross-entropy of the answers ``(N, A)`` against ``batch["label"]`` ``(B,)`` or ``(B, K)``; -100 is no question."""
     return F.cross_entropy(logits.float(), batch["label"].reshape(-1), ignore_index=-100)
@@ -330,6 +306,11 @@ def build_vqa_model(name: str, vocab_size: int, num_answers: int, width: int = 3
         return QuestionOnly(vocab_size, num_answers, question=question)
     if name == "image":
         return ImageOnly(num_answers, width)
+    if name == "vilt":
+        if question != "lstm":
+            raise ValueError(f"the vilt model reads the question's words in its own Transformer; question={question!r} "
+                             "does not apply (leave it at 'lstm')")
+        return PatchQuestionTransformer(vocab_size, num_answers, dim=2 * width)
     model = {"concat": ConcatVQA, "attention": StackedAttentionVQA, "film": FiLMVQA,
              "relation": RelationNetwork}[name]
     return model(vocab_size, num_answers, width, question=question)

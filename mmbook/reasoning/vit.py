@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from mmbook.reasoning.models import flat_questions, per_question, pixels
+from mmbook.reasoning.batches import flat_questions, per_question, pixels
 
 
 class PatchEmbedding(nn.Module):

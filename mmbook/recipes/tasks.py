@@ -438,7 +438,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          "BLEU, CIDEr-D and hallucination (CHAIR)", "cider_d", _captioning_defaults(False), _captioning_defaults(True),
          frozenset({"scenes", "decoder", "decoding", "beam_width"}), _captioning),
     Task("scene-vqa", "the reasoning chapter's visual question answering (--model question, image, concat, attention, "
-         "film or relation; --images shapes or scenes): accuracy per question family", "overall",
+         "film, relation or vilt; --images shapes or scenes): accuracy per question family", "overall",
          _vqa_defaults("shapes", False), _vqa_defaults("shapes", True),
          frozenset({"scenes", "model", "images", "compositional"}), _vqa),
     Task("pairs", "your own image-text pairs (--data-file pairs.jsonl or .csv; any fusion)", "test_accuracy",
