@@ -1,0 +1,140 @@
+"""Neuro-symbolic question answering in miniature: parse the image into a scene, then run the question's program.
+
+NS-VQA (Yi et al. 2018) splits visual question answering in two: a network that *sees* (it turns the image into
+a table of objects and their attributes, a scene graph) and a program executor that *reasons* (it runs the
+question's program on that table). Reasoning is then exact by construction; every error comes from seeing.
+
+On Sort-of-CLEVR (:mod:`mmbook.data.shapes`) with six objects, every scene holds one object of each colour, so
+the parser only has to say, for each colour, the object's shape and where its centre is::
+
+    image (B, 3, 64, 64) -> RegionCNN -> (B, width, 4, 4) -> MLP -> shape logits (B, 6, 2), centres (B, 6, 2)
+
+:func:`parsed_objects` turns that output into :class:`~mmbook.reasoning.programs.SceneObject` lists, the form
+:func:`~mmbook.reasoning.programs.execute` reads, and :func:`program_answers` runs every question's program on
+the parsed scene it asks about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmbook.data.scenes import CANVAS
+from mmbook.data.shapes import COLOURS, SHAPES, ShapeScenes
+from mmbook.reasoning.models import RegionCNN
+from mmbook.reasoning.programs import ProgramError, QuestionSet, SceneObject, execute, object_attributes
+
+#: The side (pixels) given to every parsed object's box: the middle of the shapes' 10..12.
+PARSED_SIDE = 11.0
+
+
+class ShapeSceneParser(nn.Module):
+    """Sees a Sort-of-CLEVR scene: ``batch["image"]`` ``(B, 3, 64, 64)`` -> ``{"shape": (B, 6, 2)`` logits over
+    :data:`~mmbook.data.shapes.SHAPES` per colour, ``"centre": (B, 6, 2)`` each colour's object's ``(x, y)``
+    centre as a fraction of the canvas ``}``; colours in the order of :data:`~mmbook.data.shapes.COLOURS`."""
+
+    def __init__(self, width: int = 32, hidden: int = 256) -> None:
+        super().__init__()
+        self.cnn = RegionCNN(width)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * 16, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, len(COLOURS) * (len(SHAPES) + 2)))
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.head(self.cnn(batch["image"])).view(-1, len(COLOURS), len(SHAPES) + 2)
+        return {"shape": out[..., : len(SHAPES)], "centre": out[..., len(SHAPES):]}
+
+
+def parser_targets(scenes: ShapeScenes) -> dict[str, torch.Tensor]:
+    """What the parser learns from, per colour: ``{"image": (N, 3, 64, 64) uint8, "shape": (N, 6)`` shape ids,
+    ``"centre": (N, 6, 2)`` centres as fractions of the canvas ``}``.
+
+    Raises:
+        ValueError: when a scene does not hold one object of every colour (the parser answers per colour).
+    """
+    n, k = scenes.colours.shape
+    if k != len(COLOURS) or not bool((scenes.colours.sort(dim=1).values == torch.arange(k)).all()):
+        raise ValueError(f"the parser needs scenes with one object of each of the {len(COLOURS)} colours "
+                         f"(make_shape_scenes(..., num_objects={len(COLOURS)})), got {k} objects per scene")
+    order = scenes.colours.argsort(dim=1)  # object index of colour 0, 1, ...
+    shapes = scenes.shapes.gather(1, order)
+    boxes = scenes.boxes.gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
+    centres = torch.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2], dim=-1)
+    return {"image": scenes.images, "shape": shapes, "centre": centres / CANVAS}
+
+
+def parser_loss(output: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of the shapes plus 10 x the squared error of the centres (fractions of the canvas)."""
+    shape = F.cross_entropy(output["shape"].float().reshape(-1, len(SHAPES)), batch["shape"].reshape(-1))
+    return shape + 10 * F.mse_loss(output["centre"].float(), batch["centre"].float())
+
+
+def parser_shape_accuracy(output: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]
+                          ) -> tuple[torch.Tensor, int]:
+    """``(correct, counted)`` shapes over every object of the batch."""
+    return (output["shape"].argmax(dim=-1) == batch["shape"]).sum(), batch["shape"].numel()
+
+
+def parsed_objects(output: Mapping[str, torch.Tensor]) -> list[list[SceneObject]]:
+    """The parser's ``output`` (see :class:`ShapeSceneParser`) as one :class:`SceneObject` list per scene: for
+    each colour, a box of side :data:`PARSED_SIDE` around the predicted centre and the predicted shape."""
+    shapes = output["shape"].argmax(dim=-1).tolist()
+    centres = (output["centre"].detach().float().clamp(0, 1) * CANVAS).tolist()
+    half = PARSED_SIDE / 2
+    scenes = []
+    for scene_shapes, scene_centres in zip(shapes, centres):
+        objects = []
+        for colour, (shape, (x, y)) in enumerate(zip(scene_shapes, scene_centres)):
+            box = (x - half, y - half, x + half, y + half)
+            objects.append(SceneObject(box, {"shape": SHAPES[shape], "colour": COLOURS[colour],
+                                             **object_attributes(box)}))
+        scenes.append(objects)
+    return scenes
+
+
+@torch.no_grad()
+def parse_scenes(parser: nn.Module, images: torch.Tensor, batch_size: int = 500) -> list[list[SceneObject]]:
+    """Parse uint8 images ``(N, 3, 64, 64)`` into :class:`SceneObject` lists, ``batch_size`` at a time."""
+    parser.eval()
+    device = next(parser.parameters()).device
+    scenes: list[list[SceneObject]] = []
+    for start in range(0, len(images), batch_size):
+        scenes += parsed_objects(parser({"image": images[start : start + batch_size].to(device)}))
+    return scenes
+
+
+def program_answers(questions: QuestionSet, scenes: Sequence[Sequence[SceneObject]]) -> list[str | None]:
+    """Run each question's program on the (parsed) scene it asks about. A program that cannot run on that scene
+    (say the parsed objects make "the object closest to the red one" ambiguous) gives ``None``, a wrong answer."""
+    if len(questions) and int(questions.scene_index.max()) >= len(scenes):
+        raise ValueError(f"the questions ask about scene {int(questions.scene_index.max())}, but only {len(scenes)} "
+                         "scenes were given; parse the scenes the questions were generated on")
+    answers: list[str | None] = []
+    for scene, program in zip(questions.scene_index.tolist(), questions.programs):
+        try:
+            answers.append(execute(program, scenes[scene]))
+        except ProgramError:
+            answers.append(None)
+    return answers
+
+
+def train_scene_parser(scenes: ShapeScenes, *, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3,
+                       width: int = 32, seed: int = 0, device: torch.device | str | None = None,
+                       progress: bool = True) -> tuple[ShapeSceneParser, object]:
+    """Train a :class:`ShapeSceneParser` on the ground truth of ``scenes`` (no questions) with
+    :func:`mmbook.training.fit`; returns ``(parser, history)``. History's accuracy is the shape accuracy."""
+    from mmbook.data import DeviceLoader
+    from mmbook.runtime import pick_device, seed_everything
+    from mmbook.training import fit
+
+    device = pick_device(device)
+    targets = parser_targets(scenes)
+    seed_everything(seed)
+    parser = ShapeSceneParser(width)
+    loader = DeviceLoader(targets, batch_size, shuffle=True, drop_last=len(scenes) > batch_size, device=device,
+                          seed=seed, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    history = fit(parser, loader, epochs=epochs, lr=lr, weight_decay=1e-4, device=device, loss_fn=parser_loss,
+                  accuracy_fn=parser_shape_accuracy, progress=progress, description="scene parser")
+    return parser, history
