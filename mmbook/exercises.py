@@ -1060,4 +1060,5 @@ CHECKERS.update({
     "ex-gen-prefix-parameters": "mmbook.generation.checkers:check_prefix_parameters",
     "ex-reason-pairs": "mmbook.reasoning.checkers:check_relation_pairs",
     "ex-reason-tokens": "mmbook.reasoning.checkers:check_token_count",
+    "ex-reason-closest": "mmbook.reasoning.checkers:check_closest_colour",
 })

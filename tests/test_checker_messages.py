@@ -30,9 +30,22 @@ from mmbook.exercises import (CONE_CHOICES, SHUFFLED_EXPRESSION_CHOICES, Exercis
                               is_unfinished, passed_line)
 from mmbook.generation.checkers import beam_step, chair, prefix_trainable_parameters
 from mmbook.objectives.tagging import bio_spans, entity_scores
+from mmbook.reasoning.checkers import closest_colour
 from mmbook.reasoning.models import RelationNetwork
 
 # --- reference solutions (as in the book's notebooks) ---------------------------------------------------------
+
+
+def _farthest_colour(objects, colour):
+    (anchor,) = [o for o in objects if o.attributes["colour"] == colour]
+    return max((o for o in objects if o is not anchor), key=lambda o: (o.centre[0] - anchor.centre[0]) ** 2
+               + (o.centre[1] - anchor.centre[1]) ** 2).attributes["colour"]
+
+
+def _closest_by_x(objects, colour):
+    (anchor,) = [o for o in objects if o.attributes["colour"] == colour]
+    return min((o for o in objects if o is not anchor),
+               key=lambda o: abs(o.centre[0] - anchor.centre[0])).attributes["colour"]
 
 
 def _raise(error_type):
@@ -312,6 +325,7 @@ REFERENCES: dict[str, Any] = {
     "ex-reason-pairs": RelationNetwork.pairs,
     "ex-gen-prefix-parameters": prefix_trainable_parameters,
     "ex-reason-tokens": lambda size, patch: (size // patch) ** 2 + 1 if size % patch == 0 else _raise(ValueError),
+    "ex-reason-closest": closest_colour,
 }
 
 _t_n = exercises.T_975  # t with n - 1 degrees of freedom is T_975[n - 1]
@@ -526,6 +540,12 @@ MISTAKES: dict[str, list[Any]] = {
         lambda size, patch: (size // patch) ** 2 + 1,  # does not refuse 5x5 patches of 32x32 images
         lambda size, patch: (size // patch) ** 2 + 2,
         lambda size, patch: None,
+    ],
+    "ex-reason-closest": [
+        lambda objects, colour: colour,  # the object itself
+        lambda objects, colour: _farthest_colour(objects, colour),
+        lambda objects, colour: _closest_by_x(objects, colour),  # x only
+        lambda objects, colour: None,
     ],
     "ex-reason-pairs": [
         lambda o, q: RelationNetwork.pairs(o, q).reshape(o.shape[0], o.shape[1], o.shape[1], -1).transpose(1, 2)

@@ -94,3 +94,53 @@ def check_token_count(fn: Callable[[int, int], int]) -> None:
         raise AssertionError(f"32x32 images, 5x5 patches: your function returned {result!r}; raise ValueError, since "
                              f"5 does not divide 32 and the patches would not tile the image")
     print("All checks passed")
+
+
+def closest_colour(objects, colour: str) -> str:
+    """The colour of the object whose centre is nearest to the centre of the object of ``colour`` (itself
+    excluded): the ``closest`` step of the Sort-of-CLEVR programs, on one scene's :class:`SceneObject` list."""
+    (anchor,) = [obj for obj in objects if obj.attributes["colour"] == colour]
+    ax, ay = anchor.centre
+    others = [obj for obj in objects if obj is not anchor]
+    nearest = min(others, key=lambda obj: (obj.centre[0] - ax) ** 2 + (obj.centre[1] - ay) ** 2)
+    return nearest.attributes["colour"]
+
+
+def check_closest_colour(fn: Callable[[list, str], str]) -> None:
+    """Check a reader's ``fn(objects, colour) -> colour``: on one Sort-of-CLEVR scene given as
+    :class:`~mmbook.reasoning.programs.SceneObject` list, the colour of the object closest (centre to centre)
+    to the object of ``colour``, which is not its own closest object. Scenes with a near tie are skipped."""
+    from mmbook.data.shapes import make_shape_scenes
+    from mmbook.reasoning.programs import shape_objects
+
+    if not callable(fn):
+        raise TypeError(f"check_closest_colour expects a function, got {type(fn).__name__}")
+    checked = 0
+    for scene in shape_objects(make_shape_scenes(12, seed=21)):
+        for anchor in scene:
+            colour = anchor.attributes["colour"]
+            ax, ay = anchor.centre
+            distances = sorted(((obj.centre[0] - ax) ** 2 + (obj.centre[1] - ay) ** 2) ** 0.5
+                               for obj in scene if obj is not anchor)
+            if distances[1] - distances[0] < 1.0:
+                continue  # a near tie: the programs refuse these questions
+            expected = closest_colour(scene, colour)
+            name = f"case {checked + 1} (the object closest to object {scene.index(anchor)} of its scene)"
+            try:
+                got = fn([obj for obj in scene], colour)
+            except Exception as error:
+                raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+            checked += 1
+            if got == expected:
+                continue
+            if got == colour:
+                hint = ": that is the object itself (distance 0); leave it out of the candidates"
+            elif not isinstance(got, str):
+                hint = f": return the colour's name (a str), not {type(got).__name__}"
+            elif got == max((obj for obj in scene if obj is not anchor), key=lambda obj: (obj.centre[0] - ax) ** 2
+                            + (obj.centre[1] - ay) ** 2).attributes["colour"]:
+                hint = ": that is the farthest object; take the smallest distance"
+            else:
+                hint = ": measure from centre to centre (SceneObject.centre), in both x and y"
+            raise AssertionError(f"{name}: your answer is not the closest object's colour{hint}")
+    print("All checks passed")
