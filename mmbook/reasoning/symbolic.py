@@ -7,7 +7,8 @@ question's program on that table). Reasoning is then exact by construction; ever
 On Sort-of-CLEVR (:mod:`mmbook.data.shapes`) with six objects, every scene holds one object of each colour, so
 the parser only has to say, for each colour, the object's shape and where its centre is::
 
-    image (B, 3, 64, 64) -> RegionCNN -> (B, width, 4, 4) -> MLP -> shape logits (B, 6, 2), centres (B, 6, 2)
+    image (B, 3, 64, 64) -> CNN -> (B, width + 2, 16, 16) -> per colour: a score map and shape logits per cell
+          -> centre = soft-argmax of the score map (B, 6, 2), shape = logits averaged under it (B, 6, 2)
 
 :func:`parsed_objects` turns that output into :class:`~mmbook.reasoning.programs.SceneObject` lists, the form
 :func:`~mmbook.reasoning.programs.execute` reads, and :func:`program_answers` runs every question's program on
@@ -24,7 +25,8 @@ from torch.nn import functional as F
 
 from mmbook.data.scenes import CANVAS
 from mmbook.data.shapes import COLOURS, SHAPES, ShapeScenes
-from mmbook.reasoning.models import RegionCNN
+from mmbook.reasoning.batches import pixels
+from mmbook.reasoning.models import conv_block, with_coordinates
 from mmbook.reasoning.programs import ProgramError, QuestionSet, SceneObject, execute, object_attributes
 
 #: The side (pixels) given to every parsed object's box: the middle of the shapes' 10..12.
@@ -34,17 +36,31 @@ PARSED_SIDE = 11.0
 class ShapeSceneParser(nn.Module):
     """Sees a Sort-of-CLEVR scene: ``batch["image"]`` ``(B, 3, 64, 64)`` -> ``{"shape": (B, 6, 2)`` logits over
     :data:`~mmbook.data.shapes.SHAPES` per colour, ``"centre": (B, 6, 2)`` each colour's object's ``(x, y)``
-    centre as a fraction of the canvas ``}``; colours in the order of :data:`~mmbook.data.shapes.COLOURS`."""
+    centre as a fraction of the canvas ``}``; colours in the order of :data:`~mmbook.data.shapes.COLOURS`.
 
-    def __init__(self, width: int = 32, hidden: int = 256) -> None:
+    Four 3x3 convolutions (strides 2, 1, 2, 1) keep a 16x16 grid of features, with the coordinates appended. A
+    1x1 convolution gives, for every colour, a score map (where is that colour's object?) and shape logits at
+    every cell. The centre is the score map's soft-argmax (the expected cell centre under its softmax), and the
+    shape logits are averaged under the same weights.
+    """
+
+    def __init__(self, width: int = 32) -> None:
         super().__init__()
-        self.cnn = RegionCNN(width)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * 16, hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(hidden, len(COLOURS) * (len(SHAPES) + 2)))
+        self.body = nn.Sequential(conv_block(3, width, 2), conv_block(width, width, 1), conv_block(width, width, 2),
+                                  conv_block(width, width, 1))
+        self.head = nn.Conv2d(width + 2, len(COLOURS) * (1 + len(SHAPES)), 1)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.head(self.cnn(batch["image"])).view(-1, len(COLOURS), len(SHAPES) + 2)
-        return {"shape": out[..., : len(SHAPES)], "centre": out[..., len(SHAPES):]}
+        maps = self.head(with_coordinates(self.body(pixels(batch["image"]))))  # (B, 6 * 3, G, G)
+        b, _, g, _ = maps.shape
+        maps = maps.view(b, len(COLOURS), 1 + len(SHAPES), g * g)
+        where = maps[:, :, 0].float().softmax(dim=-1)  # (B, 6, G*G)
+        cells = (torch.arange(g, device=maps.device, dtype=torch.float32) + 0.5) / g
+        ys, xs = torch.meshgrid(cells, cells, indexing="ij")
+        grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (G*G, 2) cell centres (x, y) in [0, 1]
+        centre = where @ grid  # (B, 6, 2)
+        shape = (maps[:, :, 1:].float() * where.unsqueeze(2)).sum(dim=-1)  # (B, 6, 2)
+        return {"shape": shape, "centre": centre}
 
 
 def parser_targets(scenes: ShapeScenes) -> dict[str, torch.Tensor]:
@@ -120,7 +136,7 @@ def program_answers(questions: QuestionSet, scenes: Sequence[Sequence[SceneObjec
     return answers
 
 
-def train_scene_parser(scenes: ShapeScenes, *, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3,
+def train_scene_parser(scenes: ShapeScenes, *, epochs: int = 8, batch_size: int = 64, lr: float = 5e-3,
                        width: int = 32, seed: int = 0, device: torch.device | str | None = None,
                        progress: bool = True) -> tuple[ShapeSceneParser, object]:
     """Train a :class:`ShapeSceneParser` on the ground truth of ``scenes`` (no questions) with
