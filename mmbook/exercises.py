@@ -358,6 +358,15 @@ def check(label: str, *answers: Any, **options: Any) -> None:
 # Each takes what the exercise asks for (a function or values), computes the reference with the
 # book's own code where there is one, and raises ExerciseError saying what is wrong.
 
+def reader_call(function: Callable, case: str, *args: Any) -> Any:
+    """Call a reader's function on one case of a chapter's checker; an exception it raises becomes an
+    ``AssertionError`` that names the case and the exception, so the reader sees which input broke it."""
+    try:
+        return function(*args)
+    except Exception as error:
+        raise AssertionError(f"{case}: your function raised {error.__class__.__name__}: {error}") from error
+
+
 def _call(function: Callable, what: str, *args: Any) -> Any:
     """Call the student's function; its exceptions become an ExerciseError that names the call."""
     if not callable(function):

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from mmbook.exercises import reader_call
+
 
 def chair(mentioned: Sequence[set[str]], present: Sequence[set[str]]) -> tuple[float, float]:
     """CHAIR (Rohrbach et al., 2018) from the objects each caption mentions and the objects each scene holds.
@@ -44,10 +46,7 @@ def check_chair(fn: Callable[[Sequence[set[str]], Sequence[set[str]]], tuple[flo
     ]
     for name, mentioned, present in cases:
         expected = chair(mentioned, present)
-        try:
-            got = fn([set(m) for m in mentioned], [set(p) for p in present])
-        except Exception as error:
-            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        got = reader_call(fn, name, [set(m) for m in mentioned], [set(p) for p in present])
         if not isinstance(got, tuple) or len(got) != 2:
             raise AssertionError(f"{name}: expected a pair (chair_i, chair_s), got {got!r}")
         chair_i, chair_s = (float(v) for v in got)
@@ -86,10 +85,7 @@ def check_beam_step(fn: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.
         log_probs = torch.randn(beams, vocab, generator=generator).log_softmax(dim=-1)
         expected = beam_step(scores, log_probs, width)
         name = f"{beams} beams, {vocab} words, width {width}"
-        try:
-            got = fn(scores.clone(), log_probs.clone(), width)
-        except Exception as error:
-            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        got = reader_call(fn, name, scores.clone(), log_probs.clone(), width)
         if not isinstance(got, tuple) or len(got) != 3:
             raise AssertionError(f"{name}: expected (new_scores, parent, word), got {type(got).__name__}")
         new_scores, parent, word = (torch.as_tensor(v) for v in got)
@@ -129,10 +125,7 @@ def check_prefix_parameters(fn: Callable[[int, int], int]) -> None:
                                 features=features, freeze_lm=True)
         expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
         name = f"region features of {features}, a language model of width {dim}"
-        try:
-            got = fn(features, dim)
-        except Exception as error:
-            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        got = reader_call(fn, name, features, dim)
         if not isinstance(got, int) or isinstance(got, bool):
             raise AssertionError(f"{name}: expected a whole number of parameters, got {type(got).__name__}")
         if got == expected:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 from torchvision.ops import box_iou
 
+from mmbook.exercises import reader_call
 from mmbook.objectives.tagging import entity_scores
 
 
@@ -34,10 +35,7 @@ def check_iou(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     }
     for name, (a, b) in cases.items():
         expected = box_iou(a, b)
-        try:
-            got = fn(a.clone(), b.clone())
-        except Exception as error:  # report the case that crashed
-            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        got = reader_call(fn, name, a.clone(), b.clone())
         if not isinstance(got, torch.Tensor):
             raise AssertionError(f"{name}: expected a tensor of shape {tuple(expected.shape)} (N, M), "
                                  f"got {type(got).__name__}")
@@ -147,10 +145,7 @@ def check_entity_f1(fn: Callable[[list[list[str]], list[list[str]]], float]) -> 
     }
     for name, (truth, guess) in cases.items():
         expected = entity_scores(truth, guess)["f1"]
-        try:
-            got = fn(truth, guess)
-        except Exception as error:
-            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        got = reader_call(fn, name, truth, guess)
         try:
             value = float(got)
         except (TypeError, ValueError):

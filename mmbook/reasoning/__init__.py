@@ -42,8 +42,9 @@ from mmbook.reasoning.symbolic import ShapeSceneParser, parse_scenes, program_an
 
 __all__ = [
     "ATTRIBUTES", "COLOURS", "FAMILIES", "FUNCTIONS", "Family", "IMAGE_SOURCES", "PatchEmbedding",
-    "PatchQuestionTransformer", "ProgramError", "QuestionSet", "SHAPES", "SceneObject", "ShapeSceneParser", "ShapeScenes", "VQA_DEFAULTS", "VQA_MODELS", "accuracy_by_family", "answer_vocabulary",
-    "build_vqa_model", "execute", "families_for", "generate_questions", "make_shape_scenes", "object_source", "parse_scenes", "program_answers",
-    "question_prior_accuracy", "question_vocabulary", "scene_objects", "shape_objects", "train_scene_parser", "train_scene_vqa",
-    "VisionTransformer", "vqa_accuracy", "vqa_data", "vqa_loss",
+    "PatchQuestionTransformer", "ProgramError", "QuestionSet", "SHAPES", "SceneObject", "ShapeSceneParser",
+    "ShapeScenes", "VQA_DEFAULTS", "VQA_MODELS", "accuracy_by_family", "answer_vocabulary", "build_vqa_model",
+    "execute", "families_for", "generate_questions", "make_shape_scenes", "object_source", "parse_scenes",
+    "program_answers", "question_prior_accuracy", "question_vocabulary", "scene_objects", "shape_objects",
+    "train_scene_parser", "train_scene_vqa", "VisionTransformer", "vqa_accuracy", "vqa_data", "vqa_loss",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from mmbook.exercises import reader_call
 from mmbook.reasoning.models import RelationNetwork
 
 
@@ -25,10 +26,7 @@ def check_relation_pairs(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         question = torch.randn(b, q, generator=generator)
         expected = RelationNetwork.pairs(objects, question)
         name = f"{b} scene(s) of {n} objects with {d} features, a question vector of {q}"
-        try:
-            got = fn(objects.clone(), question.clone())
-        except Exception as error:
-            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        got = reader_call(fn, name, objects.clone(), question.clone())
         if not isinstance(got, torch.Tensor):
             raise AssertionError(f"{name}: expected a tensor, got {type(got).__name__}")
         if got.shape != expected.shape:
@@ -67,10 +65,7 @@ def check_token_count(fn: Callable[[int, int], int]) -> None:
         model = VisionTransformer(image_size=image_size, patch_size=patch_size, dim=8, depth=1, heads=2)
         expected = model.tokens(torch.zeros(1, 3, image_size, image_size)).shape[1]
         name = f"{image_size}x{image_size} images, {patch_size}x{patch_size} patches"
-        try:
-            got = fn(image_size, patch_size)
-        except Exception as error:
-            raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+        got = reader_call(fn, name, image_size, patch_size)
         if not isinstance(got, int) or isinstance(got, bool):
             raise AssertionError(f"{name}: expected a whole number of tokens, got {type(got).__name__}")
         if got == expected:
@@ -126,10 +121,7 @@ def check_closest_colour(fn: Callable[[list, str], str]) -> None:
                 continue  # a near tie: the programs refuse these questions
             expected = closest_colour(scene, colour)
             name = f"case {checked + 1} (the object closest to object {scene.index(anchor)} of its scene)"
-            try:
-                got = fn([obj for obj in scene], colour)
-            except Exception as error:
-                raise AssertionError(f"{name}: your function raised {error.__class__.__name__}: {error}") from error
+            got = reader_call(fn, name, [obj for obj in scene], colour)
             checked += 1
             if got == expected:
                 continue
