@@ -11,6 +11,7 @@ import pytest
 from course_fixtures import (ANSWER_SOLUTION, ANSWER_STARTER, DEMO_CHECKS, SQUARE_SOLUTION, SQUARE_STARTER,
                              replace_cells, write_demo_book)
 from mmbook.course import grade, student
+from mmbook.course.sandbox import NO_SANDBOX_WARNING, find_bubblewrap
 
 pytest.importorskip("nbclient")
 
@@ -58,10 +59,13 @@ def test_grades_three_submissions(course, capsys):
     status = grade.main([str(paths[name]) for name in ("correct", "empty", "broken", "tampered")] +
                         ["--book", str(root / "book"), "--csv", str(out_csv), "--timeout", "120",
                          "--checks", str(root / "checks.py"), "--json", str(out_json),
-                         "--points", str(root / "points.json"), "--feedback", str(feedback)])
+                         "--points", str(root / "points.json"), "--feedback", str(feedback), "--jobs", "2"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    assert "runs the students' code" in captured.err and "container" in captured.err
+    if find_bubblewrap():
+        assert "sandbox: bubblewrap" in captured.err and "no network" in captured.err
+    else:
+        assert NO_SANDBOX_WARNING in captured.err
     header = captured.out.splitlines()[0].split()
     assert header == ["submission", "ex-demo-square", "ex-demo-answer", "total"]
     with out_csv.open() as handle:
@@ -104,11 +108,64 @@ def test_time_limit_per_notebook(course, tmp_path, capsys):
     path = tmp_path / "slow.ipynb"
     path.write_text(json.dumps(slow))
     assert grade.main([str(path), "--book", str(root / "book"), "--timeout", "8", "--csv", str(tmp_path / "g.csv"),
-                       "--checks", str(root / "checks.py")]) == 0
+                       "--checks", str(root / "checks.py"), "--no-sandbox"]) == 0
+    assert NO_SANDBOX_WARNING in capsys.readouterr().err
     with (tmp_path / "g.csv").open() as handle:
         row = next(csv.DictReader(handle))
     assert row["ex-demo-square"] == "error: not run (the notebook ran past the time limit of 8 s)"
     assert row["passed"] == "0"
+
+
+# A submission that tries what the sandbox stops, in a cell before the (correct) answers.
+ESCAPES = f"""import socket, subprocess
+from pathlib import Path
+try:
+    Path({str(Path(__file__).resolve().parent)!r}, "escaped-from-grading.txt").write_text("x")
+except OSError as error:
+    print(error)
+try:
+    socket.create_connection(("192.0.2.1", 80), timeout=5)
+except OSError as error:
+    print(error)
+children = []
+try:
+    for _ in range(300):
+        children.append(subprocess.Popen(["sleep", "1000003.5"]))
+except OSError as error:
+    print(error)
+for child in children:
+    child.kill()
+    child.wait()
+subprocess.Popen(["sleep", "1000004.5"], start_new_session=True)  # left running"""
+
+
+@pytest.mark.skipif(find_bubblewrap() is None, reason="bubblewrap is not installed")
+def test_sandbox_stops_and_reports_escapes(course, tmp_path, capsys):
+    root, paths = course
+    notebook = json.loads(paths["correct"].read_text())
+    notebook["cells"].insert(2, {"cell_type": "code", "execution_count": None, "id": "escapes", "metadata": {},
+                                 "outputs": [], "source": ESCAPES})
+    path = tmp_path / "escapes.ipynb"
+    path.write_text(json.dumps(notebook))
+    assert grade.main([str(path), "--book", str(root / "book"), "--checks", str(root / "checks.py"),
+                       "--json", str(tmp_path / "book.json"), "--feedback", str(tmp_path / "fb"),
+                       "--max-processes", "128"]) == 0
+    assert not (Path(__file__).resolve().parent / "escaped-from-grading.txt").exists()
+    entry = json.loads((tmp_path / "book.json").read_text())["submissions"][0]
+    assert entry["score"] == 2.0  # the answers are right; the sandbox only stopped the rest
+    found = " | ".join(entry["sandbox"])
+    for event in ("tried to write outside its own folder", "tried to use the network",
+                  "reached the limit on processes", "left "):
+        assert event in found, found
+    assert "tried to use the network" in (tmp_path / "fb" / "escapes.md").read_text()
+    assert "tried to write outside" in capsys.readouterr().err
+    for process in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (process / "cmdline").read_bytes()
+            state = (process / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        assert not (b"1000003.5" in command or b"1000004.5" in command) or state == "Z"
 
 
 # Tampering that once passed a wrong answer: each is inserted as a cell of its own before the exercises.

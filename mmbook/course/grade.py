@@ -25,8 +25,13 @@ It prints one row per submission, one column per autograded exercise and a total
 can write the same table as CSV (``--csv``), a gradebook as JSON with points per exercise
 (``--json``, weights from ``--points``), and one feedback file per student (``--feedback``).
 
-**Grading runs the students' code** with your permissions: it can read, change or delete
-your files and reach the network. Run it in a container or a throwaway VM.
+**Grading runs the students' code**, each submission and each graded check in a sandbox
+(:mod:`mmbook.course.sandbox`): under bubblewrap it has no network, can write only in its own
+temporary folder, cannot see the submissions' or the checks' folders, and whatever it leaves
+running is ended; memory and processes are limited. What the sandbox stopped is reported per
+submission (``sandbox`` in the gradebook, a line in the feedback). Without bubblewrap the
+grader warns and the code runs with your permissions: use a container or a throwaway VM.
+``--jobs N`` grades N submissions at a time.
 
 Exit status: 0 when every submission was graded (whatever the grades), 2 for bad input
 (a file that is not a notebook, a notebook whose exercise labels do not match its chapter
@@ -40,22 +45,24 @@ import copy
 import csv
 import json
 import math
-import os
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmbook.course.judge import capture_source, tampering
 from mmbook.course.markup import (CHECKER_TAG, MarkupError, cell_source, cell_tags, checker_cells, checker_label,
                                   exercises)
+from mmbook.course.sandbox import DEFAULT_MEMORY_GIB, DEFAULT_PROCESSES, Limits, Sandbox
 from mmbook.course.student import EDITION, read_notebook_json, student_notebook
 from mmbook.exercises import passed_line
 
-WARNING = ("mmbook grade runs the students' code with your permissions: it can read, change or delete your "
-           "files and use the network. Run it in a container or a throwaway VM.")
+WARNING = ("mmbook grade runs the students' code. Under bubblewrap (apt-get install bubblewrap) it has no network "
+           "and writes only in its own folder; without it, it runs with your permissions and can read, change or "
+           "delete your files and use the network: then run it in a container or a throwaway VM.")
 DEFAULT_TIMEOUT = 600
 #: Seconds for one graded check in its own process (importing torch and mmbook included).
 JUDGE_TIMEOUT = 300
@@ -115,6 +122,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checks", type=Path, metavar="FILE.py",
                         help="the instructor's graded checks: a Python file that registers a checker per exercise "
                              "with mmbook.exercises.register (default: the installed package's checkers)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="grade N submissions at a time (default 1; each runs its own kernel)")
+    parser.add_argument("--memory-gib", type=float, default=DEFAULT_MEMORY_GIB, metavar="GIB",
+                        help=f"address-space limit of each submission's processes (default {DEFAULT_MEMORY_GIB:g})")
+    parser.add_argument("--max-processes", type=int, default=DEFAULT_PROCESSES, metavar="N",
+                        help=f"processes and threads each submission may start (default {DEFAULT_PROCESSES})")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run without bubblewrap even where it is installed (limits still apply)")
 
 
 def build_parser(prog: str = "mmbook grade") -> argparse.ArgumentParser:
@@ -246,16 +261,19 @@ def prepare(notebook: dict, reference: Reference, answers: Path) -> tuple[dict, 
     return notebook, cells
 
 
-def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool) -> Outcome:
-    """The verdict of ``label``'s checker on the saved answers, in a fresh Python process (see :mod:`mmbook.course.judge`)."""
+def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool, sandbox: Sandbox) -> Outcome:
+    """The verdict of ``label``'s checker on the saved answers, in a fresh Python process in the sandbox
+    (see :mod:`mmbook.course.judge`)."""
+    folder = answer_file.parent
     command = [sys.executable, "-m", "mmbook.course.judge", label, str(answer_file)]
     if checks is not None:
-        command += ["--checks", str(checks)]
-    environment = {**os.environ, "MMBOOK_QUICK": "1" if quick else "0"}
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=JUDGE_TIMEOUT, env=environment,
-                                cwd=answer_file.parent)
-    except subprocess.TimeoutExpired:
+        # A private copy: the sandbox hides the instructor's folder, and the notebook has ended.
+        copied = folder / "graded-checks" / checks.name
+        copied.parent.mkdir(exist_ok=True)
+        shutil.copyfile(checks, copied)
+        command += ["--checks", str(copied)]
+    result = sandbox.run(command, folder, JUDGE_TIMEOUT, {"MMBOOK_QUICK": "1" if quick else "0"})
+    if result.returncode is None:
         return Outcome("error", f"the graded check ran past its time limit of {JUDGE_TIMEOUT} s")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     try:
@@ -266,40 +284,56 @@ def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool
                                 f"{_first_line(result.stderr.splitlines()[-1] if result.stderr.strip() else '')})")
 
 
-def execute(notebook: dict, timeout: float, kernel: str, quick: bool) -> str | None:
-    """Run ``notebook`` in place in a fresh kernel in an empty temporary folder; errors in cells do not stop it.
+def execute(notebook: dict, timeout: float, kernel: str, quick: bool, sandbox: Sandbox, folder: Path
+            ) -> tuple[str | None, list[str]]:
+    """Run ``notebook`` in place in a fresh kernel in the sandbox, with ``folder`` as its private folder.
 
-    Returns ``None`` when it ran to the end, otherwise why it stopped (time limit, dead kernel).
+    Errors in cells do not stop it. Returns why it stopped (``None`` when it ran to the end:
+    time limit, dead kernel) and what the sandbox saw (:func:`sandbox_events`).
     """
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    node = nbformat.from_dict(notebook)
-    deadline = time.monotonic() + timeout
-    saved = os.environ.get("MMBOOK_QUICK")
-    os.environ["MMBOOK_QUICK"] = "1" if quick else "0"
+    source, output = folder / "submission.ipynb", folder / "executed.ipynb"
+    source.write_text(json.dumps(notebook), encoding="utf-8")
+    command = [sys.executable, "-m", "mmbook.course.execute", str(source), str(output), "--timeout", f"{timeout:g}",
+               "--kernel", kernel, "--folder", str(folder / "work")]
+    # The notebook's own limit ends it first; the sandbox's adds the kernel's start and shutdown.
+    result = sandbox.run(command, folder, timeout + 180, {"MMBOOK_QUICK": "1" if quick else "0"})
     stopped = None
+    if result.returncode is None:
+        stopped = f"the notebook ran past the time limit of {timeout:g} s"
     try:
-        with tempfile.TemporaryDirectory(prefix="mmbook-grade-") as folder:
-            client = NotebookClient(node, kernel_name=kernel, allow_errors=True, resources={"metadata": {"path": folder}},
-                                    timeout_func=lambda cell: max(1, math.ceil(deadline - time.monotonic())),
-                                    startup_timeout=120)
-            try:
-                client.execute()
-            except CellTimeoutError:
-                stopped = f"the notebook ran past the time limit of {timeout:g} s"
-            except DeadKernelError:
-                stopped = "the kernel died"
-            except Exception as error:  # a broken kernel must not stop the other submissions
-                stopped = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
-    finally:
-        if saved is None:
-            os.environ.pop("MMBOOK_QUICK", None)
-        else:
-            os.environ["MMBOOK_QUICK"] = saved
-    notebook["cells"] = [dict(cell) for cell in node.cells]
-    return stopped
+        executed = json.loads(output.read_text(encoding="utf-8"))
+        notebook["cells"] = executed["cells"]
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        stopped = json.loads(lines[-1])["stopped"] if lines else stopped
+    except (OSError, ValueError, KeyError):
+        stopped = stopped or (f"the notebook's runner failed (exit status {result.returncode}: "
+                              f"{_first_line(result.stderr.splitlines()[-1] if result.stderr.strip() else '')})")
+    return stopped, result.events + sandbox_events(notebook)
+
+
+#: What a confined submission's errors look like, and what the report says of them.
+_SANDBOX_SIGNS = (
+    ("Read-only file system", "tried to write outside its own folder (stopped: the file system is read-only)"),
+    ("Network is unreachable", "tried to use the network (stopped: no network)"),
+    ("Temporary failure in name resolution", "tried to use the network (stopped: no network)"),
+    ("Resource temporarily unavailable", "reached the limit on processes (stopped: no new process)"),
+    ("MemoryError", "reached the memory limit"),
+    ("Cannot allocate memory", "reached the memory limit"),
+)
+
+
+def sandbox_events(notebook: dict) -> list[str]:
+    """What a run's outputs show the sandbox stopped: writing outside, the network, processes, memory."""
+    texts = []
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            texts.append(output.get("text", "") if isinstance(output.get("text"), str) else "".join(output.get("text", [])))
+            texts.append(f"{output.get('ename', '')}: {output.get('evalue', '')}")
+    found = []
+    for sign, event in _SANDBOX_SIGNS:
+        if any(sign in text for text in texts) and event not in found:
+            found.append(event)
+    return found
 
 
 def _first_line(text: str) -> str:
@@ -345,12 +379,16 @@ def flags(notebook: dict, reference: Reference) -> dict[str, Outcome]:
 
 
 def grade_one(notebook: dict, reference: Reference, timeout: float, kernel: str, quick: bool,
-              checks: Path | None = None) -> dict[str, Outcome]:
-    """Execute one submission and grade each autograded exercise (the graded checks run outside its kernel)."""
+              checks: Path | None = None, sandbox: Sandbox | None = None) -> tuple[dict[str, Outcome], list[str]]:
+    """Execute one submission in the sandbox and grade each autograded exercise (the graded checks run
+    outside its kernel). Returns the outcome per exercise and what the sandbox saw."""
+    sandbox = sandbox if sandbox is not None else Sandbox()
     flagged = flags(notebook, reference)
-    with tempfile.TemporaryDirectory(prefix="mmbook-answers-") as folder:
-        prepared, cells = prepare(notebook, reference, Path(folder))
-        stopped = execute(prepared, timeout, kernel, quick)
+    with tempfile.TemporaryDirectory(prefix="mmbook-grade-") as folder:
+        answers = Path(folder) / "answers"
+        answers.mkdir()
+        prepared, cells = prepare(notebook, reference, answers)
+        stopped, events = execute(prepared, timeout, kernel, quick, sandbox, Path(folder))
         outcomes: dict[str, Outcome] = {}
         for label in reference.autograded:
             if label in flagged:
@@ -367,9 +405,9 @@ def grade_one(notebook: dict, reference: Reference, timeout: float, kernel: str,
                     verdicts.append(in_kernel if in_kernel.status != "pass" else
                                     Outcome("error", "the answers were not saved after the checker cell"))
                     continue
-                verdicts.append(graded_check(label, cell.answer_file, checks, quick))
+                verdicts.append(graded_check(label, cell.answer_file, checks, quick, sandbox))
             outcomes[label] = next((v for v in verdicts if v.status != "pass"), verdicts[0])
-    return outcomes
+    return outcomes, events
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -427,9 +465,10 @@ def read_points(path: Path | None, labels: list[str]) -> dict[str, float]:
 
 
 def gradebook(rows: list[tuple[str, dict[str, Outcome]]], reference: Reference, points: dict[str, float],
-              mode: str) -> dict:
+              mode: str, events: dict[str, list[str]] | None = None) -> dict:
     """The grades as a JSON-ready dict: per submission, each exercise's status, detail and points awarded
-    (its full points on ``pass``, 0 otherwise), and the submission's score out of the total."""
+    (its full points on ``pass``, 0 otherwise), the submission's score out of the total, and what the
+    sandbox stopped (``events``, per submission)."""
     out_of = sum(points.values())
     entries = []
     for name, outcomes in rows:
@@ -438,7 +477,7 @@ def gradebook(rows: list[tuple[str, dict[str, Outcome]]], reference: Reference, 
                                 "out_of": points[label]}
                         for label in reference.autograded}
         entries.append({"submission": name, "score": sum(e["points"] for e in exercises_of.values()),
-                        "out_of": out_of, "exercises": exercises_of})
+                        "out_of": out_of, "exercises": exercises_of, "sandbox": (events or {}).get(name, [])})
     return {"notebook": reference.source, "edition": EDITION, "mode": mode, "points": points, "out_of": out_of,
             "submissions": entries}
 
@@ -457,6 +496,8 @@ def feedback(entry: dict, notebook: str) -> str:
     if any(r["status"] == "flagged" for r in entry["exercises"].values()):
         lines += ["", "Exercises marked as not graded score 0 because the notebook's own code replaces or edits what "
                       "checks the answers; ask your instructor."]
+    if entry.get("sandbox"):
+        lines += ["", "While it ran, the notebook " + "; ".join(entry["sandbox"]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -506,22 +547,46 @@ def run(args: argparse.Namespace) -> int:
     except GradeInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"WARNING: {WARNING}", file=sys.stderr)
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    try:
+        limits = Limits(memory_gib=args.memory_gib, processes=args.max_processes)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    hidden = {path.resolve().parent for path, _ in submissions}
+    if args.checks is not None:
+        hidden.add(args.checks.parent)
+    sandbox = Sandbox(limits, hide=tuple(hidden), use_bubblewrap=not args.no_sandbox)
+    if sandbox.warning:
+        print(f"WARNING: {sandbox.warning}", file=sys.stderr)
+    else:
+        print(f"sandbox: bubblewrap ({sandbox.bubblewrap}): no network, writes only in a private folder, "
+              f"{limits.memory_gib:g} GiB and {limits.processes} processes per submission", file=sys.stderr)
     mode = "full" if args.full else "quick"
     print(f"grading {len(submissions)} submission(s) of {reference.source} ({len(reference.autograded)} autograded "
-          f"exercises, {mode} mode, {args.timeout:g} s per notebook)", file=sys.stderr)
-    rows = []
-    for path, notebook in submissions:
+          f"exercises, {mode} mode, {args.timeout:g} s per notebook, {args.jobs} at a time)", file=sys.stderr)
+
+    def grade_submission(item: tuple[Path, dict]) -> tuple[dict[str, Outcome], list[str]]:
+        path, notebook = item
         started = time.monotonic()
-        outcomes = grade_one(notebook, reference, args.timeout, args.kernel, quick=not args.full, checks=args.checks)
+        outcomes, events = grade_one(notebook, reference, args.timeout, args.kernel, quick=not args.full,
+                                     checks=args.checks, sandbox=sandbox)
         passed = sum(o.status == "pass" for o in outcomes.values())
-        print(f"  {path}: {passed}/{len(outcomes)} in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        rows.append((str(path), outcomes))
+        noted = "".join(f"; {event}" for event in events)
+        print(f"  {path}: {passed}/{len(outcomes)} in {time.monotonic() - started:.0f} s{noted}", file=sys.stderr)
+        return outcomes, events
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        graded = list(pool.map(grade_submission, submissions))
+    rows = [(str(path), outcomes) for (path, _), (outcomes, _) in zip(submissions, graded)]
+    events = {str(path): found for (path, _), (_, found) in zip(submissions, graded)}
     print(table(rows, reference.autograded))
     if args.csv is not None:
         write_csv(args.csv, rows, reference.autograded)
         print(f"wrote {args.csv}", file=sys.stderr)
-    book = gradebook(rows, reference, points, mode)
+    book = gradebook(rows, reference, points, mode, events)
     if getattr(args, "json", None) is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(book, indent=2), encoding="utf-8")
