@@ -158,6 +158,12 @@ book-student: $(READY)
 	  $(BIN)/jupyter-book build _build/student-book $(BOOKFLAGS)
 	@echo "Open _build/student-book/_build/html/index.html"
 
+# The instructor's bundle (course map, "Student edition and grading"): the graded checks of
+# instructor/ with a random course seed, in _build/instructor. Keep that folder private.
+.PHONY: instructor
+instructor: $(READY)
+	$(BIN)/python -m mmbook.course.bundle instructor _build/instructor
+
 lab: $(READY)
 	$(BIN)/jupyter lab book/
 
