@@ -22,8 +22,8 @@ Above them:
 
 - :mod:`mmbook.recipes`      what trains something end to end, and ``TASKS``, the tasks of ``mmbook train``
 - :mod:`mmbook.bench`        ``mmbook bench loader``: the source's loop against the fast path
-- :mod:`mmbook.exercises`    checkers that tell a learner what is wrong with an exercise answer
-- :mod:`mmbook.course`       the student edition and ``mmbook grade``
+- :mod:`mmbook.exercises`    ``check``, the generic checks and ``CHECKERS``, the registry of exercise checkers
+- :mod:`mmbook.course`       the student edition, ``mmbook grade`` and the chapters' exercise checkers
 - :mod:`mmbook.results`      the recorded benchmark figures, for the "Measured results" page
 - :mod:`mmbook.cli`          the ``mmbook`` console script
 """

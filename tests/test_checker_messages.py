@@ -26,8 +26,10 @@ from torchvision.ops import box_iou
 
 from mmbook import exercises
 from mmbook.alignment import info_nce, recall_at_k
-from mmbook.exercises import (CONE_CHOICES, SHUFFLED_EXPRESSION_CHOICES, ExerciseError, ExerciseNotDone, check,
-                              is_unfinished, passed_line)
+from mmbook.course.checks.alignment import CONE_CHOICES
+from mmbook.course.checks.intro import T_975
+from mmbook.course.checks.objectives import SHUFFLED_EXPRESSION_CHOICES
+from mmbook.exercises import ExerciseError, ExerciseNotDone, check, is_unfinished, passed_line
 from mmbook.generation.checkers import beam_step, chair, prefix_trainable_parameters
 from mmbook.objectives.tagging import bio_spans, entity_scores
 from mmbook.reasoning.checkers import closest_colour
@@ -168,7 +170,7 @@ def macro_f1(truth, guess):
 
 def t_interval(differences, quantile=None, unbiased=True, per_mean=True):
     n = len(differences)
-    t = exercises.T_975[n - 1] if quantile is None else quantile(n)
+    t = T_975[n - 1] if quantile is None else quantile(n)
     std = differences.std(unbiased=unbiased)
     half = t * std / (n ** 0.5 if per_mean else 1)
     return differences.mean() - half, differences.mean() + half
@@ -328,7 +330,7 @@ REFERENCES: dict[str, Any] = {
     "ex-reason-closest": closest_colour,
 }
 
-_t_n = exercises.T_975  # t with n - 1 degrees of freedom is T_975[n - 1]
+_t_n = T_975  # t with n - 1 degrees of freedom is T_975[n - 1]
 
 
 #: label -> typical wrong answers (at least two each).

@@ -10,6 +10,9 @@ from torch.nn import functional as F
 from torchvision.ops import box_iou
 
 from mmbook import exercises
+from mmbook.course.checks.alignment import CONE_CHOICES
+from mmbook.course.checks.intro import T_975
+from mmbook.course.checks.objectives import SHUFFLED_EXPRESSION_CHOICES
 from mmbook.exercises import (ExerciseError, ExerciseNotDone, check, check_choice, check_module_output, check_shape,
                               check_value, is_unfinished, passed_line, todo)
 
@@ -145,7 +148,7 @@ def test_every_registered_checker_imports():
 
 def _interval(differences):
     n = len(differences)
-    half = exercises.T_975[n - 1] * differences.std() / n ** 0.5
+    half = T_975[n - 1] * differences.std() / n ** 0.5
     return differences.mean() - half, differences.mean() + half
 
 
@@ -240,7 +243,7 @@ def _ghost(net, images, labels, parts, split=True, mean=True):
 CASES = {
     "ex-intro-seeds": (_interval, [
         (_interval_z, "use Student's t with n - 1 degrees of freedom"),
-        (lambda d: (d.mean() - exercises.T_975[len(d) - 1] * d.std(), 0.0), "divide the standard deviation by sqrt"),
+        (lambda d: (d.mean() - T_975[len(d) - 1] * d.std(), 0.0), "divide the standard deviation by sqrt"),
     ]),
     "ex-concepts-head-params": (lambda d: d * 128 + 128 + 128 * 10 + 10, [
         (lambda d: d * 128 + 128 * 10, "count the biases"),
@@ -298,17 +301,17 @@ CASES = {
         (lambda *args: _greedy_nms(*args, keep_order=False), "in the wrong order"),
         (lambda *args: _greedy_nms(*args, compare_all=True), "drop every remaining box whose IoU with it"),
     ]),
-    "ex-obj-shuffled-expressions": (exercises.SHUFFLED_EXPRESSION_CHOICES[1], [
-        (exercises.SHUFFLED_EXPRESSION_CHOICES[0], "what it can no longer use"),
-        (exercises.SHUFFLED_EXPRESSION_CHOICES[2], "what it can no longer use"),
+    "ex-obj-shuffled-expressions": (SHUFFLED_EXPRESSION_CHOICES[1], [
+        (SHUFFLED_EXPRESSION_CHOICES[0], "what it can no longer use"),
+        (SHUFFLED_EXPRESSION_CHOICES[2], "what it can no longer use"),
         ("about 50%", "choose one of"),
     ]),
     "ex-align-confusion": (_confusion, [
         (lambda labels, predicted, classes: _confusion(labels, predicted, classes).T, "rows are the true classes"),
         (lambda labels, predicted, classes: (_confusion(labels, predicted, classes) > 0).long(), "count every"),
     ]),
-    "ex-align-cone": (exercises.CONE_CHOICES[0], [(exercises.CONE_CHOICES[1], "how this experiment was set up"),
-                                                  (exercises.CONE_CHOICES[2], "how this experiment was set up")]),
+    "ex-align-cone": (CONE_CHOICES[0], [(CONE_CHOICES[1], "how this experiment was set up"),
+                                        (CONE_CHOICES[2], "how this experiment was set up")]),
     "ex-worked-concat-cost": (lambda sizes: sum(sizes) * 128 + 128 + 1290, [
         (lambda sizes: sum(sizes) * 128 + 1280, "count the biases"),
         (lambda sizes: sizes[0] * 128 + 128 + 1290, "sum\\(sizes\\) inputs"),

@@ -325,3 +325,64 @@ def test_gradebook_and_feedback_from_outcomes(tmp_path):
     assert [p.name for p in written] == ["ana.md", "ana-2.md"]  # same file name from two folders: both kept
     assert "Score: 2 / 3." in written[0].read_text() and "off by one" in written[0].read_text()
     assert "not graded" in written[1].read_text()
+
+
+@pytest.fixture(scope="module")
+def course_of_two(tmp_path_factory):
+    """A book of two chapters, its student edition, and a folder per student (ana: both, ben: one)."""
+    root = tmp_path_factory.mktemp("two")
+    write_demo_book(root / "book")
+    write_demo_book(root / "book", "ch91_again", "again.ipynb")
+    student.build(root / "book", root / "student")
+    for name, chapter in (("ana", "ch90_demo/demo"), ("ana", "ch91_again/again"), ("ben", "ch90_demo/demo")):
+        edition = json.loads((root / "student" / f"{chapter}.ipynb").read_text())
+        edition["cells"] = edition["cells"][1:]
+        answered = replace_cells(edition, {SQUARE_STARTER: SQUARE_SOLUTION, ANSWER_STARTER: ANSWER_SOLUTION})
+        path = root / "submissions" / name / f"{Path(chapter).name}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(answered))
+    (root / "roster.csv").write_text("student,name\nana,Ana\nben,Ben\ncy,Cy\n")
+    (root / "checks.py").write_text(DEMO_CHECKS)
+    return root
+
+
+def test_a_whole_course_in_one_call(course_of_two, tmp_path, capsys):
+    root = course_of_two
+    status = grade.main([str(root / "submissions"), "--book", str(root / "book"), "--checks", str(root / "checks.py"),
+                         "--id-pattern", r"submissions/(?P<student>\w+)/", "--roster", str(root / "roster.csv"),
+                         "--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "course.json"),
+                         "--feedback", str(tmp_path / "fb"), "--jobs", "2"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "ch90_demo/demo.ipynb" in captured.out and "ch91_again/again.ipynb" in captured.out
+    course = json.loads((tmp_path / "course.json").read_text())
+    assert [book["notebook"] for book in course["notebooks"]] == ["ch91_again/again.ipynb", "ch90_demo/demo.ipynb"]
+    assert course["out_of"] == 4.0
+    assert course["students"]["ana"]["score"] == 4.0 and course["students"]["ana"]["missing"] == []
+    assert course["students"]["ben"]["score"] == 2.0
+    assert course["students"]["ben"]["missing"] == ["ch91_again/again.ipynb"]
+    assert course["students"]["cy"]["score"] == 0.0 and len(course["students"]["cy"]["missing"]) == 2
+    assert course["notebooks"][1]["missing"] == ["cy"]
+    with (tmp_path / "g.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((row["student"], row["notebook"], row["passed"]) for row in rows) == [
+        ("ana", "ch90_demo/demo.ipynb", "2"), ("ana", "ch91_again/again.ipynb", "2"), ("ben", "ch90_demo/demo.ipynb", "2")]
+    assert sorted(path.name for path in (tmp_path / "fb").glob("*.md")) == ["ana-again.md", "ana-demo.md", "ben-demo.md"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--id-pattern", r"submissions/(\w+)/"], "no group named 'student'"),
+    (["--id-pattern", r"(?P<student>zzz\d)"], "finds no student ID"),
+    (["--id-pattern", r"(?P<student>submissions)/"], "are both student submissions's answer"),
+    (["--id-pattern", r"submissions/(?P<student>\w+)/", "--roster", "ROSTER"], "not on the roster"),
+    ([], "are both student demo's answer to ch90_demo/demo.ipynb"),  # the default ID is the file name
+    (["--id-pattern", r"submissions/(?P<student>\w+)/", "--jobs", "0"], "--jobs must be at least 1"),
+    (["--id-pattern", r"submissions/(?P<student>\w+)/", "--max-processes", "2"], "at least 8"),
+])
+def test_bad_course_options_are_exit_2(course_of_two, tmp_path, capsys, options, message):
+    root = course_of_two
+    (tmp_path / "roster.txt").write_text("ana\n")
+    options = [str(tmp_path / "roster.txt") if option == "ROSTER" else option for option in options]
+    assert grade.main([str(root / "submissions"), "--book", str(root / "book")] + options) == 2
+    err = capsys.readouterr().err
+    assert message in err, err

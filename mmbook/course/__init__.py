@@ -6,6 +6,8 @@
 - :mod:`mmbook.course.grade`   grades submitted student notebooks (``mmbook grade``)
 - :mod:`mmbook.course.course_map` writes the generated table of the course-map page (``book/course_map.md``)
 - :mod:`mmbook.course.authoring` adds starter and checker cells to exercises of the book's notebooks
+- :mod:`mmbook.course.checks`  the chapters' exercise checkers, one module per chapter
 
-The checkers themselves live in :mod:`mmbook.exercises`.
+The checker machinery (``check``, the generic checks and the ``CHECKERS`` table) lives in
+:mod:`mmbook.exercises`.
 """

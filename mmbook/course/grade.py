@@ -33,9 +33,16 @@ submission (``sandbox`` in the gradebook, a line in the feedback). Without bubbl
 grader warns and the code runs with your permissions: use a container or a throwaway VM.
 ``--jobs N`` grades N submissions at a time.
 
+One call may grade a whole course: folders are searched for notebooks, each submission is
+graded against the notebook it answers, ``--id-pattern`` reads the student's ID from the
+path (default: the file name) and ``--roster`` lists the students, so the gradebook names
+who submitted nothing. With several notebooks, ``--json`` writes a course gradebook (per
+student: the score in each notebook and in all; per notebook: the gradebook of one).
+
 Exit status: 0 when every submission was graded (whatever the grades), 2 for bad input
 (a file that is not a notebook, a notebook whose exercise labels do not match its chapter
-in this edition of the book, submissions of different notebooks mixed in one call).
+in this edition of the book, two submissions of one student to one notebook, a student not
+on the roster, a bad ``--id-pattern``).
 """
 
 from __future__ import annotations
@@ -43,8 +50,10 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import json
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -103,7 +112,14 @@ class Reference:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``mmbook grade``'s arguments to ``parser``."""
     parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION.ipynb",
-                        help="student notebooks, all answering the same notebook of the book")
+                        help="student notebooks, or folders of them (searched recursively); they may answer "
+                             "several notebooks of the book")
+    parser.add_argument("--id-pattern", metavar="REGEX",
+                        help="a regular expression with a group named 'student' that finds the student's ID in "
+                             r"each submission's path, e.g. '(?P<student>[a-z]+\d+)_' (default: the file name)")
+    parser.add_argument("--roster", type=Path, metavar="FILE",
+                        help="the course's students, one ID per line (or a CSV with a 'student' column); the "
+                             "gradebook lists who submitted nothing, and IDs not on it are refused")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write the table to this CSV file")
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help="also write a gradebook: every submission's status, detail and points per exercise")
@@ -155,15 +171,77 @@ def reference_from(path: Path, source: str | None = None) -> Reference:
     return Reference(source, notebook, [e.label for e in exercises(notebook) if e.label], checkers)
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[Reference, list[tuple[Path, dict]]]:
-    """Read and check every submission, and find the notebook they answer.
+def submission_files(paths: list[Path]) -> list[Path]:
+    """The notebooks named, with each folder replaced by the ``.ipynb`` files under it (checkpoints left out)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        else:
+            files.append(path)
+    return files
+
+
+def student_ids(paths: list[Path], pattern: str | None) -> dict[Path, str]:
+    """Each submission's student ID: the ``student`` group of ``pattern`` in its path, else its file name's stem.
+
+    Raises:
+        GradeInputError: a bad pattern, or paths it does not match.
+    """
+    if pattern is None:
+        return {path: path.stem for path in paths}
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise GradeInputError(f"--id-pattern {pattern!r} is not a regular expression ({error})") from None
+    if "student" not in regex.groupindex:
+        raise GradeInputError(f"--id-pattern {pattern!r} has no group named 'student', e.g. (?P<student>...)")
+    ids, unmatched = {}, []
+    for path in paths:
+        found = regex.search(str(path))
+        if found and found.group("student"):
+            ids[path] = found.group("student")
+        else:
+            unmatched.append(str(path))
+    if unmatched:
+        raise GradeInputError(f"--id-pattern {pattern!r} finds no student ID in: {', '.join(unmatched[:5])}"
+                              + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""))
+    return ids
+
+
+def read_roster(path: Path) -> list[str]:
+    """Student IDs from a roster: one per line, or a CSV file with a ``student`` column.
+
+    Raises:
+        GradeInputError: the file is missing, empty, or a CSV without a ``student`` column.
+    """
+    if not path.is_file():
+        raise GradeInputError(f"--roster {path}: no such file")
+    text = path.read_text(encoding="utf-8-sig")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and "," in lines[0]:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if not rows or "student" not in rows[0]:
+            raise GradeInputError(f"--roster {path}: a CSV roster needs a column named 'student'")
+        ids = [row["student"].strip() for row in rows if (row.get("student") or "").strip()]
+    else:
+        ids = lines
+    if not ids:
+        raise GradeInputError(f"--roster {path} lists no students")
+    return ids
+
+
+def load_inputs(args: argparse.Namespace) -> list[tuple[Reference, list[tuple[Path, dict]]]]:
+    """Read and check every submission, and find the notebook each answers.
+
+    Returns the submissions grouped by the notebook they answer, in the order first seen.
 
     Raises:
         GradeInputError: with every problem found, one per line.
     """
     problems: list[str] = []
     submissions: list[tuple[Path, dict]] = []
-    for path in args.submissions:
+    for path in submission_files(args.submissions):
         if not path.is_file():
             problems.append(f"{path}: no such file")
             continue
@@ -171,10 +249,12 @@ def load_inputs(args: argparse.Namespace) -> tuple[Reference, list[tuple[Path, d
             submissions.append((path, read_notebook_json(path)))
         except ValueError as error:
             problems.append(str(error))
+    if not problems and not submissions:
+        problems.append(f"no notebooks in {', '.join(map(str, args.submissions))}")
     if problems:
         raise GradeInputError("\n".join(problems))
     references: dict[str, Reference] = {}
-    answers: dict[Path, str] = {}
+    groups: dict[str, list[tuple[Path, dict]]] = {}
     for path, notebook in submissions:
         try:
             if args.against is not None:
@@ -199,25 +279,21 @@ def load_inputs(args: argparse.Namespace) -> tuple[Reference, list[tuple[Path, d
         except (ValueError, MarkupError) as error:
             problems.append(str(error))
             continue
-        answers[path] = key
         reference = references[key]
         labels = [e.label for e in exercises(notebook) if e.label]
         if labels != reference.labels:
             problems.append(f"{path}: its exercises ({', '.join(labels) or 'none'}) do not match those of "
                             f"{reference.source} in this edition of the book ({', '.join(reference.labels) or 'none'}); "
                             "is it from another chapter or an older edition?")
-    if not problems and len(set(answers.values())) > 1:
-        listing = "; ".join(f"{path} answers {key}" for path, key in answers.items())
-        problems.append(f"the submissions answer different notebooks ({listing}); grade one notebook's "
-                        "submissions at a time")
-    if not problems:
-        reference = next(iter(references.values()))
-        if not reference.autograded:
-            problems.append(f"{reference.source} has no autograded exercises (no cell tagged '{CHECKER_TAG}'); "
+            continue
+        groups.setdefault(key, []).append((path, notebook))
+    for key in groups:
+        if not references[key].autograded:
+            problems.append(f"{references[key].source} has no autograded exercises (no cell tagged '{CHECKER_TAG}'); "
                             "there is nothing to grade")
     if problems:
         raise GradeInputError("\n".join(problems))
-    return reference, submissions
+    return [(references[key], group) for key, group in groups.items()]
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -308,7 +384,7 @@ def execute(notebook: dict, timeout: float, kernel: str, quick: bool, sandbox: S
     except (OSError, ValueError, KeyError):
         stopped = stopped or (f"the notebook's runner failed (exit status {result.returncode}: "
                               f"{_first_line(result.stderr.splitlines()[-1] if result.stderr.strip() else '')})")
-    return stopped, result.events + sandbox_events(notebook)
+    return stopped, ([stopped] if stopped else []) + result.events + sandbox_events(notebook)
 
 
 #: What a confined submission's errors look like, and what the report says of them.
@@ -425,14 +501,19 @@ def table(rows: list[tuple[str, dict[str, Outcome]]], labels: list[str], width: 
     return "\n".join(lines)
 
 
-def write_csv(path: Path, rows: list[tuple[str, dict[str, Outcome]]], labels: list[str]) -> None:
-    """The same table as CSV: submission, one column per exercise (status: detail), passed, out_of."""
+def write_csv(path: Path, books: list[dict], labels: list[str]) -> None:
+    """Every graded submission as one CSV row: submission, student, notebook, one column per exercise of any
+    notebook graded (status: detail; empty where the notebook has no such exercise), passed, out_of."""
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["submission", *labels, "passed", "out_of"])
-        for name, outcomes in rows:
-            passed = sum(outcomes[label].status == "pass" for label in labels)
-            writer.writerow([name, *(outcomes[label].text() for label in labels), passed, len(labels)])
+        writer.writerow(["submission", "student", "notebook", *labels, "passed", "out_of"])
+        for book in books:
+            for entry in book["submissions"]:
+                results = entry["exercises"]
+                cells = [Outcome(results[label]["status"], results[label]["detail"]).text() if label in results else ""
+                         for label in labels]
+                writer.writerow([entry["submission"], entry["student"], book["notebook"], *cells,
+                                 sum(r["status"] == "pass" for r in results.values()), len(results)])
 
 
 def read_points(path: Path | None, labels: list[str]) -> dict[str, float]:
@@ -465,7 +546,7 @@ def read_points(path: Path | None, labels: list[str]) -> dict[str, float]:
 
 
 def gradebook(rows: list[tuple[str, dict[str, Outcome]]], reference: Reference, points: dict[str, float],
-              mode: str, events: dict[str, list[str]] | None = None) -> dict:
+              mode: str, events: dict[str, list[str]] | None = None, students: dict[str, str] | None = None) -> dict:
     """The grades as a JSON-ready dict: per submission, each exercise's status, detail and points awarded
     (its full points on ``pass``, 0 otherwise), the submission's score out of the total, and what the
     sandbox stopped (``events``, per submission)."""
@@ -476,7 +557,7 @@ def gradebook(rows: list[tuple[str, dict[str, Outcome]]], reference: Reference, 
                                 "points": points[label] if outcomes[label].status == "pass" else 0.0,
                                 "out_of": points[label]}
                         for label in reference.autograded}
-        entries.append({"submission": name, "score": sum(e["points"] for e in exercises_of.values()),
+        entries.append({"submission": name, "student": (students or {}).get(name, Path(name).stem), "score": sum(e["points"] for e in exercises_of.values()),
                         "out_of": out_of, "exercises": exercises_of, "sandbox": (events or {}).get(name, [])})
     return {"notebook": reference.source, "edition": EDITION, "mode": mode, "points": points, "out_of": out_of,
             "submissions": entries}
@@ -501,14 +582,34 @@ def feedback(entry: dict, notebook: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_feedback(folder: Path, book: dict) -> list[Path]:
-    """One ``<submission name>.md`` per submission of ``book`` (a :func:`gradebook`) in ``folder``."""
+def course_gradebook(books: list[dict], mode: str, roster: list[str] | None) -> dict:
+    """Several notebooks' gradebooks, and per student the score in each and in all (roster students who
+    submitted nothing score 0)."""
+    students: dict[str, dict] = {student: {"score": 0.0, "notebooks": {}} for student in roster or []}
+    for book in books:
+        for entry in book["submissions"]:
+            record = students.setdefault(entry["student"], {"score": 0.0, "notebooks": {}})
+            record["notebooks"][book["notebook"]] = entry["score"]
+            record["score"] += entry["score"]
+    out_of = sum(book["out_of"] for book in books)
+    for record in students.values():
+        record["out_of"] = out_of
+        record["missing"] = [book["notebook"] for book in books if book["notebook"] not in record["notebooks"]]
+    return {"edition": EDITION, "mode": mode, "out_of": out_of, "students": students, "notebooks": books}
+
+
+def write_feedback(folder: Path, book: dict, several: bool = False, seen: set[str] | None = None) -> list[Path]:
+    """One ``<student>.md`` per submission of ``book`` (a :func:`gradebook`) in ``folder``
+    (``<student>-<notebook>.md`` when ``several`` notebooks are graded into one folder; ``seen``:
+    the names already written in this run)."""
     folder.mkdir(parents=True, exist_ok=True)
-    written, seen = [], set()
+    written, seen = [], set() if seen is None else seen
     for entry in book["submissions"]:
-        stem = Path(entry["submission"]).stem
+        stem = entry.get("student") or Path(entry["submission"]).stem
+        if several:
+            stem = f"{stem}-{Path(book['notebook']).stem}"
         name, n = stem, 2
-        while name in seen:  # two submissions of the same file name from different folders
+        while name in seen:  # two submissions of the same name from different folders
             name, n = f"{stem}-{n}", n + 1
         seen.add(name)
         path = folder / f"{name}.md"
@@ -529,7 +630,21 @@ def run(args: argparse.Namespace) -> int:
     if args.checks is not None:
         args.checks = args.checks.resolve()
     try:
-        reference, submissions = load_inputs(args)
+        groups = load_inputs(args)
+        ids = student_ids([path for _, group in groups for path, _ in group], args.id_pattern)
+        roster = read_roster(args.roster) if args.roster is not None else None
+        if roster is not None:
+            unknown = sorted({ids[path] for path in ids} - set(roster))
+            if unknown:
+                raise GradeInputError(f"submissions from students not on the roster {args.roster}: "
+                                      f"{', '.join(unknown[:10])}; check --id-pattern or the roster")
+        for reference, group in groups:
+            seen: dict[str, Path] = {}
+            for path, _ in group:
+                if ids[path] in seen:
+                    raise GradeInputError(f"{seen[ids[path]]} and {path} are both student {ids[path]}'s answer to "
+                                          f"{reference.source}; keep one, or set --id-pattern")
+                seen[ids[path]] = path
     except GradeInputError as error:
         for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -542,8 +657,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: mmbook grade needs nbclient, ipykernel and cloudpickle ({error}); install them with "
               "pip install 'mmbook[course]'", file=sys.stderr)
         return 2
+    all_labels = list(dict.fromkeys(label for reference, _ in groups for label in reference.autograded))
     try:
-        points = read_points(getattr(args, "points", None), reference.autograded)
+        points = read_points(getattr(args, "points", None), all_labels)
     except GradeInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -555,7 +671,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    hidden = {path.resolve().parent for path, _ in submissions}
+    hidden = {path.resolve().parent for _, group in groups for path, _ in group}
     if args.checks is not None:
         hidden.add(args.checks.parent)
     sandbox = Sandbox(limits, hide=tuple(hidden), use_bubblewrap=not args.no_sandbox)
@@ -565,11 +681,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"sandbox: bubblewrap ({sandbox.bubblewrap}): no network, writes only in a private folder, "
               f"{limits.memory_gib:g} GiB and {limits.processes} processes per submission", file=sys.stderr)
     mode = "full" if args.full else "quick"
-    print(f"grading {len(submissions)} submission(s) of {reference.source} ({len(reference.autograded)} autograded "
-          f"exercises, {mode} mode, {args.timeout:g} s per notebook, {args.jobs} at a time)", file=sys.stderr)
+    for reference, group in groups:
+        print(f"grading {len(group)} submission(s) of {reference.source} ({len(reference.autograded)} autograded "
+              f"exercises, {mode} mode, {args.timeout:g} s per notebook, {args.jobs} at a time)", file=sys.stderr)
 
-    def grade_submission(item: tuple[Path, dict]) -> tuple[dict[str, Outcome], list[str]]:
-        path, notebook = item
+    def grade_submission(item: tuple[Reference, Path, dict]) -> tuple[dict[str, Outcome], list[str]]:
+        reference, path, notebook = item
         started = time.monotonic()
         outcomes, events = grade_one(notebook, reference, args.timeout, args.kernel, quick=not args.full,
                                      checks=args.checks, sandbox=sandbox)
@@ -578,21 +695,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {path}: {passed}/{len(outcomes)} in {time.monotonic() - started:.0f} s{noted}", file=sys.stderr)
         return outcomes, events
 
+    work = [(reference, path, notebook) for reference, group in groups for path, notebook in group]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        graded = list(pool.map(grade_submission, submissions))
-    rows = [(str(path), outcomes) for (path, _), (outcomes, _) in zip(submissions, graded)]
-    events = {str(path): found for (path, _), (_, found) in zip(submissions, graded)}
-    print(table(rows, reference.autograded))
+        graded = dict(zip([(reference.source, path) for reference, path, _ in work], pool.map(grade_submission, work)))
+    books = []
+    for reference, group in groups:
+        rows = [(str(path), graded[reference.source, path][0]) for path, _ in group]
+        events = {str(path): graded[reference.source, path][1] for path, _ in group}
+        if len(groups) > 1:
+            print(f"\n{reference.source}")
+        print(table(rows, reference.autograded))
+        students = {str(path): ids[path] for path, _ in group}
+        book = gradebook(rows, reference, {label: points[label] for label in reference.autograded}, mode, events,
+                         students)
+        if roster is not None:
+            book["missing"] = [student for student in roster if student not in students.values()]
+        books.append(book)
     if args.csv is not None:
-        write_csv(args.csv, rows, reference.autograded)
+        write_csv(args.csv, books, all_labels)
         print(f"wrote {args.csv}", file=sys.stderr)
-    book = gradebook(rows, reference, points, mode, events)
+    result = books[0] if len(books) == 1 else course_gradebook(books, mode, roster)
     if getattr(args, "json", None) is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(book, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
         print(f"wrote {args.json}", file=sys.stderr)
     if getattr(args, "feedback", None) is not None:
-        written = write_feedback(args.feedback, book)
+        names: set[str] = set()
+        written = [path for book in books for path in write_feedback(args.feedback, book, len(books) > 1, names)]
         print(f"wrote {len(written)} feedback file(s) to {args.feedback}", file=sys.stderr)
     return 0
 

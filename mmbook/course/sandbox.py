@@ -207,17 +207,16 @@ class Sandbox:
         environment = self.environment(folder, extra_environment)
         cgroup = _PidsCgroup(self.limits.processes)
         nproc = None if cgroup.path is not None or os.geteuid() == 0 else _tasks_of(os.getuid()) + self.limits.processes
-        memory = int(self.limits.memory_gib * 2**30)
-
-        def limit() -> None:  # runs in the child, before the command
-            cgroup.join()
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-            if nproc is not None:
-                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-
-        process = subprocess.Popen(self.command(argv, folder), cwd=folder, env=environment, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit,
-                                   start_new_session=True)
+        # The limits are set by a first stage in a fresh process (see :func:`enter`), not by a
+        # preexec_fn, which can deadlock when several threads start processes (``--jobs``).
+        enter = [sys.executable, "-m", "mmbook.course.sandbox", "--enter",
+                 "--memory-bytes", str(int(self.limits.memory_gib * 2**30))]
+        if nproc is not None:
+            enter += ["--nproc", str(nproc)]
+        if cgroup.path is not None:
+            enter += ["--cgroup", str(cgroup.path)]
+        process = subprocess.Popen(enter + ["--"] + self.command(argv, folder), cwd=folder, env=environment,
+                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
             stdout, stderr = process.communicate(timeout=timeout)
             returncode: int | None = process.returncode
@@ -298,15 +297,34 @@ def supervise(argv: list[str]) -> int:
     return returncode
 
 
+def enter(command: list[str], memory_bytes: int, nproc: int | None, cgroup: str | None) -> None:
+    """Join the pids cgroup, set the limits, and become ``command`` (the first stage of :meth:`Sandbox.run`)."""
+    if cgroup:
+        (Path(cgroup) / "cgroup.procs").write_text(str(os.getpid()))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    if nproc is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    os.execvp(command[0], command)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mmbook.course.sandbox -- COMMAND...``: the supervisor (see :func:`supervise`)."""
+    """``python -m mmbook.course.sandbox -- COMMAND...``: the supervisor (see :func:`supervise`).
+
+    With ``--enter`` it is the first stage instead: it applies the limits and runs the command in its place.
+    """
     parser = argparse.ArgumentParser(prog="python -m mmbook.course.sandbox",
                                      description="Run a command, then report and end what it left running.")
+    parser.add_argument("--enter", action="store_true", help="apply the limits, then become the command")
+    parser.add_argument("--memory-bytes", type=int, default=int(DEFAULT_MEMORY_GIB * 2**30))
+    parser.add_argument("--nproc", type=int)
+    parser.add_argument("--cgroup")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
+    if args.enter:
+        enter(command, args.memory_bytes, args.nproc, args.cgroup)
     return supervise(command)
 
 
