@@ -12,13 +12,14 @@ asserts that jupyterlab-myst renders the book's markup:
   no ``{cite}``/``{ref}`` role and no ``(label)=`` target left as text;
 - every exercise and concept question is drawn as a box with its title, and every gated
   solution as a "Solution" dropdown, folded;
-- the code cells inside solutions are folded (collapsed to their first line), so reading
-  on does not show the answer's code.
+- every cell inside a solution is folded: JupyterLab shows only its first line, and that line
+  is the neutral ``# Solution`` or ``% Solution`` (``mmbook.course.markup.FOLDED_FIRST_LINE``),
+  so reading on shows nothing of the answer.
 
 It saves a screenshot of the first exercise of each notebook to ``--out``. Glue roles show
 their names in JupyterLab (the values are in the output of the cell that computes them),
 and the prose cells inside a solution stay visible: jupyterlab-myst draws markdown cells
-itself and does not fold them. Needs Chromium, chromedriver and selenium, like
+itself and folds them to their first line like code cells. Needs Chromium, chromedriver and selenium, like
 ``scripts/browser_check.py``.
 """
 
@@ -41,7 +42,8 @@ from browser_check import missing_requirements, start_browser  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from mmbook.course.markup import cell_source, concept_questions, exercises, solution_span_cells  # noqa: E402
+from mmbook.course.markup import (FOLDED_FIRST_LINE, cell_source, concept_questions, exercises,  # noqa: E402
+                                  solution_span_cells)
 
 RAW_MARKUP = re.compile(r"`{3,}\{[\w-]+\}|\{(?:cite|ref|doc|numref)\}`|^\([\w-]+\)=\s*$", re.MULTILINE)
 
@@ -91,7 +93,8 @@ def check_notebook(driver, url: str, source: dict, shot: Path, wait: float = 90.
                 text: nb.innerText,
                 dropdowns: nb.querySelectorAll('details').length,
                 open: nb.querySelectorAll('details[open]').length,
-                placeholders: nb.querySelectorAll('.jp-InputPlaceholder').length};
+                placeholders: nb.querySelectorAll('.jp-InputPlaceholder').length,
+                shown: [...nb.querySelectorAll('.jp-Cell')].map(c => c.innerText.trim())};
     """
     titles = [e.title for e in exercises(source) + concept_questions(source) if e.title]
     state, deadline = None, time.monotonic() + wait
@@ -119,6 +122,11 @@ def check_notebook(driver, url: str, source: dict, shot: Path, wait: float = 90.
         lines = [line for line in cell_source(source["cells"][index]).splitlines() if line.strip()]
         if len(lines) > 1 and lines[-1].strip() in state["text"]:
             problems.append(f"the code of solution cell {index} is shown in full: {lines[-1].strip()[:60]!r}")
+    neutral = set(FOLDED_FIRST_LINE.values())
+    for index in spans:
+        shown = state["shown"][index] if index < len(state["shown"]) else ""
+        if shown not in neutral:
+            problems.append(f"folded solution cell {index} shows {shown[:60]!r}, not one of {sorted(neutral)}")
     missing = [t for t in titles if t not in state["text"]]
     if missing or expected_boxes == 0:
         problems.append(f"exercise titles not drawn: {missing[:3]}")

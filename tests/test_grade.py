@@ -26,7 +26,8 @@ def course(tmp_path_factory):
     edition["cells"] = edition["cells"][1:]  # the Colab install cell would do nothing here; skip its process
     submissions = {
         # The instructor's solutions put into the student edition's starter cells.
-        "correct": replace_cells(edition, {SQUARE_STARTER: SQUARE_SOLUTION, ANSWER_STARTER: ANSWER_SOLUTION}),
+        "correct": replace_cells(edition, {SQUARE_STARTER: SQUARE_SOLUTION, ANSWER_STARTER: ANSWER_SOLUTION,
+                                           student.answer_cell("ex-demo-why")["source"]: "STUDENT-WHY: x * x >= 0"}),
         "empty": edition,
         # A crash in one exercise, a wrong answer with a known mistake in the other.
         "broken": replace_cells(edition, {SQUARE_STARTER: "def square(x):\n    return x / 0",
@@ -59,7 +60,8 @@ def test_grades_three_submissions(course, capsys):
     status = grade.main([str(paths[name]) for name in ("correct", "empty", "broken", "tampered")] +
                         ["--book", str(root / "book"), "--csv", str(out_csv), "--timeout", "120",
                          "--checks", str(root / "checks.py"), "--json", str(out_json),
-                         "--points", str(root / "points.json"), "--feedback", str(feedback), "--jobs", "2"])
+                         "--points", str(root / "points.json"), "--feedback", str(feedback), "--jobs", "2",
+                         "--review", str(root / "review")])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     if find_bubblewrap():
@@ -98,6 +100,11 @@ def test_grades_three_submissions(course, capsys):
     assert "Score: 4 / 4." in notes["correct"] and "Score: 0 / 4." in notes["broken"]
     assert "ZeroDivisionError" in notes["broken"] and "the digits are swapped" in notes["broken"]
     assert "not graded" in notes["tampered"]
+    # The exercise graded by hand: every student's answer to it in one file, after the question.
+    review = (root / "review" / "demo" / "ex-demo-why.md").read_text()
+    assert review.index("Why is it so?") < review.index("## broken") < review.index("## correct")
+    assert "STUDENT-WHY: x * x >= 0" in review and "*(no answer written)*" in review
+    assert "SOLUTION-WHY-TEXT" not in review
 
 
 def test_time_limit_per_notebook(course, tmp_path, capsys):

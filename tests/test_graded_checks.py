@@ -214,6 +214,16 @@ def test_bundle_sets_a_course_seed(tmp_path):
     assert "keep private" in written[1].read_text().lower()
     other = bundle.build(ROOT / "instructor", tmp_path / "other")[0].read_text()
     assert "COURSE_SEED = 1234" not in other
+    # The answer key and the rubrics come from the book: every solution, by exercise.
+    names = {path.name for path in written}
+    assert {"answer-key.md", "rubrics.md", "answer-key.html"} <= names
+    key = (tmp_path / "bundle" / "answer-key.md").read_text()
+    rubrics = (tmp_path / "bundle" / "rubrics.md").read_text()
+    assert "### Your own conv2d, checked (ex-cnn-conv2d)" in key and "Autograded" in key
+    assert "(ex-cnn-conv2d)" not in rubrics  # autograded: no rubric
+    assert "(ex-cnn-pool-gradient)" in rubrics and "**Solution.**" in rubrics
+    assert "```{" not in key and ":label:" not in key  # directive fences and options are left out
+    assert "<h3>" in (tmp_path / "bundle" / "answer-key.html").read_text()
     with pytest.raises(FileNotFoundError, match="instructor/ folder"):
         bundle.build(tmp_path / "nowhere", tmp_path / "out")
     (tmp_path / "broken").mkdir()

@@ -55,6 +55,10 @@ def test_demo_student_edition_cuts_solutions_and_keeps_starters(tmp_path):
     assert edition["metadata"]["mmbook"] == {"edition": "student", "source": "ch90_demo/demo.ipynb",
                                              "exercises": ["ex-demo-square", "ex-demo-answer", "ex-demo-why"],
                                              "autograded": ["ex-demo-square", "ex-demo-answer"]}
+    # The exercise graded by hand gets an answer cell right after its question; the autograded ones do not.
+    answers = [(i, c) for i, c in enumerate(edition["cells"]) if "answer" in c["metadata"].get("tags", [])]
+    assert [c["metadata"]["mmbook"]["answer"] for _, c in answers] == ["ex-demo-why"]
+    assert "Why is it so?" in cell_source(edition["cells"][answers[0][0] - 1])
     assert source == demo_notebook(), "the source notebook must not be modified"
 
 
@@ -134,6 +138,17 @@ def test_real_book_student_edition_has_every_notebook(real_edition):
     out, report = real_edition
     sources = [p.relative_to(BOOK) for p in student.book_notebooks(BOOK)]
     assert sorted(p.relative_to(out) for p in report.notebooks) == sorted(sources)
+
+
+def test_every_exercise_graded_by_hand_has_one_answer_cell(real_edition):
+    out, report = real_edition
+    for path in report.notebooks:
+        notebook = json.loads(path.read_text())
+        meta = notebook["metadata"]["mmbook"]
+        by_hand = [label for label in meta["exercises"] if label not in meta["autograded"]]
+        answers = [c["metadata"]["mmbook"]["answer"] for c in notebook["cells"]
+                   if "answer" in c.get("metadata", {}).get("tags", [])]
+        assert answers == by_hand, path
 
 
 def test_real_book_leaks_no_solution(real_edition):
@@ -337,15 +352,21 @@ def test_fold_solutions_folds_the_cells_inside_each_solution_only():
     assert folded == inside
     starters = [i for i, c in enumerate(notebook["cells"]) if "starter" in c["metadata"].get("tags", [])]
     assert not set(starters) & set(folded)
+    # What JupyterLab shows of a folded cell, its first line, says nothing of the answer.
+    for index in inside:
+        cell = notebook["cells"][index]
+        first, _, rest = cell_source(cell).partition("\n")
+        assert first == {"code": "# Solution", "markdown": "% Solution"}[cell["cell_type"]] and "SOLUTION-" in rest
 
 
 def test_every_solution_cell_of_the_book_is_folded_for_jupyterlab():
-    from mmbook.course.markup import solution_span_cells
+    from mmbook.course.markup import FOLDED_FIRST_LINE, solution_span_cells
 
     unfolded = []
     for path in student.book_notebooks(BOOK):
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
         unfolded += [f"{path.relative_to(BOOK)} cell {i}" for i in solution_span_cells(cells, str(path))
-                     if not cells[i]["metadata"].get("jupyter", {}).get("source_hidden")]
+                     if not cells[i]["metadata"].get("jupyter", {}).get("source_hidden")
+                     or cell_source(cells[i]).split("\n", 1)[0] not in FOLDED_FIRST_LINE.values()]
     assert not unfolded, "run scripts/record_expected_outputs.py (or mmbook.course.markup.fold_solutions):\n" + \
         "\n".join(unfolded)

@@ -66,7 +66,7 @@ from mmbook.course.judge import capture_source, tampering
 from mmbook.course.markup import (CHECKER_TAG, MarkupError, cell_source, cell_tags, checker_cells, checker_label,
                                   exercises)
 from mmbook.course.sandbox import DEFAULT_MEMORY_GIB, DEFAULT_PROCESSES, Limits, Sandbox
-from mmbook.course.student import EDITION, read_notebook_json, student_notebook
+from mmbook.course.student import EDITION, answer_cell, read_notebook_json, student_notebook
 from mmbook.exercises import passed_line
 
 WARNING = ("mmbook grade runs the students' code. Under bubblewrap (apt-get install bubblewrap) it has no network "
@@ -138,6 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checks", type=Path, metavar="FILE.py",
                         help="the instructor's graded checks: a Python file that registers a checker per exercise "
                              "with mmbook.exercises.register (default: the installed package's checkers)")
+    parser.add_argument("--review", type=Path, metavar="FOLDER",
+                        help="also write, per exercise graded by hand, one Markdown file with every student's answer "
+                             "(FOLDER/<notebook>/<label>.md), to read all answers to one exercise together")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="grade N submissions at a time (default 1; each runs its own kernel)")
     parser.add_argument("--memory-gib", type=float, default=DEFAULT_MEMORY_GIB, metavar="GIB",
@@ -486,6 +489,48 @@ def grade_one(notebook: dict, reference: Reference, timeout: float, kernel: str,
     return outcomes, events
 
 
+# --- exercises graded by hand -------------------------------------------------------------------
+
+def answers_by_hand(notebook: dict, reference: Reference, label: str) -> str | None:
+    """A submission's answer to ``label`` (an exercise without a checker): its answer cell and the cells the
+    student added right after it, as Markdown; ``None`` when the answer cell is gone."""
+    cells = notebook.get("cells", [])
+    start = next((i for i, cell in enumerate(cells)
+                  if cell.get("metadata", {}).get("mmbook", {}).get("answer") == label), None)
+    if start is None:
+        return None
+    edition = {cell_source(cell) for cell in reference.notebook["cells"]}
+    parts = []
+    for index in range(start, len(cells)):
+        cell = cells[index]
+        if index > start and cell_source(cell) in edition:
+            break
+        text = cell_source(cell).strip()
+        if cell["cell_type"] == "code" and text:
+            parts.append(f"```python\n{text}\n```")
+        elif text and text != cell_source(answer_cell(label)).strip():
+            parts.append(text)
+    return "\n\n".join(parts) if parts else ""
+
+
+def write_review(folder: Path, reference: Reference, group: list[tuple[Path, dict]], ids: dict[Path, str]) -> list[Path]:
+    """One ``<folder>/<notebook>/<label>.md`` per exercise graded by hand: the question, then every student's answer."""
+    written = []
+    questions = {e.label: cell_source(reference.notebook["cells"][e.cell]) for e in exercises(reference.notebook)}
+    for label in [label for label in reference.labels if label not in reference.checkers]:
+        lines = [f"# {label} ({reference.source}): every answer", "", questions.get(label, "").strip(), ""]
+        for path, notebook in sorted(group, key=lambda item: ids[item[0]]):
+            answer = answers_by_hand(notebook, reference, label)
+            text = ("*(the answer cell was deleted from this notebook)*" if answer is None else
+                    answer or "*(no answer written)*")
+            lines += [f"## {ids[path]}", "", f"<!-- {path} -->", "", text, ""]
+        path = folder / Path(reference.source).stem / f"{label}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines), encoding="utf-8")
+        written.append(path)
+    return written
+
+
 # --- output --------------------------------------------------------------------------------------
 
 def table(rows: list[tuple[str, dict[str, Outcome]]], labels: list[str], width: int = 36) -> str:
@@ -719,6 +764,9 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
         print(f"wrote {args.json}", file=sys.stderr)
+    if getattr(args, "review", None) is not None:
+        reviews = [path for reference, group in groups for path in write_review(args.review, reference, group, ids)]
+        print(f"wrote {len(reviews)} review file(s) to {args.review}", file=sys.stderr)
     if getattr(args, "feedback", None) is not None:
         names: set[str] = set()
         written = [path for book in books for path in write_feedback(args.feedback, book, len(books) > 1, names)]

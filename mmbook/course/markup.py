@@ -36,6 +36,8 @@ STARTER_TAG = "starter"
 #: Label prefix of a "Check your understanding" question.
 CONCEPT_PREFIX = "cu-"
 CHECKER_TAG = "checker"
+#: The tag of the cell the student edition adds for the answer to an exercise that is graded by hand.
+ANSWER_TAG = "answer"
 #: Tags a starter cell carries in the source that the student edition drops.
 STARTER_SOURCE_TAGS = (STARTER_TAG, "remove-cell", "remove-input", "hide-input", "hide-cell")
 
@@ -219,6 +221,57 @@ def solution_texts(notebook: Any, where: str = "notebook") -> list[str]:
     return strip_solutions(notebook["cells"], where).removed
 
 
+def directive_body(text: str, label: str) -> str:
+    """The body of the ``{exercise}`` directive labelled ``label`` in a markdown cell's ``text``
+    (without its fences and options), or ``""``."""
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        match = _FENCE.match(line)
+        if not match or match["name"] not in _EXERCISE_DIRECTIVES:
+            continue
+        close = _closing_fence(lines, number, match["fence"]) if match["name"] == "exercise" else len(lines)
+        body = lines[number + 1:close if close >= 0 else len(lines)]
+        options = [m["label"] for m in map(_LABEL.match, body) if m]
+        if options[:1] == [label]:
+            return "\n".join(line for line in body if not re.match(r"^[ \t]*:[\w-]+:", line)).strip()
+    return ""
+
+
+def inline_solution(text: str, label: str) -> str:
+    """The text between ``{solution-start} label`` and ``{solution-end}`` in one markdown cell, or ``""``."""
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        match = _FENCE.match(line)
+        if match and match["name"] == "solution-start" and match["rest"].strip() == label:
+            start = _closing_fence(lines, number, match["fence"]) + 1
+            for end in range(start, len(lines)):
+                closing = _FENCE.match(lines[end])
+                if closing and closing["name"] == "solution-end":
+                    return "\n".join(lines[start:end]).strip()
+    return ""
+
+
+_SOLUTION_START_LABEL = re.compile(r"\{solution-start\}\s+(?P<label>[\w-]+)")
+
+
+def solutions_by_label(notebook: Any, where: str = "notebook") -> dict[str, list[Any]]:
+    """The cells of each gated solution (those between its two marker cells), by the label it answers.
+
+    Raises:
+        MarkupError: as :func:`strip_solutions`.
+    """
+    inside = set(solution_span_cells(notebook["cells"], where))
+    found: dict[str, list[Any]] = {}
+    label = None
+    for index, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] == "markdown" and (match := _SOLUTION_START_LABEL.search(cell_source(cell))):
+            label = match["label"]
+            found.setdefault(label, [])
+        elif index in inside and label is not None:
+            found[label].append(cell)
+    return found
+
+
 def solution_span_cells(cells: list[Any], where: str = "notebook") -> list[int]:
     """Indices of the cells strictly between a ``{solution-start}`` cell and its ``{solution-end}`` cell.
 
@@ -228,12 +281,26 @@ def solution_span_cells(cells: list[Any], where: str = "notebook") -> list[int]:
     return strip_solutions(cells, where).inside
 
 
+#: The first line of every cell inside a gated solution. JupyterLab shows a folded cell's first
+#: line, so it must say nothing of the answer; ``%`` starts a MyST comment, which the book does not show.
+FOLDED_FIRST_LINE = {"code": "# Solution", "markdown": "% Solution"}
+
+
 def fold_solutions(notebook: Any, where: str = "notebook") -> int:
-    """Fold (``metadata.jupyter.source_hidden``) every cell inside a gated solution; returns how many changed."""
+    """Fold (``metadata.jupyter.source_hidden``) every cell inside a gated solution, and start each with
+    :data:`FOLDED_FIRST_LINE`, what JupyterLab shows of a folded cell; returns how many cells changed."""
     changed = 0
     for index in solution_span_cells(notebook["cells"], where):
-        jupyter = notebook["cells"][index].setdefault("metadata", {}).setdefault("jupyter", {})
+        cell = notebook["cells"][index]
+        jupyter = cell.setdefault("metadata", {}).setdefault("jupyter", {})
+        first = FOLDED_FIRST_LINE.get(cell["cell_type"])
+        text = cell_source(cell)
+        touched = False
         if jupyter.get("source_hidden") is not True:
             jupyter["source_hidden"] = True
-            changed += 1
+            touched = True
+        if first is not None and text.split("\n", 1)[0].rstrip() != first:
+            cell["source"] = f"{first}\n{text}"
+            touched = True
+        changed += touched
     return changed

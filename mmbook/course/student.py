@@ -10,6 +10,9 @@ For every ``book/<chapter>/<notebook>.ipynb`` it writes ``_build/student/<chapte
 - every gated solution (``{solution-start}`` … ``{solution-end}``, markdown and code cells)
   and every ``{solution}`` directive is removed, "Check your understanding" answers included;
 - ``starter`` cells stay, without the tags that hide them in the instructor's book;
+- each exercise without a checker (graded by hand) gets an answer cell after its question
+  (and starter cells): a markdown cell tagged ``answer`` with ``metadata.mmbook.answer`` set
+  to its label, which ``mmbook grade --review`` collects;
 - ``checker`` cells stay, so an unfinished exercise stops with one line,
   ``NotImplementedError: exercise ex-... : replace the ... with your code``; they are
   tagged ``raises-exception``, so nbval and the book's execution run past them;
@@ -31,7 +34,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmbook.course.markup import (CHECKER_TAG, STARTER_SOURCE_TAGS, STARTER_TAG, MarkupError, cell_source, cell_tags,
+from mmbook.course.markup import (ANSWER_TAG, CHECKER_TAG, STARTER_SOURCE_TAGS, STARTER_TAG, MarkupError, cell_source, cell_tags,
                                   checker_cells, exercises, strip_solutions)
 
 EDITION = "student"
@@ -125,10 +128,35 @@ def student_notebook(notebook: dict, source: str) -> tuple[dict, int]:
                               f"notebook (its exercises: {', '.join(labels) or 'none'})")
         if label not in autograded:
             autograded.append(label)
+    result["cells"] = with_answer_cells(result["cells"], result, [label for label in labels if label not in autograded])
     metadata = result.setdefault("metadata", {})
     metadata.pop("widgets", None)
     metadata["mmbook"] = {"edition": EDITION, "source": source, "exercises": labels, "autograded": autograded}
     return result, len(stripped.removed)
+
+
+def answer_cell(label: str) -> dict:
+    """The markdown cell where a student writes the answer to ``label``, an exercise graded by hand."""
+    return {"cell_type": "markdown", "metadata": {"tags": [ANSWER_TAG], "mmbook": {"answer": label}},
+            "source": f"**Your answer to {label}.** Write it in this cell (double-click to edit); put any code in "
+                      "cells right below it."}
+
+
+def with_answer_cells(cells: list[dict], notebook: dict, labels: list[str]) -> list[dict]:
+    """``cells`` with an :func:`answer_cell` after the question (and its starter cells) of each of ``labels``."""
+    at: dict[int, list[str]] = {}
+    for exercise in exercises(notebook):
+        if exercise.label in labels:
+            at.setdefault(exercise.cell, []).append(exercise.label)
+    result: list[dict] = []
+    pending: list[str] = []
+    for index, cell in enumerate(cells):
+        if pending and not (cell["cell_type"] == "code" and STARTER_TAG in cell_tags(cell)):
+            result += [answer_cell(label) for label in pending]
+            pending = []
+        result.append(cell)
+        pending += at.get(index, [])
+    return result + [answer_cell(label) for label in pending]
 
 
 def book_notebooks(book: Path) -> list[Path]:
