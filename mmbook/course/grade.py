@@ -458,16 +458,20 @@ def flags(notebook: dict, reference: Reference) -> dict[str, Outcome]:
 
 
 def grade_one(notebook: dict, reference: Reference, timeout: float, kernel: str, quick: bool,
-              checks: Path | None = None, sandbox: Sandbox | None = None) -> tuple[dict[str, Outcome], list[str]]:
+              checks: Path | None = None, sandbox: Sandbox | None = None
+              ) -> tuple[dict[str, Outcome], list[str], dict[str, float]]:
     """Execute one submission in the sandbox and grade each autograded exercise (the graded checks run
-    outside its kernel). Returns the outcome per exercise and what the sandbox saw."""
+    outside its kernel). Returns the outcome per exercise, what the sandbox saw, and the seconds the
+    notebook and the graded checks took."""
     sandbox = sandbox if sandbox is not None else Sandbox()
     flagged = flags(notebook, reference)
     with tempfile.TemporaryDirectory(prefix="mmbook-grade-") as folder:
         answers = Path(folder) / "answers"
         answers.mkdir()
         prepared, cells = prepare(notebook, reference, answers)
+        started = time.monotonic()
         stopped, events = execute(prepared, timeout, kernel, quick, sandbox, Path(folder))
+        seconds = {"notebook": round(time.monotonic() - started, 1), "checks": 0.0}
         outcomes: dict[str, Outcome] = {}
         for label in reference.autograded:
             if label in flagged:
@@ -484,9 +488,11 @@ def grade_one(notebook: dict, reference: Reference, timeout: float, kernel: str,
                     verdicts.append(in_kernel if in_kernel.status != "pass" else
                                     Outcome("error", "the answers were not saved after the checker cell"))
                     continue
+                started = time.monotonic()
                 verdicts.append(graded_check(label, cell.answer_file, checks, quick, sandbox))
+                seconds["checks"] = round(seconds["checks"] + time.monotonic() - started, 1)
             outcomes[label] = next((v for v in verdicts if v.status != "pass"), verdicts[0])
-    return outcomes, events
+    return outcomes, events, seconds
 
 
 # --- exercises graded by hand -------------------------------------------------------------------
@@ -733,11 +739,12 @@ def run(args: argparse.Namespace) -> int:
     def grade_submission(item: tuple[Reference, Path, dict]) -> tuple[dict[str, Outcome], list[str]]:
         reference, path, notebook = item
         started = time.monotonic()
-        outcomes, events = grade_one(notebook, reference, args.timeout, args.kernel, quick=not args.full,
+        outcomes, events, seconds = grade_one(notebook, reference, args.timeout, args.kernel, quick=not args.full,
                                      checks=args.checks, sandbox=sandbox)
         passed = sum(o.status == "pass" for o in outcomes.values())
         noted = "".join(f"; {event}" for event in events)
-        print(f"  {path}: {passed}/{len(outcomes)} in {time.monotonic() - started:.0f} s{noted}", file=sys.stderr)
+        print(f"  {path}: {passed}/{len(outcomes)} in {time.monotonic() - started:.0f} s (notebook "
+              f"{seconds['notebook']:.0f} s, graded checks {seconds['checks']:.0f} s){noted}", file=sys.stderr)
         return outcomes, events
 
     work = [(reference, path, notebook) for reference, group in groups for path, notebook in group]
