@@ -27,7 +27,7 @@ from torchvision.ops import box_iou
 from mmbook import exercises
 from mmbook.alignment import info_nce, recall_at_k
 from mmbook.course.checks.alignment import CONE_CHOICES
-from mmbook.course.checks.intro import T_975
+from mmbook.results import t_975
 from mmbook.course.checks.objectives import SHUFFLED_EXPRESSION_CHOICES
 from mmbook.exercises import ExerciseError, ExerciseNotDone, check, is_unfinished, passed_line
 from mmbook.generation.checkers import beam_step, chair, prefix_trainable_parameters
@@ -170,7 +170,7 @@ def macro_f1(truth, guess):
 
 def t_interval(differences, quantile=None, unbiased=True, per_mean=True):
     n = len(differences)
-    t = T_975[n - 1] if quantile is None else quantile(n)
+    t = t_975(n) if quantile is None else quantile(n)
     std = differences.std(unbiased=unbiased)
     half = t * std / (n ** 0.5 if per_mean else 1)
     return differences.mean() - half, differences.mean() + half
@@ -330,8 +330,6 @@ REFERENCES: dict[str, Any] = {
     "ex-reason-closest": closest_colour,
 }
 
-_t_n = T_975  # t with n - 1 degrees of freedom is T_975[n - 1]
-
 
 #: label -> typical wrong answers (at least two each).
 MISTAKES: dict[str, list[Any]] = {
@@ -372,8 +370,8 @@ MISTAKES: dict[str, list[Any]] = {
         lambda d: t_interval(d, quantile=lambda n: 1.96),
         lambda d: t_interval(d, unbiased=False),
         lambda d: t_interval(d, per_mean=False),
-        lambda d: t_interval(d, quantile=lambda n: _t_n[n]),  # n degrees of freedom
-        lambda d: (d.mean(), _t_n[len(d) - 1] * d.std() / len(d) ** 0.5),  # (mean, half-width)
+        lambda d: t_interval(d, quantile=lambda n: t_975(n + 1)),  # n degrees of freedom
+        lambda d: (d.mean(), t_975(len(d)) * d.std() / len(d) ** 0.5),  # (mean, half-width)
         lambda d: d.mean(),
     ],
     "ex-concepts-head-params": [

@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 
 from mmbook import exercises
 from mmbook.course.checks.alignment import CONE_CHOICES
-from mmbook.course.checks.intro import T_975
+from mmbook.results import t_975
 from mmbook.course.checks.objectives import SHUFFLED_EXPRESSION_CHOICES
 from mmbook.exercises import (ExerciseError, ExerciseNotDone, check, check_choice, check_module_output, check_shape,
                               check_value, is_unfinished, passed_line, todo)
@@ -148,7 +148,7 @@ def test_every_registered_checker_imports():
 
 def _interval(differences):
     n = len(differences)
-    half = T_975[n - 1] * differences.std() / n ** 0.5
+    half = t_975(n) * differences.std() / n ** 0.5
     return differences.mean() - half, differences.mean() + half
 
 
@@ -243,7 +243,7 @@ def _ghost(net, images, labels, parts, split=True, mean=True):
 CASES = {
     "ex-intro-seeds": (_interval, [
         (_interval_z, "use Student's t with n - 1 degrees of freedom"),
-        (lambda d: (d.mean() - T_975[len(d) - 1] * d.std(), 0.0), "divide the standard deviation by sqrt"),
+        (lambda d: (d.mean() - t_975(len(d)) * d.std(), 0.0), "divide the standard deviation by sqrt"),
     ]),
     "ex-concepts-head-params": (lambda d: d * 128 + 128 + 128 * 10 + 10, [
         (lambda d: d * 128 + 128 * 10, "count the biases"),

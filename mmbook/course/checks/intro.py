@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mmbook.exercises import _call, _fail, _tensor_close, check_value
-
-
-#: Student's t quantile t(0.975, df) for 1..10 degrees of freedom (standard table values).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+from mmbook.results import t_975  # indexed by the number of values (seeds), as in the chapter
 
 
 def check_confidence_interval(function: Callable) -> None:
@@ -20,15 +17,15 @@ def check_confidence_interval(function: Callable) -> None:
         differences = torch.tensor(values, dtype=torch.float64)
         n = len(values)
         mean, std = differences.mean().item(), differences.std().item()  # std: sample (n - 1)
-        half = T_975[n - 1] * std / n ** 0.5
+        half = t_975(n) * std / n ** 0.5
         got = _call(function, f"your function on {values}", differences.clone())
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             _fail(f"your function should return (low, high), got {got!r:.60}", None)
         mistakes = {1.96 * std / n ** 0.5: "use Student's t with n - 1 degrees of freedom, not 1.96",
-                    T_975[n - 1] * differences.std(unbiased=False).item() / n ** 0.5:
+                    t_975(n) * differences.std(unbiased=False).item() / n ** 0.5:
                         "the sample standard deviation divides by n - 1 (torch's default, unbiased=True)",
-                    T_975[n - 1] * std: "divide the standard deviation by sqrt(n): the interval is for the mean",
-                    T_975[n] * std / n ** 0.5: "the t quantile has n - 1 degrees of freedom, not n"}
+                    t_975(n) * std: "divide the standard deviation by sqrt(n): the interval is for the mean",
+                    t_975(n + 1) * std / n ** 0.5: "the t quantile has n - 1 degrees of freedom, not n"}
         hint = "the interval is mean -/+ t(0.975, n - 1) * std / sqrt(n), with the sample standard deviation"
         check_value(got[0], mean - half, tol=1e-3, name=f"low for {values}", hint=hint,
                     wrong={mean - width: why for width, why in mistakes.items()})
