@@ -5,7 +5,8 @@ registers, for some exercises, a graded check in place of the formative one the 
 ships (the others keep theirs). A graded check
 
 - fails an answer that uses what its exercise forbids (``F.conv2d`` in "write your own
-  conv2d", ``torchvision.ops`` in IoU and NMS, ``mmbook``'s own InfoNCE, a GMU without its gate),
+  conv2d", ``torchvision.ops`` in IoU and NMS, PyTorch's LSTM cell and attention, ``mmbook``'s own
+  InfoNCE and recall@K, a GMU without its gate),
   with a message that names the forbidden routine (:mod:`mmbook.course.shortcuts`);
 - runs the formative check, then further cases drawn from :data:`COURSE_SEED`, which
   ``make instructor`` sets to a random number in the bundle it writes, so the cases a course
@@ -136,7 +137,7 @@ def graded_gmu(gmu_class) -> None:
     module = gmu_class([6, 4]).eval()
     generator = _generator("ex-fusion-gmu")
     inputs = [torch.randn(16, 6, generator=generator) * 1000, torch.randn(16, 4, generator=generator) * 1000]
-    calls = _count_calls(SIGMOIDS)
+    calls = Watch({name: resolve(name) for name in SIGMOIDS})
     with torch.no_grad(), calls:
         big = module(inputs)
     if not calls.used:
@@ -154,35 +155,11 @@ def graded_gmu(gmu_class) -> None:
                              "(z depends on both modalities and weighs each branch)")
 
 
-class _count_calls(Watch):
-    """A :class:`Watch` over functions and methods named by dotted paths (methods are replaced on their class)."""
-
-    def __init__(self, names) -> None:
-        super().__init__({})
-        self.names = names
-        self._patched = []
-
-    def __enter__(self):
-        for name in self.names:
-            owner_name, _, attribute = name.rpartition(".")
-            owner = resolve(owner_name)
-            original = getattr(owner, attribute, None) if owner is not None else None
-            if original is None:
-                continue
-            self._patched.append((owner, attribute, original))
-            setattr(owner, attribute, self._stand_in(name, original))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for owner, attribute, original in reversed(self._patched):
-            setattr(owner, attribute, original)
-        self._patched = []
-
-
 # --- registration ----------------------------------------------------------------------------------------
 
 formative = {label: checker_for(label) for label in
-             ("ex-cnn-conv2d", "ex-obj-iou", "ex-obj-nms", "ex-align-info-nce", "ex-fusion-gmu")}
+             ("ex-cnn-conv2d", "ex-obj-iou", "ex-obj-nms", "ex-align-info-nce", "ex-fusion-gmu", "ex-text-lstm-cell",
+              "ex-text-attention", "ex-align-recall")}
 checker_for_conv2d = formative["ex-cnn-conv2d"]
 
 CONV = {"torch.nn.functional.conv2d": "PyTorch's convolution", "torch.convolution": "PyTorch's convolution",
@@ -201,6 +178,19 @@ register("ex-align-info-nce", forbid(graded_info_nce, {
     "mmbook.alignment.info_nce": "the book's reference", "mmbook.alignment.info_nce_loop": "the book's reference",
     "mmbook.alignment.losses.info_nce": "the book's reference"},
     "Write the loss from the similarity matrix and cross-entropy."))
+register("ex-text-lstm-cell", forbid(formative["ex-text-lstm-cell"], {
+    "torch.nn.LSTMCell": "PyTorch's LSTM cell", "torch.nn.LSTMCell.forward": "PyTorch's LSTM cell",
+    "torch.nn.LSTM": "PyTorch's LSTM", "torch.nn.LSTM.forward": "PyTorch's LSTM",
+    "torch.lstm_cell": "PyTorch's LSTM cell", "torch.lstm": "PyTorch's LSTM"},
+    "Write the four gates with matrix products, sigmoid and tanh."))
+register("ex-text-attention", forbid(formative["ex-text-attention"], {
+    "torch.nn.functional.scaled_dot_product_attention": "PyTorch's attention",
+    "torch.nn.functional.multi_head_attention_forward": "PyTorch's attention",
+    "torch.nn.MultiheadAttention": "PyTorch's attention", "torch.nn.MultiheadAttention.forward": "PyTorch's attention"},
+    "Compute the scores, the mask and the softmax yourself."))
+register("ex-align-recall", forbid(formative["ex-align-recall"], {
+    "mmbook.alignment.recall_at_k": "the book's reference", "mmbook.alignment.retrieval.recall_at_k": "the book's reference"},
+    "Rank the gallery yourself (topk or argsort)."))
 register("ex-fusion-gmu", forbid(graded_gmu, {
     "mmbook.fusion.weighted.GatedMultimodalUnit": "the book's GMU", "mmbook.fusion.build_fusion": "the book's GMU"},
     "Write the GMU's layers and its gate yourself."))

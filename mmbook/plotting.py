@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import torch
 
 from mmbook.data.loaders import CIFAR10_MEAN, CIFAR10_STD
+
+if TYPE_CHECKING:  # for the annotation only
+    from mmbook.data.scenes import SceneSet
 
 
 def plot_history(histories: Mapping[str, object], metrics: Sequence[str] = ("train_loss", "test_accuracy")):

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torch.nn.functional import conv2d as aliased_conv2d
 
 from mmbook import exercises
+from test_checker_messages import MyGMU  # a correct GMU, the reference answer the message tests use
 from mmbook.course import bundle
 from mmbook.course.shortcuts import Watch, forbidden_references, resolve
 
@@ -121,20 +122,6 @@ class ConcatNoGate(nn.Module):
         return self.layer(torch.cat(features, dim=1))
 
 
-class MyGMU(nn.Module):
-    def __init__(self, in_features, hidden=32):
-        super().__init__()
-        d_v, d_t = in_features
-        self.w_v, self.w_t = nn.Linear(d_v, hidden, bias=False), nn.Linear(d_t, hidden, bias=False)
-        self.w_z = nn.Linear(d_v + d_t, hidden, bias=False)
-        self.out_features = hidden
-
-    def forward(self, features):
-        x_v, x_t = features
-        z = torch.sigmoid(self.w_z(torch.cat([x_v, x_t], dim=1)))
-        return z * torch.tanh(self.w_v(x_v)) + (1 - z) * torch.tanh(self.w_t(x_t))
-
-
 def book_gmu():
     from mmbook.fusion.weighted import GatedMultimodalUnit
 
@@ -143,7 +130,49 @@ def book_gmu():
     return Renamed
 
 
+def lstm_with_module(x, state, weight_ih, weight_hh, bias_ih, bias_hh):
+    cell = nn.LSTMCell(x.shape[1], state[0].shape[1])
+    with torch.no_grad():
+        for parameter, value in zip(cell.parameters(), (weight_ih, weight_hh, bias_ih, bias_hh)):
+            parameter.copy_(value)
+    return cell(x, state)
+
+
+def lstm_by_hand(x, state, weight_ih, weight_hh, bias_ih, bias_hh):
+    h, c = state
+    i, f, g, o = (x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh).chunk(4, dim=1)
+    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_next), c_next
+
+
+def attention_by_hand(q, k, v, key_padding_mask=None):
+    scores = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, :], float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
+def attention_with_pytorch(q, k, v, key_padding_mask=None):
+    _, weights = attention_by_hand(q, k, v, key_padding_mask)
+    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, :]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), weights
+
+
+def recall_from_the_book(similarity, relevant, k):
+    from mmbook.alignment import recall_at_k
+    return recall_at_k(similarity, relevant, k)
+
+
+def recall_by_hand(similarity, relevant, k):
+    top = similarity.topk(k, dim=1).indices
+    return relevant.gather(1, top).any(dim=1).float().mean().item()
+
+
 SHORTCUTS = [
+    ("ex-text-lstm-cell", lstm_with_module, "torch.nn.LSTMCell"),
+    ("ex-text-attention", attention_with_pytorch, "scaled_dot_product_attention"),
+    ("ex-align-recall", recall_from_the_book, "recall_at_k (the book's reference)"),
     ("ex-cnn-conv2d", conv_with_functional, "torch.nn.functional.conv2d"),
     ("ex-cnn-conv2d", conv_with_alias, "torch.nn.functional.conv2d"),
     ("ex-cnn-conv2d", conv_with_module, "torch.nn."),
@@ -161,7 +190,9 @@ def test_forbidden_shortcuts_pass_formative_and_fail_graded(graded, label, answe
 
 
 @pytest.mark.parametrize("label, answer", [("ex-cnn-conv2d", conv_with_unfold), ("ex-obj-iou", iou_by_broadcasting),
-                                           ("ex-obj-nms", nms_in_a_loop), ("ex-align-info-nce", info_nce_by_hand)])
+                                           ("ex-obj-nms", nms_in_a_loop), ("ex-align-info-nce", info_nce_by_hand),
+                                           ("ex-text-lstm-cell", lstm_by_hand), ("ex-text-attention", attention_by_hand),
+                                           ("ex-align-recall", recall_by_hand)])
 def test_correct_answers_pass_graded(graded, label, answer, capsys):
     assert verdict(label, answer) == "pass"
 
@@ -205,6 +236,13 @@ def test_shortcut_finder_reads_helpers_and_closures():
     assert watch.used == []
     watched(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 1, 1), None, 1, 0)
     assert watch.used == ["torch.nn.functional.conv2d"] and F.conv2d is forbidden["torch.nn.functional.conv2d"]
+    # A method is watched on its class, and put back (or removed, where the class inherits it) afterwards.
+    methods = Watch({"torch.Tensor.sigmoid": resolve("torch.Tensor.sigmoid"),
+                     "torch.nn.Sigmoid.forward": resolve("torch.nn.Sigmoid.forward")})
+    with methods:
+        torch.zeros(2).sigmoid()
+    assert methods.used == ["torch.Tensor.sigmoid"]
+    assert "sigmoid" not in vars(torch.Tensor) and nn.Sigmoid.forward is resolve("torch.nn.Sigmoid.forward")
 
 
 def test_bundle_sets_a_course_seed(tmp_path):

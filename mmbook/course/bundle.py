@@ -40,8 +40,9 @@ Grade the returned notebooks (files or folders, one or several chapters):
     mmbook grade submissions/*.ipynb --checks {folder}/graded_checks.py \\
         --json gradebook.json --csv grades.csv --feedback feedback/ --review review/ --jobs 2
 
-The graded checks fail answers that use what their exercise forbids (PyTorch's convolution in
-"your own conv2d", torchvision's IoU and NMS, the book's InfoNCE, a GMU without its gate), and
+The graded checks fail answers that use what their exercise forbids (PyTorch's convolution,
+LSTM cell and attention, torchvision's IoU and NMS, the book's InfoNCE and recall@K, a GMU without
+its gate), and
 test further cases drawn from COURSE_SEED = {seed}. Exercises they do not list keep the
 package's checks. See the course map ("Student edition and grading") for the whole workflow.
 """

@@ -53,6 +53,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -725,12 +726,17 @@ def run(args: argparse.Namespace) -> int:
     hidden = {path.resolve().parent for _, group in groups for path, _ in group}
     if args.checks is not None:
         hidden.add(args.checks.parent)
-    sandbox = Sandbox(limits, hide=tuple(hidden), use_bubblewrap=not args.no_sandbox)
+    # Each submission's PyTorch gets its share of the cores: more threads than cores make OpenMP's
+    # spinning threads wait on each other, and a notebook can then take ten times as long.
+    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    shares = {name: os.environ.get(name, threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    sandbox = Sandbox(limits, hide=tuple(hidden), use_bubblewrap=not args.no_sandbox, environment=shares)
     if sandbox.warning:
         print(f"WARNING: {sandbox.warning}", file=sys.stderr)
     else:
         print(f"sandbox: bubblewrap ({sandbox.bubblewrap}): no network, writes only in a private folder, "
-              f"{limits.memory_gib:g} GiB and {limits.processes} processes per submission", file=sys.stderr)
+              f"{limits.memory_gib:g} GiB and {limits.processes} processes per submission, "
+              f"{shares['OMP_NUM_THREADS']} thread(s) each", file=sys.stderr)
     mode = "full" if args.full else "quick"
     for reference, group in groups:
         print(f"grading {len(group)} submission(s) of {reference.source} ({len(reference.autograded)} autograded "

@@ -157,11 +157,14 @@ class Sandbox:
         limits: memory and processes per command.
         hide: folders the command must not see (the submissions', the instructor's checks);
             a folder that holds the Python installation or the package is left visible.
+        environment: variables every command gets (e.g. ``OMP_NUM_THREADS``).
         use_bubblewrap: ``False`` runs without it even where it is installed (the fallback).
     """
 
-    def __init__(self, limits: Limits = Limits(), hide: tuple[Path, ...] = (), use_bubblewrap: bool = True) -> None:
+    def __init__(self, limits: Limits = Limits(), hide: tuple[Path, ...] = (), use_bubblewrap: bool = True,
+                 environment: dict[str, str] | None = None) -> None:
         self.limits = limits
+        self.extra_environment = dict(environment or {})
         self.bubblewrap = find_bubblewrap() if use_bubblewrap else None
         needed = [Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent, Path(__file__).resolve().parents[2]]
         self.hide = tuple(sorted({Path(p).resolve() for p in hide
@@ -179,6 +182,8 @@ class Sandbox:
             return supervised
         folder = str(Path(folder).resolve())
         wrapped = [self.bubblewrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for needed in _needed_under_tmp(Path(folder)):  # e.g. a virtual environment in a checkout under /tmp
+            wrapped += ["--ro-bind", str(needed), str(needed)]
         for hidden in self.hide:
             if hidden.is_dir() and hidden != Path("/") and not Path(folder).is_relative_to(hidden):
                 wrapped += ["--tmpfs", str(hidden)]
@@ -191,7 +196,7 @@ class Sandbox:
         home = str(Path(folder).resolve())
         environment = {**os.environ, "HOME": home, "JUPYTER_RUNTIME_DIR": f"{home}/.jupyter-runtime",
                        "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.matplotlib",
-                       MARKER: uuid.uuid4().hex, **(extra or {})}
+                       MARKER: uuid.uuid4().hex, **self.extra_environment, **(extra or {})}
         environment.pop("JUPYTER_CONFIG_DIR", None)
         return environment
 
@@ -239,6 +244,22 @@ class Sandbox:
         if cgroup.path is None and nproc is None:
             events.append("the process limit is not enforced: running as root without a writable pids cgroup")
         return SandboxResult(returncode, stdout, "\n".join(kept), events)
+
+
+def _needed_under_tmp(folder: Path) -> list[Path]:
+    """What the sandboxed Python needs that lies under ``/tmp``, which the sandbox replaces with an empty one:
+    the interpreter's environment, the package, the import path, the data and its cache (read-only)."""
+    candidates = [Path(sys.prefix), Path(sys.exec_prefix), Path(sys.executable).parent,
+                  Path(__file__).resolve().parents[2], *(Path(entry) for entry in sys.path if entry)]
+    candidates += [Path(os.environ[name]) for name in ("MMBOOK_DATA", "MMBOOK_CACHE") if os.environ.get(name)]
+    found: list[Path] = []
+    for candidate in candidates:
+        for path in {candidate.absolute(), candidate.resolve()}:
+            if path.exists() and path.is_relative_to("/tmp") and path != Path("/tmp") \
+                    and not folder.is_relative_to(path) and not path.is_relative_to(folder):
+                found.append(path)
+    found = sorted(set(found))
+    return [path for path in found if not any(path != other and path.is_relative_to(other) for other in found)]
 
 
 def _marked_processes(marker: str, exclude: set[int]) -> dict[int, str]:

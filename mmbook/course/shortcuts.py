@@ -8,9 +8,11 @@ grader's fresh judging process. Two ways, because either alone is easy to get ro
   default arguments. One that *is* a forbidden object (``from torch.nn.functional import
   conv2d as c`` binds ``c`` to it) is found whatever it is called.
 - **watch**: :class:`Watch` replaces, while the answer runs, every binding of each forbidden
-  object in every loaded module (``torch.conv2d`` and ``torch.nn.functional.conv2d`` are one
-  object, bound in two modules) with a stand-in that records the call and calls through. So
-  ``F.conv2d`` reached through an attribute, or ``nn.Conv2d`` (which calls it), is seen too.
+  function in every loaded module (``torch.conv2d`` and ``torch.nn.functional.conv2d`` are one
+  object, bound in two modules), and each forbidden method on its class
+  (``torch.nn.LSTMCell.forward``, ``torch.Tensor.sigmoid``), with a stand-in that records the
+  call and calls through. So ``F.conv2d`` reached through an attribute, or ``nn.Conv2d``
+  (which calls it), is seen too.
   Only calls made while the answer runs count: the checker's own reference computations,
   made outside, do not.
 
@@ -138,32 +140,52 @@ class Watch:
 
         return stand_in
 
-    def _bindings(self) -> list[tuple[dict, str, Any]]:
+    def _bindings(self) -> list[tuple[Any, str, Any, bool]]:
+        """Every place a forbidden function is bound: ``(owner, key, original, owner is a class)``.
+
+        A module's namespace may bind it under any name; a method (``torch.nn.LSTMCell.forward``)
+        is bound on its class, where it is replaced on the class itself.
+        """
         targets = {id(obj): name for name, obj in self.forbidden.items()}
-        bindings = []
+        bindings: list[tuple[Any, str, Any, bool]] = []
         for module in list(sys.modules.values()):
             namespace = getattr(module, "__dict__", None)
             if not isinstance(namespace, dict):
                 continue
             for key, value in list(namespace.items()):
                 if id(value) in targets:
-                    bindings.append((namespace, key, value))
+                    bindings.append((namespace, key, value, False))
+        for name, obj in self.forbidden.items():
+            owner_name, _, attribute = name.rpartition(".")
+            owner = resolve(owner_name) if owner_name else None
+            if inspect.isclass(owner):
+                bindings.append((owner, attribute, vars(owner).get(attribute), True))
         return bindings
 
     def __enter__(self) -> Watch:
         self._depth += 1
         if self._depth == 1:
-            names = {id(obj): name for name, obj in self.forbidden.items()}
             self._saved = self._bindings()
-            for namespace, key, value in self._saved:
-                namespace[key] = self._stand_in(names[id(value)], value)
+            for owner, key, value, on_class in self._saved:
+                if on_class:
+                    name = f"{owner.__module__}.{owner.__qualname__}.{key}"
+                    name = next((n for n in self.forbidden if n.endswith(f"{owner.__name__}.{key}")), name)
+                    setattr(owner, key, self._stand_in(name, getattr(owner, key)))
+                else:
+                    names = {id(obj): n for n, obj in self.forbidden.items()}
+                    owner[key] = self._stand_in(names[id(value)], value)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
-            for namespace, key, value in self._saved:
-                namespace[key] = value
+            for owner, key, value, on_class in reversed(self._saved):
+                if not on_class:
+                    owner[key] = value
+                elif value is None:  # inherited (e.g. from torch's C base class): remove the stand-in
+                    delattr(owner, key)
+                else:
+                    setattr(owner, key, value)
 
     def wrap(self, answer: Any) -> Any:
         """``answer`` with its calls watched: a function, or a class whose instances' methods are watched."""
