@@ -62,7 +62,7 @@ def _conv2d_cases(conv2d) -> None:
 
 
 def graded_conv2d(conv2d) -> None:
-    checker_for_conv2d(conv2d)
+    formative["ex-cnn-conv2d"](conv2d)
     _conv2d_cases(conv2d)
 
 
@@ -160,7 +160,6 @@ def graded_gmu(gmu_class) -> None:
 formative = {label: checker_for(label) for label in
              ("ex-cnn-conv2d", "ex-obj-iou", "ex-obj-nms", "ex-align-info-nce", "ex-fusion-gmu", "ex-text-lstm-cell",
               "ex-text-attention", "ex-align-recall")}
-checker_for_conv2d = formative["ex-cnn-conv2d"]
 
 CONV = {"torch.nn.functional.conv2d": "PyTorch's convolution", "torch.convolution": "PyTorch's convolution",
         "torch._convolution": "PyTorch's convolution", "torch.nn.functional.conv_transpose2d": "PyTorch's convolution",

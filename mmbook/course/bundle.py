@@ -74,7 +74,8 @@ def answer_key(book: Path) -> tuple[str, str]:
         manual = []
         for exercise in sorted(found, key=lambda e: e.cell):
             question = cell_source(notebook["cells"][exercise.cell])
-            answer = [inline_solution(question, exercise.label)] if inline_solution(question, exercise.label) else []
+            inline = inline_solution(question, exercise.label)
+            answer = [inline] if inline else []
             for cell in solutions.get(exercise.label, []):
                 text = cell_source(cell).strip()
                 if text:

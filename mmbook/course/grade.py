@@ -66,7 +66,7 @@ from pathlib import Path
 from mmbook.course.judge import capture_source, tampering
 from mmbook.course.markup import (CHECKER_TAG, MarkupError, cell_source, cell_tags, checker_cells, checker_label,
                                   exercises)
-from mmbook.course.sandbox import DEFAULT_MEMORY_GIB, DEFAULT_PROCESSES, Limits, Sandbox
+from mmbook.course.sandbox import DEFAULT_MEMORY_GIB, DEFAULT_PROCESSES, Limits, Sandbox, SandboxResult
 from mmbook.course.student import EDITION, answer_cell, read_notebook_json, student_notebook
 from mmbook.exercises import passed_line
 
@@ -355,13 +355,12 @@ def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool
     result = sandbox.run(command, folder, JUDGE_TIMEOUT, {"MMBOOK_QUICK": "1" if quick else "0"})
     if result.returncode is None:
         return Outcome("error", f"the graded check ran past its time limit of {JUDGE_TIMEOUT} s")
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     try:
-        verdict = json.loads(lines[-1])
+        verdict = _json_line(result)
         return Outcome(str(verdict["status"]), str(verdict.get("detail", "")))
     except (IndexError, ValueError, KeyError, TypeError):
         return Outcome("error", f"the graded check gave no verdict (exit status {result.returncode}: "
-                                f"{_first_line(result.stderr.splitlines()[-1] if result.stderr.strip() else '')})")
+                                f"{_last_error(result)})")
 
 
 def execute(notebook: dict, timeout: float, kernel: str, quick: bool, sandbox: Sandbox, folder: Path
@@ -383,11 +382,13 @@ def execute(notebook: dict, timeout: float, kernel: str, quick: bool, sandbox: S
     try:
         executed = json.loads(output.read_text(encoding="utf-8"))
         notebook["cells"] = executed["cells"]
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        stopped = json.loads(lines[-1])["stopped"] if lines else stopped
+        try:
+            stopped = _json_line(result)["stopped"]
+        except IndexError:  # the notebook was written but the runner printed no verdict: keep what we know
+            pass
     except (OSError, ValueError, KeyError):
         stopped = stopped or (f"the notebook's runner failed (exit status {result.returncode}: "
-                              f"{_first_line(result.stderr.splitlines()[-1] if result.stderr.strip() else '')})")
+                              f"{_last_error(result)})")
     return stopped, ([stopped] if stopped else []) + result.events + sandbox_events(notebook)
 
 
@@ -414,6 +415,16 @@ def sandbox_events(notebook: dict) -> list[str]:
         if any(sign in text for text in texts) and event not in found:
             found.append(event)
     return found
+
+
+def _json_line(result: SandboxResult) -> dict:
+    """The last JSON line a sandboxed runner printed (its verdict). Raises IndexError when there is none."""
+    return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def _last_error(result: SandboxResult) -> str:
+    """The first words of the last line a sandboxed command wrote to stderr (why it failed)."""
+    return _first_line(result.stderr.splitlines()[-1] if result.stderr.strip() else "")
 
 
 def _first_line(text: str) -> str:

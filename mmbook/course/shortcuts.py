@@ -140,46 +140,43 @@ class Watch:
 
         return stand_in
 
-    def _bindings(self) -> list[tuple[Any, str, Any, bool]]:
-        """Every place a forbidden function is bound: ``(owner, key, original, owner is a class)``.
+    def _bindings(self) -> list[tuple[Any, str, Any, bool, str]]:
+        """Every place a forbidden function is bound: ``(owner, key, original, owner is a class, forbidden name)``.
 
         A module's namespace may bind it under any name; a method (``torch.nn.LSTMCell.forward``)
         is bound on its class, where it is replaced on the class itself.
         """
-        targets = {id(obj): name for name, obj in self.forbidden.items()}
-        bindings: list[tuple[Any, str, Any, bool]] = []
+        names = {id(obj): name for name, obj in self.forbidden.items()}
+        bindings: list[tuple[Any, str, Any, bool, str]] = []
         for module in list(sys.modules.values()):
             namespace = getattr(module, "__dict__", None)
             if not isinstance(namespace, dict):
                 continue
             for key, value in list(namespace.items()):
-                if id(value) in targets:
-                    bindings.append((namespace, key, value, False))
-        for name, obj in self.forbidden.items():
+                if id(value) in names:
+                    bindings.append((namespace, key, value, False, names[id(value)]))
+        for name in self.forbidden:
             owner_name, _, attribute = name.rpartition(".")
             owner = resolve(owner_name) if owner_name else None
             if inspect.isclass(owner):
-                bindings.append((owner, attribute, vars(owner).get(attribute), True))
+                bindings.append((owner, attribute, vars(owner).get(attribute), True, name))
         return bindings
 
     def __enter__(self) -> Watch:
         self._depth += 1
         if self._depth == 1:
             self._saved = self._bindings()
-            for owner, key, value, on_class in self._saved:
+            for owner, key, value, on_class, name in self._saved:
                 if on_class:
-                    name = f"{owner.__module__}.{owner.__qualname__}.{key}"
-                    name = next((n for n in self.forbidden if n.endswith(f"{owner.__name__}.{key}")), name)
                     setattr(owner, key, self._stand_in(name, getattr(owner, key)))
                 else:
-                    names = {id(obj): n for n, obj in self.forbidden.items()}
-                    owner[key] = self._stand_in(names[id(value)], value)
+                    owner[key] = self._stand_in(name, value)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
-            for owner, key, value, on_class in reversed(self._saved):
+            for owner, key, value, on_class, _ in reversed(self._saved):
                 if not on_class:
                     owner[key] = value
                 elif value is None:  # inherited (e.g. from torch's C base class): remove the stand-in
