@@ -261,6 +261,7 @@ def test_bundle_sets_a_course_seed(tmp_path):
     assert "(ex-cnn-conv2d)" not in rubrics  # autograded: no rubric
     assert "(ex-cnn-pool-gradient)" in rubrics and "**Solution.**" in rubrics
     assert "```{" not in key and ":label:" not in key  # directive fences and options are left out
+    assert "% Solution" not in key and "# Solution\n" not in key  # nor the line JupyterLab shows of a folded cell
     assert "<h3>" in (tmp_path / "bundle" / "answer-key.html").read_text()
     with pytest.raises(FileNotFoundError, match="instructor/ folder"):
         bundle.build(tmp_path / "nowhere", tmp_path / "out")
