@@ -164,6 +164,17 @@ book-student: $(READY)
 instructor: $(READY)
 	$(BIN)/python -m mmbook.course.bundle instructor _build/instructor
 
+# The otter-grader export verified by otter-grader 7 itself, offline, in a virtual environment of
+# its own (_build/otter-venv; the project's .venv stays as it is): `otter assign` on every master
+# notebook of the bundle (each book solution passes its public and hidden tests), then `otter run`
+# on a correct and a wrong sample submission. About 25 minutes on two cores; not part of CI.
+OTTER_VENV := _build/otter-venv
+.PHONY: otter-check
+otter-check: instructor
+	test -x $(OTTER_VENV)/bin/otter || { $(PYTHON) -m venv $(OTTER_VENV) && \
+	  $(OTTER_VENV)/bin/pip install -q "otter-grader>=7,<8" -e .; }
+	$(OTTER_VENV)/bin/python scripts/verify_otter_export.py $(OTTER_VENV)/bin/otter
+
 lab: $(READY)
 	$(BIN)/jupyter lab book/
 

@@ -42,9 +42,11 @@ __all__ = [
     "CHECKERS",
     "ExerciseError",
     "ExerciseNotDone",
+    "PartlyRight",
     "check",
     "check_choice",
     "check_module_output",
+    "check_parts",
     "check_shape",
     "check_value",
     "checker_for",
@@ -61,6 +63,18 @@ class ExerciseError(AssertionError):
     def _render_traceback_(self) -> list[str]:
         # IPython shows these lines instead of a traceback (a student needs the verdict, not mmbook's frames).
         return f"ExerciseError: {self}".splitlines()
+
+
+class PartlyRight(ExerciseError):
+    """Some parts of a multi-part answer are right, others not (see :func:`check_parts`); a grader
+    gives ``passed / total`` of the exercise's points."""
+
+    def __init__(self, message: str, passed: int, total: int) -> None:
+        super().__init__(message)
+        self.passed, self.total = passed, total
+
+    def __reduce__(self):
+        return (PartlyRight, (str(self), self.passed, self.total))
 
 
 class ExerciseNotDone(NotImplementedError):
@@ -345,6 +359,8 @@ def check(label: str, *answers: Any, **options: Any) -> None:
         checker(*answers, **options)
     except ExerciseNotDone:
         raise ExerciseNotDone(label) from None
+    except PartlyRight as error:
+        raise PartlyRight(f"{label}: {error}", error.passed, error.total) from None
     except AssertionError as error:
         if _not_done_in_chain(error):
             raise ExerciseNotDone(label) from None
@@ -357,6 +373,30 @@ def check(label: str, *answers: Any, **options: Any) -> None:
 
 
 # --- helpers for the chapters' checkers (mmbook.course.checks and the chapters' packages) ---------
+
+def check_parts(*parts: Callable[[], None]) -> None:
+    """Check each part of a multi-part answer (each a function that raises ``AssertionError`` when its
+    part is wrong), all of them, so that a grader can give credit for the parts that are right.
+
+    Raises:
+        PartlyRight: with the first wrong part's message (saying when other parts are right), and the counts
+            of parts right and in all.
+        ExerciseNotDone: a part still holds the starter's ``...``.
+    """
+    failures = []
+    for part in parts:
+        try:
+            part()
+        except ExerciseNotDone:
+            raise
+        except AssertionError as error:
+            failures.append(error)
+    if failures:
+        passed = len(parts) - len(failures)
+        # In words: a count such as "1 of 2" could be read as (or be) the answer to a part.
+        right = "" if not passed else " (the other parts are right)" if len(failures) == 1 else " (some parts are right)"
+        raise PartlyRight(str(failures[0]) + right, passed, len(parts))
+
 
 def reader_call(function: Callable, case: str, *args: Any) -> Any:
     """Call a reader's function on one case of a chapter's checker; an exception it raises becomes an

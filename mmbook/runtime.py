@@ -1,4 +1,4 @@
-"""Runtime helpers: which device to use, seeding, quick mode, an environment report.
+"""Runtime helpers: which device to use, seeding, quick mode, an environment report, ``glue``.
 
 Every chapter starts by calling :func:`environment_report`, so a reader always
 sees which device and which mode produced the numbers on the page.
@@ -126,6 +126,23 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def glue(name: str, value: object, display: bool = True) -> None:
+    """MyST-NB's ``glue``: store ``value`` under ``name`` for the page's prose (``{glue:text}`name```).
+
+    The book build has MyST-NB; where it is not installed (Colab, a plain Jupyter, an
+    autograder) there is no page to glue into, so the value is only shown when ``display``.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+
+            show(value)
+        return
+    myst_glue(name, value, display=display)
 
 
 def environment_report(device: torch.device | None = None) -> str:

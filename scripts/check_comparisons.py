@@ -82,6 +82,22 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("ahead of", r"ahead\s+of"),
     ("behind", r"(?:falls?|falling|fell|lags?|lagging|trails?|trailing|stays?|is|are|remains?|was|were)\s+behind"),
     ("closes the gap", r"clos(?:es?|ing|ed)\s+the\s+gap"),
+    # "near" only after a verb of standing, so "is close to log N" and "BLEU is near zero" are not reported.
+    ("sits near", r"(?:sits?|sat|sitting|stays?|stayed|staying|remains?|remained|remaining|lies|lying|stands?|stood|"
+                  r"hovers?|hovered|hovering)\s+near"),
+    ("above/below chance", r"(?:above|below|near|at|over)\s+chance"),
+    ("far below/above", r"far\s+(?:below|above)|far\s+from\s+what"),
+    ("the easiest/hardest", r"the\s+(?:easiest|hardest)"),
+    ("errors are mostly", r"errors\s+are\s+mostly|(?:most|more)\s+of\s+the\s+errors"),
+    ("the slow part", r"the\s+(?:slow|slowest|fast|fastest)\s+(?:parts?|steps?|stages?)"),
+    # Only after a form of "to be" (not "there is"), so "not enough to show" and "there is not enough data"
+    # are not reported.
+    ("is not enough", r"(?<!there\s)(?:is|are|was|were)\s+not\s+enough"),
+    ("the remedy", r"(?:is|are)\s+the\s+remedy"),
+    # What a model picks up first: "learns X before Y" within a few words, or "before it has learned".
+    # Only the model's verbs (a bare "before you learn" in a reading guide is not reported).
+    ("learns X before Y", r"(?:learns|memori[sz]es)\s+(?:[\w'’,-]+\s+){0,6}?before|"
+                          r"before\s+it\s+(?:has|had)\s+(?:learned|learnt|memori[sz]ed)"),
     # A prediction of how long something takes, which the page can time and glue instead.
     ("in about a minute", r"in\s+(?:about|under|less\s+than|around|roughly|a\s+few|(?:about|under)\s+a\s+few)\s+"
                           r"(?:a\s+|an\s+|one\s+|two\s+|three\s+|five\s+|ten\s+|\d+\s+)?(?:minutes?|seconds?|hours?)"),

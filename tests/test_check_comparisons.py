@@ -86,6 +86,36 @@ def test_markdown_pages_and_sentences_across_lines(tmp_path):
     assert check.notebooks_under([tmp_path]) == [page]
 
 
+def test_standing_chance_difficulty_error_and_learning_order_phrases(tmp_path):
+    bad = write_notebook(
+        tmp_path / "bad.ipynb",
+        "After ten epochs the loss\nsits near log N.",
+        "The probe stays above chance.",
+        "Recall is far below what the paper reports.",
+        "Digit 8 is the hardest class.",
+        "The errors are mostly on thin strokes.",
+        "Decoding is the slow part of the loop.",
+        "One epoch is not enough.",
+        "Mixup is the remedy for it.",
+        "The network learns the colour of the digit\nbefore its shape.",
+        "It fits the labels before it has learned the shape.",
+    )
+    assert [(h.cell, h.line, h.phrase) for h in check.scan_notebook(bad)] == [
+        (1, 2, "sits near"), (2, 1, "above/below chance"), (3, 1, "far below/above"), (4, 1, "the easiest/hardest"),
+        (5, 1, "errors are mostly"), (6, 1, "the slow part"), (7, 1, "is not enough"), (8, 1, "the remedy"),
+        (9, 1, "learns X before Y"), (10, 1, "learns X before Y"),
+    ]
+    good = write_notebook(
+        tmp_path / "good.ipynb",
+        "The probe stays {glue:text}`probe_vs_chance` chance, and 8 is the hardest class at {glue:text}`acc8:.1%`.",
+        "Most of the errors of such models are on rare words {cite}`smith2020errors`.",
+        "A model often learns texture before shape. <!-- general: a known finding, not this page's run -->",
+        "The loss at initialisation is close to log N, and BLEU is near zero for a random model.",
+        "Read the first chapter before you learn the rest; there is not enough data for a test set.",
+    )
+    assert check.scan_notebook(good) == []
+
+
 def test_scanner_rejects_what_is_not_a_notebook(tmp_path):
     (tmp_path / "broken.ipynb").write_text("{not json")
     with pytest.raises(ValueError, match="not a readable notebook"):

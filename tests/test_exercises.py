@@ -366,3 +366,40 @@ def test_existing_checkers_are_wrapped():
         check("ex-cnn-conv2d", lambda images, weight, bias, stride, padding: my_conv2d(images, weight, None, stride, padding))
     with pytest.raises(ExerciseNotDone):
         check("ex-cnn-conv2d", lambda images, weight, bias, stride, padding: todo("ex-cnn-conv2d"))
+
+
+def test_check_parts_counts_the_parts_that_are_right():
+    def right() -> None:
+        pass
+
+    def wrong(what: str):
+        def part() -> None:
+            raise exercises.ExerciseError(f"{what} is too large")
+        return part
+
+    with pytest.raises(exercises.PartlyRight) as caught:
+        exercises.check_parts(right, wrong("the second"), right)
+    assert (caught.value.passed, caught.value.total) == (2, 3)
+    assert str(caught.value) == "the second is too large (the other parts are right)"
+    with pytest.raises(exercises.PartlyRight, match=r"^the first is too large \(some parts are right\)$"):
+        exercises.check_parts(wrong("the first"), right, wrong("the third"))
+    with pytest.raises(exercises.PartlyRight) as caught:
+        exercises.check_parts(wrong("the first"), wrong("the second"))
+    assert caught.value.passed == 0 and str(caught.value) == "the first is too large"
+    exercises.check_parts(right, right)  # all right: no exception
+
+    def unfinished() -> None:
+        raise exercises.ExerciseNotDone("ex-x")
+
+    with pytest.raises(exercises.ExerciseNotDone):
+        exercises.check_parts(wrong("the first"), unfinished)
+
+
+def test_a_two_part_checker_reports_which_share_is_right():
+    first = torch.nn.MaxPool2d(2)(torch.zeros(1, 1, 15, 15)).shape[-1]
+    with pytest.raises(exercises.PartlyRight) as caught:
+        exercises.check("ex-cnn-pool-shapes", (first, 100))
+    assert (caught.value.passed, caught.value.total) == (1, 2)
+    assert str(caught.value).startswith("ex-cnn-pool-shapes: the size after the second pooling")
+    assert "(the other parts are right)" in str(caught.value)
+    assert isinstance(caught.value, exercises.ExerciseError)  # what a student's notebook shows

@@ -334,6 +334,15 @@ def test_gradebook_and_feedback_from_outcomes(tmp_path):
     assert "not graded" in written[1].read_text()
 
 
+def test_a_partly_right_answer_earns_the_share_of_its_parts():
+    rows = [("ana.ipynb", {"ex-a": grade.Outcome("fail", "the second size is too large (the other parts are right)", 0.5),
+                           "ex-b": grade.Outcome("error", "crashed", 0.5)})]  # only a failed check earns credit
+    book = grade.gradebook(rows, _reference(["ex-a", "ex-b"]), {"ex-a": 2.0, "ex-b": 1.0}, "quick")
+    entry = book["submissions"][0]
+    assert entry["exercises"]["ex-a"]["points"] == 1.0 and entry["score"] == 1.0
+    assert "(1 / 2)" in grade.feedback(entry, "demo.ipynb")
+
+
 @pytest.fixture(scope="module")
 def course_of_two(tmp_path_factory):
     """A book of two chapters, its student edition, and a folder per student (ana: both, ben: one)."""

@@ -263,6 +263,10 @@ def test_bundle_sets_a_course_seed(tmp_path):
     assert "```{" not in key and ":label:" not in key  # directive fences and options are left out
     assert "% Solution" not in key and "# Solution\n" not in key  # nor the line JupyterLab shows of a folded cell
     assert "<h3>" in (tmp_path / "bundle" / "answer-key.html").read_text()
+    # An otter-grader master notebook per book notebook with exercises, beside the seeded graded checks.
+    masters = [path for path in written if path.suffix == ".ipynb"]
+    assert tmp_path / "bundle" / "otter" / "ch03_cnn" / "01_convolution" / "01_convolution.ipynb" in masters
+    assert "COURSE_SEED = 1234" in (masters[0].parent / "graded_checks.py").read_text()
     with pytest.raises(FileNotFoundError, match="instructor/ folder"):
         bundle.build(tmp_path / "nowhere", tmp_path / "out")
     (tmp_path / "broken").mkdir()
@@ -285,3 +289,14 @@ def test_judge_uses_graded_checks_on_a_pickled_answer(tmp_path):
                                        check=True).stdout.splitlines()[-1])
     assert package["status"] == "pass"
     assert strict["status"] == "fail" and "forbids" in strict["detail"], strict
+
+
+def test_judge_gives_credit_for_the_right_parts(tmp_path):
+    cloudpickle = pytest.importorskip("cloudpickle")
+    first = torch.nn.MaxPool2d(2)(torch.zeros(1, 1, 15, 15)).shape[-1]
+    answer_file = tmp_path / "ex-cnn-pool-shapes.0.pkl"
+    answer_file.write_bytes(cloudpickle.dumps((((first, 100),), {})))
+    command = [sys.executable, "-m", "mmbook.course.judge", "ex-cnn-pool-shapes", str(answer_file)]
+    verdict = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    assert verdict["status"] == "fail" and verdict["credit"] == 0.5
+    assert verdict["detail"].startswith("the size after the second pooling") and "other parts are right" in verdict["detail"]

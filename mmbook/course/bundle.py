@@ -11,6 +11,9 @@ student edition, not the package students install):
   this key is for an instructor whose students use the student edition);
 - ``rubrics.md``: for each exercise graded by hand (no checker), the question, the reference
   answer and a scale, to grade the files ``mmbook grade --review`` writes;
+- ``otter/<chapter>/<notebook>/``: an otter-grader master notebook per book notebook, with the
+  graded checks as hidden tests (:mod:`mmbook.course.otter`), for a course that runs on
+  otter-grader or Gradescope;
 - ``README.md``: how to grade with it.
 
 Run it again for a new seed (e.g. each term); ``--seed N`` fixes one.
@@ -35,7 +38,7 @@ give it to students: `graded_checks.py` holds the graded checks and this course'
 Also here: `answer-key.md` / `answer-key.html` (every exercise with its solution) and
 `rubrics.md` (the exercises graded by hand, with reference answers and a scale).
 
-Grade the returned notebooks (files or folders, one or several chapters):
+Grade the returned notebooks with mmbook (files or folders, one or several chapters):
 
     mmbook grade submissions/*.ipynb --checks {folder}/graded_checks.py \\
         --json gradebook.json --csv grades.csv --feedback feedback/ --review review/ --jobs 2
@@ -45,6 +48,14 @@ LSTM cell and attention, torchvision's IoU and NMS, the book's InfoNCE and recal
 its gate), and
 test further cases drawn from COURSE_SEED = {seed}. Exercises they do not list keep the
 package's checks. See the course map ("Student edition and grading") for the whole workflow.
+
+Or run the course on otter-grader 7 (and Gradescope): `otter/` holds a master notebook per
+book notebook, beside a copy of `graded_checks.py` and a `requirements.txt`. In one of its
+folders, `otter assign <notebook>.ipynb dist` writes the student notebook (`dist/student`)
+and the autograder zip (`dist/autograder`); each autograded exercise has a public test
+worth 0 points (the formative check) and a hidden one worth the exercise's points (the
+graded check, run in a fresh Python process). Exercises graded by hand are otter's manual
+questions.
 """
 
 
@@ -121,6 +132,9 @@ def build(source: Path, output: Path, seed: int | None = None, book: Path | None
         written += [output / "answer-key.md", output / "rubrics.md"]
         written[2].write_text(key, encoding="utf-8")
         written[3].write_text(rubrics, encoding="utf-8")
+        from mmbook.course.otter import export
+
+        written += export(book, output / "otter", written[0])
         try:
             from markdown_it import MarkdownIt
         except ImportError:  # the book's extras bring it; without them the Markdown key is enough

@@ -90,6 +90,12 @@ class Outcome:
 
     status: str  # "pass", "fail", "error" or "flagged"
     detail: str = ""
+    credit: float = 0.0  # the fraction of the points a "fail" still earns: the parts that are right
+
+    @property
+    def fraction(self) -> float:
+        """The fraction of the exercise's points this outcome earns."""
+        return 1.0 if self.status == "pass" else self.credit if self.status == "fail" else 0.0
 
     def text(self, width: int | None = None) -> str:
         text = self.status if not self.detail else f"{self.status}: {self.detail}"
@@ -357,7 +363,7 @@ def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool
         return Outcome("error", f"the graded check ran past its time limit of {JUDGE_TIMEOUT} s")
     try:
         verdict = _json_line(result)
-        return Outcome(str(verdict["status"]), str(verdict.get("detail", "")))
+        return Outcome(str(verdict["status"]), str(verdict.get("detail", "")), float(verdict.get("credit", 0.0)))
     except (IndexError, ValueError, KeyError, TypeError):
         return Outcome("error", f"the graded check gave no verdict (exit status {result.returncode}: "
                                 f"{_last_error(result)})")
@@ -611,13 +617,14 @@ def read_points(path: Path | None, labels: list[str]) -> dict[str, float]:
 def gradebook(rows: list[tuple[str, dict[str, Outcome]]], reference: Reference, points: dict[str, float],
               mode: str, events: dict[str, list[str]] | None = None, students: dict[str, str] | None = None) -> dict:
     """The grades as a JSON-ready dict: per submission, each exercise's status, detail and points awarded
-    (its full points on ``pass``, 0 otherwise), the submission's score out of the total, and what the
+    (its full points on ``pass``, the share of its parts that are right on a partly right answer, 0
+    otherwise), the submission's score out of the total, and what the
     sandbox stopped (``events``, per submission)."""
     out_of = sum(points.values())
     entries = []
     for name, outcomes in rows:
         exercises_of = {label: {"status": outcomes[label].status, "detail": outcomes[label].detail,
-                                "points": points[label] if outcomes[label].status == "pass" else 0.0,
+                                "points": points[label] * outcomes[label].fraction,
                                 "out_of": points[label]}
                         for label in reference.autograded}
         entries.append({"submission": name, "student": (students or {}).get(name, Path(name).stem), "score": sum(e["points"] for e in exercises_of.values()),

@@ -88,7 +88,8 @@ def judge(label: str, answer_file: Path, checks: Path | None = None) -> dict[str
 
     ``checks``: an instructor's Python file to run first (it registers graded checks with
     :func:`mmbook.exercises.register`); otherwise the package's :data:`~mmbook.exercises.CHECKERS`.
-    Returns ``{"status": "pass"|"fail"|"error", "detail": str}``.
+    Returns ``{"status": "pass"|"fail"|"error", "detail": str}``, and ``"credit"``, the fraction of
+    the points earned, when a multi-part answer is partly right (:func:`mmbook.exercises.check_parts`).
     """
     import cloudpickle
 
@@ -113,6 +114,10 @@ def judge(label: str, answer_file: Path, checks: Path | None = None) -> dict[str
             exercises.check(label, *positional, **keywords)
     except exercises.ExerciseNotDone:
         return {"status": "fail", "detail": "not done (the starter's ... is still there)"}
+    except exercises.PartlyRight as error:  # some parts right: their share of the points
+        message = str(error).strip().splitlines()[0]
+        return {"status": "fail", "detail": message[len(label) + 2:] if message.startswith(f"{label}: ") else message,
+                "credit": error.passed / error.total}
     except (AssertionError, NotImplementedError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return {"status": "fail", "detail": message[len(label) + 2:] if message.startswith(f"{label}: ") else message}

@@ -115,6 +115,21 @@ def _exercise_directives(notebook: Any) -> list[Exercise]:
     return found
 
 
+def split_at_exercises(text: str) -> list[tuple[str | None, str]]:
+    """A markdown cell's ``text`` cut before each exercise directive: ``(label, text)`` pieces, the
+    first with label ``None`` when text comes before the first exercise (empty pieces are left out)."""
+    lines = text.split("\n")
+    starts = [number for number, line in enumerate(lines)
+              if (match := _FENCE.match(line)) and match["name"] in _EXERCISE_DIRECTIVES]
+    pieces = []
+    for start, end in zip([0] + starts, starts + [len(lines)]):
+        piece = "\n".join(lines[start:end]).strip("\n")
+        if piece:
+            found = _exercise_directives({"cells": [{"cell_type": "markdown", "source": piece}]})
+            pieces.append((found[0].label if found and start in starts else None, piece))
+    return pieces
+
+
 def checker_label(cell: Any) -> str | None:
     """The exercise label a ``checker`` cell checks (the first argument of its ``check(...)`` call)."""
     match = _CHECK_CALL.search(cell_source(cell))
