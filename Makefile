@@ -172,7 +172,7 @@ OTTER_VENV := _build/otter-venv
 .PHONY: otter-check
 otter-check: instructor
 	test -x $(OTTER_VENV)/bin/otter || { $(PYTHON) -m venv $(OTTER_VENV) && \
-	  $(OTTER_VENV)/bin/pip install -q "otter-grader>=7,<8" -e .; }
+	  $(OTTER_VENV)/bin/pip install -q "otter-grader>=7,<8" -e ".[course]"; }
 	$(OTTER_VENV)/bin/python scripts/verify_otter_export.py $(OTTER_VENV)/bin/otter
 
 lab: $(READY)
