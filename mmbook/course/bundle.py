@@ -61,8 +61,8 @@ questions.
 
 def answer_key(book: Path) -> tuple[str, str]:
     """The book's answer key and the rubrics of its exercises graded by hand, as Markdown."""
-    from mmbook.course.markup import (FOLDED_FIRST_LINE, cell_source, checker_cells, concept_questions, directive_body, exercises,
-                                      inline_solution, solutions_by_label)
+    from mmbook.course.markup import (cell_source, checker_cells, concept_questions, directive_body, exercises,
+                                      inline_solution, solutions_by_label, unfolded_source)
     from mmbook.course.student import book_notebooks
 
     key = ["# Answer key (instructors only)", "",
@@ -88,9 +88,7 @@ def answer_key(book: Path) -> tuple[str, str]:
             inline = inline_solution(question, exercise.label)
             answer = [inline] if inline else []
             for cell in solutions.get(exercise.label, []):
-                text = cell_source(cell)
-                first, _, rest = text.partition("\n")
-                text = (rest if first == FOLDED_FIRST_LINE.get(cell["cell_type"]) else text).strip()
+                text = unfolded_source(cell).strip()
                 if text:
                     answer.append(f"```python\n{text}\n```" if cell["cell_type"] == "code" else text)
             block = [f"### {exercise.title or exercise.label} ({exercise.label})", "",

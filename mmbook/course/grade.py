@@ -56,6 +56,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -362,11 +363,11 @@ def graded_check(label: str, answer_file: Path, checks: Path | None, quick: bool
     if result.returncode is None:
         return Outcome("error", f"the graded check ran past its time limit of {JUDGE_TIMEOUT} s")
     try:
-        verdict = _json_line(result)
+        verdict = json_line(result)
         return Outcome(str(verdict["status"]), str(verdict.get("detail", "")), float(verdict.get("credit", 0.0)))
     except (IndexError, ValueError, KeyError, TypeError):
         return Outcome("error", f"the graded check gave no verdict (exit status {result.returncode}: "
-                                f"{_last_error(result)})")
+                                f"{last_error(result)})")
 
 
 def execute(notebook: dict, timeout: float, kernel: str, quick: bool, sandbox: Sandbox, folder: Path
@@ -389,12 +390,12 @@ def execute(notebook: dict, timeout: float, kernel: str, quick: bool, sandbox: S
         executed = json.loads(output.read_text(encoding="utf-8"))
         notebook["cells"] = executed["cells"]
         try:
-            stopped = _json_line(result)["stopped"]
+            stopped = json_line(result)["stopped"]
         except IndexError:  # the notebook was written but the runner printed no verdict: keep what we know
             pass
     except (OSError, ValueError, KeyError):
         stopped = stopped or (f"the notebook's runner failed (exit status {result.returncode}: "
-                              f"{_last_error(result)})")
+                              f"{last_error(result)})")
     return stopped, ([stopped] if stopped else []) + result.events + sandbox_events(notebook)
 
 
@@ -423,13 +424,13 @@ def sandbox_events(notebook: dict) -> list[str]:
     return found
 
 
-def _json_line(result: SandboxResult) -> dict:
-    """The last JSON line a sandboxed runner printed (its verdict). Raises IndexError when there is none."""
+def json_line(result: SandboxResult | subprocess.CompletedProcess) -> dict:
+    """The last JSON line a runner printed (its verdict). Raises IndexError when there is none."""
     return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
 
 
-def _last_error(result: SandboxResult) -> str:
-    """The first words of the last line a sandboxed command wrote to stderr (why it failed)."""
+def last_error(result: SandboxResult | subprocess.CompletedProcess) -> str:
+    """The first words of the last line a command wrote to stderr (why it failed)."""
     return _first_line(result.stderr.splitlines()[-1] if result.stderr.strip() else "")
 
 

@@ -114,13 +114,12 @@ def judge(label: str, answer_file: Path, checks: Path | None = None) -> dict[str
             exercises.check(label, *positional, **keywords)
     except exercises.ExerciseNotDone:
         return {"status": "fail", "detail": "not done (the starter's ... is still there)"}
-    except exercises.PartlyRight as error:  # some parts right: their share of the points
-        message = str(error).strip().splitlines()[0]
-        return {"status": "fail", "detail": message[len(label) + 2:] if message.startswith(f"{label}: ") else message,
-                "credit": error.passed / error.total}
     except (AssertionError, NotImplementedError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return {"status": "fail", "detail": message[len(label) + 2:] if message.startswith(f"{label}: ") else message}
+        verdict = {"status": "fail", "detail": message[len(label) + 2:] if message.startswith(f"{label}: ") else message}
+        if isinstance(error, exercises.PartlyRight):  # some parts right: their share of the points
+            verdict["credit"] = error.passed / error.total
+        return verdict
     except Exception as error:
         return {"status": "error", "detail": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}".rstrip(": ")}
     return {"status": "pass", "detail": ""}

@@ -301,6 +301,13 @@ def solution_span_cells(cells: list[Any], where: str = "notebook") -> list[int]:
 FOLDED_FIRST_LINE = {"code": "# Solution", "markdown": "% Solution"}
 
 
+def unfolded_source(cell: Any) -> str:
+    """A solution cell's source without its :data:`FOLDED_FIRST_LINE` (the answer key and the otter export show the rest)."""
+    text = cell_source(cell)
+    first, _, rest = text.partition("\n")
+    return rest if first.strip() == FOLDED_FIRST_LINE.get(cell["cell_type"]) else text
+
+
 def fold_solutions(notebook: Any, where: str = "notebook") -> int:
     """Fold (``metadata.jupyter.source_hidden``) every cell inside a gated solution, and start each with
     :data:`FOLDED_FIRST_LINE`, what JupyterLab shows of a folded cell; returns how many cells changed."""

@@ -1,4 +1,4 @@
-"""The book's exercises as otter-grader assignments: ``python -m mmbook.course.otter`` (``make otter``).
+"""The book's exercises as otter-grader assignments: ``python -m mmbook.course.otter`` (``make instructor`` runs it).
 
 `otter-grader <https://otter-grader.readthedocs.io>`_ 7 turns a *master notebook* into a
 student notebook, a solutions notebook and an autograder zip for Gradescope or for its own
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import pickle
 import re
 import shutil
@@ -86,6 +85,8 @@ def graded_test(env: dict, label: str, checker_source: str, checks: str | Path =
     """
     import cloudpickle
 
+    from mmbook.course.grade import json_line, last_error
+
     checks = Path(checks).resolve()
     if not checks.is_file():
         raise FileNotFoundError(f"the graded checks {checks} are missing; the assignment's autograder_files must "
@@ -103,13 +104,11 @@ def graded_test(env: dict, label: str, checker_source: str, checks: str | Path =
                                      "--checks", str(checks)], capture_output=True, text=True, timeout=GRADED_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{label}: the graded check ran past its time limit of {GRADED_TIMEOUT} s") from None
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     try:
-        verdict = json.loads(lines[-1])
+        verdict = json_line(result)
     except (IndexError, ValueError):
-        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise AssertionError(f"{label}: the graded check gave no verdict (exit status {result.returncode}: {error})"
-                             ) from None
+        raise AssertionError(f"{label}: the graded check gave no verdict (exit status {result.returncode}: "
+                             f"{last_error(result)})") from None
     if verdict.get("status") != "pass":
         raise AssertionError(f"{label}: {verdict.get('detail') or verdict.get('status')}")
 
@@ -137,17 +136,6 @@ def _clean(cell: dict) -> dict:
     if cell["cell_type"] == "code":
         cell.update(execution_count=None, outputs=[])
     return cell
-
-
-def _solution_text(cell: dict) -> str:
-    """A solution cell's source without the neutral first line the book folds it under."""
-    from mmbook.course.markup import FOLDED_FIRST_LINE, cell_source
-
-    text = cell_source(cell)
-    first = FOLDED_FIRST_LINE.get(cell["cell_type"])
-    if first and text.split("\n", 1)[0].strip() == first:
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-    return text.strip("\n")
 
 
 def _test_cell(kind: str, label: str, checker_source: str, points: float, hidden: bool) -> dict:
@@ -193,8 +181,9 @@ def master_notebook(notebook: dict, source: str, points: dict[str, float] | None
     edition, _ = student_notebook(marked, source)
     autograded = set(edition["metadata"]["mmbook"]["autograded"])
     solutions = solutions_by_label(notebook, source)
-    labels = {exercise.label for exercise in exercises(notebook)}
-    inline = {e.label: inline_solution(cell_source(notebook["cells"][e.cell]), e.label) for e in exercises(notebook)}
+    found = exercises(notebook)
+    labels = {exercise.label for exercise in found}
+    inline = {e.label: inline_solution(cell_source(notebook["cells"][e.cell]), e.label) for e in found}
     checkers = {checker_label(c): cell_source(c) for c in edition["cells"] if CHECKER_TAG in cell_tags(c)}
 
     name = source.removesuffix(".ipynb").replace("/", "-")
@@ -232,6 +221,8 @@ def _question(label: str, prompt: dict, following: list[dict], manual: bool, poi
               solutions: list[dict], checker: str | None) -> list[dict]:
     """The cells of one otter question: its prompt (``prompt`` and the starter cells at the head of
     ``following``), its solution block and, when autograded, its tests."""
+    from mmbook.course.markup import unfolded_source
+
     cells = [_raw(f"# BEGIN QUESTION\nname: {label}\npoints: {points:g}" + ("\nmanual: true" if manual else "")),
              _clean(prompt)]
     for cell in following:
@@ -243,7 +234,7 @@ def _question(label: str, prompt: dict, following: list[dict], manual: bool, poi
         answer = [_cell("markdown", "The book gives no reference answer to this exercise.")]
     cells.append(_raw("# BEGIN SOLUTION"))
     for solution in answer:
-        text = _solution_text(solution)
+        text = unfolded_source(solution).strip("\n")
         if solution["cell_type"] == "code":
             text = f"# BEGIN SOLUTION NO PROMPT\n{text}\n# END SOLUTION"
         cleaned = _clean(solution)
