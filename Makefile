@@ -17,7 +17,7 @@ endif
 # Extra flags for the book build, e.g. BOOKFLAGS="-W -n --keep-going" (as in CI).
 BOOKFLAGS ?=
 
-.PHONY: install test unit nbval book book-quick linkcheck browser-check data lab clean gpu-data launch-branch publish-notebooks lab-check
+.PHONY: install test unit notebooks book book-quick linkcheck browser-check data lab clean gpu-data launch-branch publish-notebooks lab-check
 
 install: $(READY)
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[book,test]'
 	touch $(STAMP)
 
-# Every kernel (book build, nbval, JupyterLab) logs "Kernel is running over TCP without
+# Every kernel (book build, notebook tests, JupyterLab) logs "Kernel is running over TCP without
 # encryption". It is harmless here: the kernel and its client are processes of the same
 # user on this machine, talking over the loopback interface (127.0.0.1), and every message
 # is signed with the key in a connection file that only this user can read. This file,
@@ -43,19 +43,23 @@ $(KERNEL_CONFIG): | $(STAMP)
 	  '        return "without encryption" not in record.getMessage()' \
 	  'logging.getLogger("IPKernelApp").addFilter(_DropPlainTCPNotice())' > $@
 
-# All tests: unit tests, then every notebook in quick mode under nbval, in parallel.
-# Tests never touch the network (MMBOOK_OFFLINE=1 forbids downloads). Two pytest
-# workers share the cores, so each uses one thread: oversubscribed OpenMP threads
-# spin-wait and can make small models many times slower.
+# All tests: the unit tests and every notebook in quick mode, two at a time. Each notebook
+# is one test (see conftest.py): it runs as the book build runs it, fails on an error or
+# on a checked cell that prints other text than recorded, and, once it passes, is stored
+# in the quick book's execution cache, so `make book-quick` afterwards (as in CI) renders
+# those pages without running them again. Tests never touch the network (MMBOOK_OFFLINE=1
+# forbids downloads). Two pytest workers share the cores, so each uses one thread:
+# oversubscribed OpenMP threads spin-wait and can make small models many times slower.
 TEST_ENV := MMBOOK_QUICK=1 MMBOOK_OFFLINE=1 OMP_NUM_THREADS=1
+QUICK_CACHE := _build/quick/_build/.jupyter_cache
 test: $(READY)
-	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax tests book
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadscope --run-notebooks --notebook-cache $(QUICK_CACHE) tests book
 
 unit: $(READY)
 	$(TEST_ENV) $(BIN)/python -m pytest -n 2 tests
 
-nbval: $(READY)
-	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax book
+notebooks: $(READY)
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadscope --run-notebooks --notebook-cache $(QUICK_CACHE) book
 
 # The book in one of two modes, each in its own folder with its own Sphinx environment
 # and its own execution cache, so that pages of one mode never stand in for the other's:

@@ -30,9 +30,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import nbformat
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notebook_execution import execute, is_cached, store  # noqa: E402
 
 
 def toc_notebooks(toc: Path) -> list[Path]:
@@ -44,18 +44,11 @@ def toc_notebooks(toc: Path) -> list[Path]:
 
 
 def execute_one(path: str, timeout: int) -> tuple[str, dict | None, float, str | None]:
-    """Run one notebook in its own folder (as the build does: ``run_in_temp: false``).
-
-    Returns ``(path, executed notebook or None, seconds, error or None)``.
-    """
-    from jupyter_cache.executors.utils import single_nb_execution
-
-    notebook = nbformat.read(path, as_version=4)
-    result = single_nb_execution(notebook, cwd=str(Path(path).parent), timeout=timeout, allow_errors=False,
-                                 meta_override=True)
-    if result.err is not None:
-        return path, None, result.time, f"{type(result.err).__name__}: {str(result.err).splitlines()[0] if str(result.err) else ''}"
-    return path, notebook, result.time, None
+    """Run one notebook (``notebook_execution.execute``); returns ``(path, notebook or None, seconds, error or None)``."""
+    notebook, seconds, error = execute(Path(path), timeout)
+    if error is not None:
+        return path, None, seconds, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return path, notebook, seconds, None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,16 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
 
-    from jupyter_cache import get_cache
-    from jupyter_cache.base import CacheBundleIn
-
-    cache = get_cache(str(args.cache.resolve()))
-    todo: list[str] = []
-    for path in args.notebooks or toc_notebooks(args.toc):
-        try:
-            cache.match_cache_notebook(nbformat.read(path, as_version=4))
-        except KeyError:
-            todo.append(str(path.resolve()))
+    todo = [str(path.resolve()) for path in args.notebooks or toc_notebooks(args.toc) if not is_cached(args.cache, path)]
     print(f"prefill: {len(todo)} notebook(s) to run, {args.jobs} at a time, into {args.cache}", flush=True)
     started = time.monotonic()
     failed = 0
@@ -95,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"prefill: WARNING {name} failed after {seconds:.0f} s ({error}); the build runs it again "
                       "and reports the error", flush=True)
                 continue
-            cache.cache_notebook_bundle(CacheBundleIn(notebook, path, data={"execution_seconds": seconds}),
-                                        check_validity=False, overwrite=True)
+            store(args.cache, Path(path), notebook, seconds)
             print(f"prefill: {name} in {seconds:.0f} s", flush=True)
     print(f"prefill: {len(todo) - failed} cached, {failed} failed, in {time.monotonic() - started:.0f} s", flush=True)
     return 0

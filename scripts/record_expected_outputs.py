@@ -7,8 +7,8 @@ Usage::
 
 For every cell tagged ``nbval-check-output`` (or, in notebooks not yet converted by
 ``scripts/retag_notebooks.py``, starting with a ``# NBVAL_CHECK_OUTPUT`` line) the text it
-printed is stored in ``metadata["mmbook"]["expected_output"]``; the conftest hook hands it
-to nbval.
+printed is stored in ``metadata["mmbook"]["expected_output"]``; the notebook tests
+(``pytest --run-notebooks``) compare it with what the cell prints.
 Then every output and execution count is removed, so the notebook is committed
 clean, as the book and the tests expect, and every cell inside a gated solution is folded
 for JupyterLab (``mmbook.course.markup.fold_solutions``).
@@ -25,19 +25,9 @@ import nbformat
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import CHECK_TAG, is_checked_cell  # noqa: E402  (one definition of a checked cell)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notebook_execution import is_checked_cell, printed_text  # noqa: E402  (one definition of a checked cell)
 from mmbook.course.markup import fold_solutions  # noqa: E402
-
-
-def stream_text(cell) -> str:
-    parts = []
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "stream" and output.get("name") == "stdout":
-            parts.append(output["text"])
-        elif output.get("output_type") in {"execute_result", "display_data", "error"} or output.get("name") == "stderr":
-            raise SystemExit(f"a cell tagged {CHECK_TAG} may only print to stdout; it produced "
-                             f"{output.get('output_type')}:\n{cell.source}")
-    return "".join(parts)
 
 
 def strip(notebook) -> None:
@@ -63,7 +53,11 @@ def main() -> int:
                            resources={"metadata": {"path": str(path.parent)}}).execute()
             for cell in notebook.cells:
                 if cell.cell_type == "code" and is_checked_cell(cell):
-                    cell.metadata.setdefault("mmbook", {})["expected_output"] = stream_text(cell)
+                    try:
+                        printed = printed_text(cell)
+                    except ValueError as error:
+                        raise SystemExit(f"{path}: {error}") from None
+                    cell.metadata.setdefault("mmbook", {})["expected_output"] = printed
         strip(notebook)
         fold_solutions(notebook, where=str(path))
         nbformat.write(notebook, path)

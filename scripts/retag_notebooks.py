@@ -27,8 +27,8 @@ from pathlib import Path
 
 import nbformat
 
-CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
-CHECK_TAG = "nbval-check-output"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notebook_execution import CHECK_MARKER, CHECK_TAG  # noqa: E402
 INSTALL_TAG = "remove-input"
 REPORT_TAG = "hide-input"
 

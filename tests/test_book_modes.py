@@ -67,7 +67,7 @@ def test_the_execution_cache_is_not_shared_between_modes():
 def tiny_book(folder: Path) -> Path:
     """A copy of the book's build set-up with one page: a notebook that prints the mode its kernel sees."""
     for name in ("Makefile", "_config.yml", "references.bib", "scripts/book_html_fixes.py",
-                 "scripts/prefill_book_cache.py"):
+                 "scripts/prefill_book_cache.py", "scripts/notebook_execution.py"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, folder / name)
     (folder / "_toc.yml").write_text("format: jb-book\nroot: index\nchapters:\n  - file: page\n")

@@ -1,4 +1,4 @@
-"""Checks on the committed notebooks and the table of contents (no execution here; nbval runs them)."""
+"""Checks on the committed notebooks and the table of contents (no execution here; `pytest --run-notebooks` runs them, see conftest.py)."""
 
 from __future__ import annotations
 

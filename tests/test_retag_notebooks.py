@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -66,11 +65,8 @@ def test_a_notebook_without_the_install_cell_is_refused(tmp_path, capsys):
     assert "Colab install cell" in capsys.readouterr().err
 
 
-def test_the_conftest_hook_treats_tag_and_old_marker_alike():
-    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)
-    is_checked_cell = root_conftest.is_checked_cell
+def test_the_notebook_tests_treat_tag_and_old_marker_alike():
+    from notebook_execution import is_checked_cell
 
     assert is_checked_cell({"source": "print(1)", "metadata": {"tags": ["nbval-check-output"]}})
     assert is_checked_cell({"source": ["# NBVAL_CHECK_OUTPUT\n", "print(1)"], "metadata": {}})

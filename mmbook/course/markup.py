@@ -22,7 +22,7 @@ The conventions (README, "Rules of the house"):
   must run without error (it only defines names; a bare ``...`` in a function body is fine).
 - A **checker** cell is a code cell tagged ``checker``, placed *after* ``{solution-end}``,
   that calls ``check("ex-...", answer, ...)`` from :mod:`mmbook.exercises`. In the
-  instructor's notebook it checks the solution (so nbval proves the solution passes);
+  instructor's notebook it checks the solution (so the notebook tests prove the solution passes);
   in the student's it checks the student's answer, and ``mmbook grade`` reads its output.
 """
 

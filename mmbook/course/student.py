@@ -15,7 +15,7 @@ For every ``book/<chapter>/<notebook>.ipynb`` it writes ``_build/student/<chapte
   to its label, which ``mmbook grade --review`` collects;
 - ``checker`` cells stay, so an unfinished exercise stops with one line,
   ``NotImplementedError: exercise ex-... : replace the ... with your code``; they are
-  tagged ``raises-exception``, so nbval and the book's execution run past them;
+  tagged ``raises-exception``, so the notebook tests and the book's execution run past them;
 - everything else (the Colab install cell, the environment cell, the chapter) stays as it is;
 - outputs are cleared, and the notebook's metadata records ``mmbook.edition = "student"``, its
   source path, its exercise labels and its autograded labels (``mmbook grade`` checks them).
@@ -38,7 +38,7 @@ from mmbook.course.markup import (ANSWER_TAG, CHECKER_TAG, STARTER_SOURCE_TAGS, 
                                   checker_cells, exercises, strip_solutions)
 
 EDITION = "student"
-#: The tag that lets a cell raise without stopping nbval or the book's execution (nbclient, MyST-NB).
+#: The tag that lets a cell raise without stopping the notebook tests or the book's execution (nbclient, MyST-NB).
 RAISES_TAG = "raises-exception"
 
 
@@ -112,7 +112,7 @@ def student_notebook(notebook: dict, source: str) -> tuple[dict, int]:
         if STARTER_TAG in tags:
             tags = [tag for tag in tags if tag not in STARTER_SOURCE_TAGS]
         if CHECKER_TAG in tags and RAISES_TAG not in tags:
-            tags.append(RAISES_TAG)  # an unfinished exercise stops here; nbval and the book build go on
+            tags.append(RAISES_TAG)  # an unfinished exercise stops here; the notebook tests and the book build go on
         if tags:
             metadata["tags"] = tags
         else:
