@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -192,6 +193,26 @@ def run_step_ceiling(device: torch.device, batch_size: int = 512, steps: int = 4
         step()
     _synchronize(device)
     return steps * batch_size / (time.perf_counter() - started)
+
+
+def step_seconds(model: nn.Module, batch: Any, loss_fn: Callable[[Any, Any], torch.Tensor], repeats: int = 3) -> float:
+    """Mean seconds of one training step's arithmetic: ``loss_fn(model(batch), batch).backward()``.
+
+    One warm-up step first (allocations, kernel selection), then ``repeats`` timed steps, each after
+    ``model.zero_grad()``; CUDA is synchronised before the clock is read. No optimizer step, so the
+    model's weights do not change. ``loss_fn`` takes ``(output, batch)``, as :func:`mmbook.training.fit`'s.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    device = next(model.parameters()).device
+    loss_fn(model(batch), batch).backward()
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        model.zero_grad()
+        loss_fn(model(batch), batch).backward()
+    _synchronize(device)
+    return (time.perf_counter() - started) / repeats
 
 
 def _synchronize(device: torch.device) -> None:

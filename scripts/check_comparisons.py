@@ -12,10 +12,16 @@ glued), or it quotes a source, or it is a general statement that is not about a 
 The scanner reads the markdown cells of each notebook (the Markdown pages ``.md`` as one cell each),
 keeps their prose as ``scripts/check_prose_figures.py`` does (math, code, directive options and
 generated blocks left out), splits it into sentences and reports every sentence that holds one of
-the phrases in :data:`PHRASES` and none of:
+the phrases in :data:`PHRASES` outside a glued role. A phrase inside a glued value (``{glue:text}``
+of a verdict made by ``mmbook.results.compare``) is the page's code speaking, and is not seen. Glued
+*figures* beside a typed verdict do not excuse it: in "fusion reaches {glue:text}`fused`, better than
+the image alone at {glue:text}`image`" the words "better than" stay true only while the figures agree,
+so the verdict must be glued too. A phrase is accepted when the line that holds it carries
 
-- a glued role (``{glue}`` or ``{glue:text}``, ...) in the sentence itself: the verdict, or the
-  figures the comparison rests on, come from the page's code;
+- a ``<!-- computed: REASON -->`` comment and the sentence holds a glued role: the phrase only names
+  what the glued value was selected as, so it cannot disagree with it ("the best one
+  {glue:text}`best_single`" where the code takes the maximum; "ranked by how much each loses:
+  {glue:text}`ranking`"). Without a glued role in the sentence the comment counts for nothing;
 - a ``{cite}`` role or a ``<!-- quoted: SOURCE -->`` comment on the line that holds the phrase (a
   sentence may span lines; each of its phrases is judged on its own line): the comparison is quoted
   from a paper or from ``benchmarks/RESULTS.md``;
@@ -105,6 +111,7 @@ PHRASES: tuple[tuple[str, str], ...] = (
 PHRASE = re.compile("|".join(rf"\b(?P<p{i}>{pattern})\b" for i, (_, pattern) in enumerate(PHRASES)), re.IGNORECASE)
 GLUE_ROLE = re.compile(r"\{glue(?::[\w-]+)?\}`")
 GENERAL_MARKER = re.compile(r"<!--\s*general:\s*\S.*?-->")
+COMPUTED_MARKER = re.compile(r"<!--\s*computed:\s*\S.*?-->")
 EXEMPT_FENCE = re.compile(r"^\s*(`{3,}|~{3,}|:{3,})\s*\{(exercise|solution|exercise-start|solution-start|"
                           r"exercise-end|solution-end)\}")
 ANY_FENCE = re.compile(r"^\s*(`{3,}|~{3,}|:{3,})\s*(\{[\w:-]+\}|[\w+-]*)")
@@ -244,11 +251,12 @@ def scan_source(source: str, in_solution: bool = False) -> tuple[list[tuple[int,
     lines = source.splitlines()
     hits = []
     for first, _, sentence in sentences(source):
-        if GLUE_ROLE.search(sentence):
-            continue
+        glued = GLUE_ROLE.search(sentence) is not None
         for offset, name in phrases_in(sentence):
             line = lines[first + offset - 1]
-            if not (QUOTED_MARKER.search(line) or GENERAL_MARKER.search(line)):
+            accepted = (QUOTED_MARKER.search(line) or GENERAL_MARKER.search(line)
+                        or (glued and COMPUTED_MARKER.search(line)))
+            if not accepted:
                 hits.append((first + offset, name, sentence))
                 break
     return hits, in_solution
@@ -274,9 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     for hit in hits:
         print(hit)
     if hits:
-        print(f"{len(hits)} typed comparison(s): glue the verdict (mmbook.results.compare) or the figures it rests on "
-              "into the sentence, quote its source ({cite} or <!-- quoted: SOURCE --> on its line), or, for a "
-              "statement that is not about the page's measured numbers, add <!-- general: REASON --> on its line")
+        print(f"{len(hits)} typed comparison(s): glue the verdict (mmbook.results.compare) into the sentence; where "
+              "the phrase only names what a glued value was selected as (the best one, a glued ranking), add "
+              "<!-- computed: REASON --> on its line; quote a source ({cite} or <!-- quoted: SOURCE --> on its "
+              "line); or, for a statement that is not about the page's measured numbers, add "
+              "<!-- general: REASON --> on its line")
         return 1
     return 0
 

@@ -11,6 +11,25 @@ from conftest import tiny_cifar
 # --- benchmark --------------------------------------------------------------------------
 
 
+def test_step_seconds_times_forward_and_backward_without_changing_the_weights():
+    from mmbook.bench import step_seconds
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    before = model.weight.detach().clone()
+    calls = []
+
+    def loss_fn(output, batch):
+        calls.append(batch.shape)
+        return output.square().mean()
+
+    seconds = step_seconds(model, torch.randn(5, 4), loss_fn, repeats=2)
+    assert seconds > 0 and len(calls) == 3  # one warm-up step, two timed
+    assert torch.equal(model.weight, before) and model.weight.grad is not None
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        step_seconds(model, torch.randn(5, 4), loss_fn, repeats=0)
+
+
 def test_bench_amp_takes_bf16_on_cuda_and_on_cpus_that_have_it(monkeypatch):
     import mmbook.bench
     from mmbook.bench import bench_amp

@@ -41,8 +41,8 @@ def test_scanner_finds_typed_comparisons(tmp_path, capsys):
 def test_glued_cited_quoted_general_and_exercises_pass(tmp_path):
     good = write_notebook(
         tmp_path / "good.ipynb",
-        "The GMU {glue:text}`gmu_vs_concat` concatenation. Fusion reaches {glue:text}`fused:.1%`, better than\n"
-        "the image alone at {glue:text}`image:.1%`.",
+        "The GMU {glue:text}`gmu_vs_concat` concatenation. Fusion reaches {glue:text}`fused:.1%`, the best of <!-- "
+        "computed: the code takes the maximum -->\nthe five at {glue:text}`best:.1%`.",
         "ViLT is faster than region-based models {cite}`kim2021vilt`.",
         "On an H200 the fast recipe beats LeNet. <!-- quoted: benchmarks/RESULTS.md -->",
         "A larger batch gives more negatives, so the right caption must beat more rivals. <!-- general: definition -->",
@@ -53,6 +53,18 @@ def test_glued_cited_quoted_general_and_exercises_pass(tmp_path):
     )
     assert check.scan_notebook(good) == []
     assert check.main([str(good)]) == 0
+
+
+def test_glued_figures_do_not_excuse_a_typed_verdict(tmp_path):
+    page = write_notebook(
+        tmp_path / "page.ipynb",
+        "Fusion reaches {glue:text}`fused:.1%`, better than the image alone at {glue:text}`image:.1%`.",
+        "The pooled blocks are faster ({glue:text}`a` s against {glue:text}`b` s).",
+        "The GMU is the best of all. <!-- computed: a marker without a glued value counts for nothing -->",
+        "The fused model {glue:text}`fused_vs_image` the image alone.",
+    )
+    assert [(h.cell, h.phrase) for h in check.scan_notebook(page)] == [
+        (1, "better than"), (2, "is slower/faster"), (3, "the best")]
 
 
 def test_a_marker_counts_only_on_the_line_of_the_phrase(tmp_path):
@@ -107,7 +119,8 @@ def test_standing_chance_difficulty_error_and_learning_order_phrases(tmp_path):
     ]
     good = write_notebook(
         tmp_path / "good.ipynb",
-        "The probe stays {glue:text}`probe_vs_chance` chance, and 8 is the hardest class at {glue:text}`acc8:.1%`.",
+        "The probe stays {glue:text}`probe_vs_chance` chance, and {glue:text}`hardest` is the hardest class at "
+        "{glue:text}`hardest_acc:.1%`. <!-- computed: the class with the lowest accuracy -->",
         "Most of the errors of such models are on rare words {cite}`smith2020errors`.",
         "A model often learns texture before shape. <!-- general: a known finding, not this page's run -->",
         "The loss at initialisation is close to log N, and BLEU is near zero for a random model.",

@@ -87,6 +87,15 @@ def test_vqa_data_puts_each_question_in_its_scenes_slot():
     assert not torch.equal(test_tensors["image"], tensors["image"])
 
 
+def test_vqa_data_is_built_once_however_its_arguments_are_spelled():
+    from mmbook.reasoning.programs import families_for
+
+    first = vqa_data("shapes", "train", 12, 3, seed=5)
+    assert vqa_data("shapes", "train", 12, 3, 5, True, list(families_for("shapes")), None, False, None) is first
+    assert vqa_data("shapes", "train", 12, 3, seed=6) is not first
+    assert vqa_data("shapes", "train", 12, 3, seed=5, families=("count_same_shape",)) is not first
+
+
 def test_accuracy_by_family_groups_relational_questions():
     questions, _, _ = vqa_data("shapes", "test", 20, 6, seed=1)
     truth = questions.answer_ids(answer_vocabulary("shapes"))

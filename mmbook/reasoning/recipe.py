@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -43,9 +43,8 @@ def _check_source(images: str) -> None:
         raise ValueError(f"unknown image source {images!r}; expected one of {', '.join(IMAGE_SOURCES)}")
 
 
-@functools.lru_cache(maxsize=8)
 def vqa_data(images: str, split: str, count: int, per_scene: int, seed: int = 0, quick: bool = False,
-             families: tuple[str, ...] | None = None, root: Path | str | None = None,
+             families: Sequence[str] | None = None, root: Path | str | None = None,
              download: bool = False, condition: str | None = None
              ) -> tuple[QuestionSet, dict[str, torch.Tensor], torch.Tensor]:
     """Questions on ``count`` scenes of ``images`` and the loader dict, one row per scene.
@@ -55,9 +54,21 @@ def vqa_data(images: str, split: str, count: int, per_scene: int, seed: int = 0,
     all-padding words, label -100), and ``slots`` ``(S, K)`` the index in ``questions`` of each slot's
     question (-1 for an empty slot). Train and test scenes differ (``shapes``: other seeds; ``scenes``:
     CIFAR-10's training and test images). ``condition`` (``shapes`` only): a compositional condition of
-    :data:`mmbook.data.shapes.CONDITIONS`. Built once per process for the same arguments (deterministic).
+    :data:`mmbook.data.shapes.CONDITIONS`. Built once per process for the same data, however the arguments are
+    spelled (by keyword or position; ``families`` as ``None`` or as every family; ``quick`` for the shapes, which
+    it does not change), and shared: do not change the tensors in place.
     """
     _check_source(images)
+    families = tuple(families) if families is not None else families_for(images)
+    return _vqa_data(images, split, int(count), int(per_scene), int(seed), bool(quick) and images == "scenes",
+                     families, None if root is None else str(root), bool(download), condition)
+
+
+@functools.lru_cache(maxsize=8)
+def _vqa_data(images: str, split: str, count: int, per_scene: int, seed: int, quick: bool,
+              families: tuple[str, ...], root: str | None, download: bool, condition: str | None
+              ) -> tuple[QuestionSet, dict[str, torch.Tensor], torch.Tensor]:
+    """:func:`vqa_data` with its arguments normalised, so that one set of data has one cache entry."""
     if condition is not None and images != "shapes":
         raise ValueError(f"a compositional condition ({condition!r}) is defined for the shapes only, not {images!r}; "
                          "use images='shapes' or condition=None")
@@ -74,7 +85,7 @@ def vqa_data(images: str, split: str, count: int, per_scene: int, seed: int = 0,
 
         scenes = load_scenes(split, count, seed=seed, quick=quick, root=root, download=download)
         pixels, objects = scenes.images, scene_objects(scenes)
-    questions = generate_questions(objects, families or families_for(images), per_scene, seed=seed + offset)
+    questions = generate_questions(objects, families, per_scene, seed=seed + offset)
     words, _ = questions.tokens(question_vocabulary(images))
     answers = questions.answer_ids(answer_vocabulary(images))
     slots = torch.full((len(objects), per_scene), -1, dtype=torch.long)
