@@ -331,7 +331,8 @@ class Verdict:
             deviations (``rule="spread"``), the half-width of the 95% interval of the seed-by-seed
             differences (``rule="paired"``), or None when one seed leaves it unknown (``rule="one seed"``).
         rule: ``"spread"``, ``"paired"``, ``"borrowed spread"`` (one value per side, measured against a
-            standard deviation between seeds given by the caller) or ``"one seed"``.
+            standard deviation between seeds given by the caller), ``"one seed"``, or ``"undefined"`` (a side
+            holds NaN, e.g. a precision over no predictions: there is nothing to compare).
         seeds: the number of values on each side.
     """
 
@@ -377,6 +378,10 @@ class Verdict:
 
     def _gap(self) -> str:
         a, b = self.names
+        if self.rule == "undefined":
+            undefined = [name for name, mean in zip(self.names, (self.mean_a, self.mean_b)) if math.isnan(mean)]
+            return (f"{a} and {b} cannot be compared: {' and '.join(undefined)} "
+                    f"{'has' if len(undefined) == 1 else 'have'} no value (NaN) on this run")
         if self.difference == 0:
             return f"{a} and {b} are equal"
         word = self.words[0] if self.difference > 0 else self.words[1]
@@ -386,6 +391,8 @@ class Verdict:
     def sentence(self) -> str:
         """The verdict as a sentence (no final full stop), for ``glue``."""
         a, b = self.names
+        if self.rule == "undefined":
+            return self._gap()
         if self.rule == "one seed":
             return f"{self._gap()} on one seed, with no spread between seeds to measure the difference against"
         if self.rule == "borrowed spread":
@@ -427,6 +434,9 @@ def compare(a: object, b: object, names: tuple[str, str] = ("A", "B"), *, higher
         words: how the sentence says "a is higher than b" and "a is lower than b" (default
             ``("is above", "is below")``; e.g. ``("is slower than", "is faster than")`` for seconds).
 
+    A side that holds NaN (a metric undefined on that run) gives ``rule="undefined"``: never decided, and a
+    sentence that says which side has no value.
+
     Raises:
         ValueError: if a side is empty, or ``paired`` is asked for sides of different lengths or of one value.
     """
@@ -434,6 +444,10 @@ def compare(a: object, b: object, names: tuple[str, str] = ("A", "B"), *, higher
     mean_a, std_a = mean_std(values_a)
     mean_b, std_b = mean_std(values_b)
     seeds = (len(values_a), len(values_b))
+    if math.isnan(mean_a) or math.isnan(mean_b):
+        return Verdict(names=(names[0], names[1]), mean_a=scale * mean_a, mean_b=scale * mean_b, difference=math.nan,
+                       spread=None, rule="undefined", seeds=seeds, higher_is_better=higher_is_better, unit=unit,
+                       digits=digits, words=(words[0], words[1]))
     if paired:
         if len(values_a) != len(values_b) or len(values_a) < 2:
             raise ValueError(f"a paired comparison needs the same number (two or more) of seeds on both sides, got {seeds}")

@@ -209,6 +209,16 @@ def test_compare_on_one_seed_cannot_tell():
     assert not compare(0.9, 0.1).decided
 
 
+def test_compare_with_an_undefined_side_says_which_has_no_value():
+    from mmbook.results import compare
+
+    verdict = compare(0.7, float("nan"), names=("the baseline", "the decoder"), higher_is_better=False)
+    assert verdict.rule == "undefined" and not verdict.decided and verdict.better is None
+    assert verdict.sentence == "the baseline and the decoder cannot be compared: the decoder has no value (NaN) on this run"
+    both = compare([float("nan"), 0.2], [float("nan")], names=("x", "y"))
+    assert both.sentence.endswith("x and y have no value (NaN) on this run")
+
+
 def test_compare_with_a_spread_measured_elsewhere():
     from mmbook.results import compare
 

@@ -19,6 +19,7 @@ The modules, in the order the chapter uses them:
 - :mod:`~mmbook.generation.decoding`: greedy decoding, beam search, sampling;
 - :mod:`~mmbook.generation.prefix`: a vision-language model in miniature: a caption language model trained on
   text alone, then reading the image as prefix tokens (ClipCap, LLaVA), frozen or tuned;
+- :mod:`~mmbook.generation.retrieval`: the nearest-neighbour baseline, which borrows a training caption;
 - :mod:`~mmbook.generation.hallucination`: CHAIR, object recall, wrong sizes, places and relations;
 - :mod:`~mmbook.generation.checkers`: the exercise checkers;
 - :mod:`~mmbook.generation.recipe`: ``mmbook train --task scene-captioning``.
@@ -29,6 +30,7 @@ from mmbook.generation.checkers import (beam_step, chair, check_beam_step, check
 from mmbook.generation.decoding import DECODERS, beam_search, generate, greedy, sample
 from mmbook.generation.encoder import pretrain_backbone, region_features
 from mmbook.generation.hallucination import hallucination_report, parse_mentions, per_caption_hallucinations
+from mmbook.generation.retrieval import nearest_neighbour_captions
 from mmbook.generation.metrics import (
     bleu,
     caption_metrics,
@@ -51,7 +53,8 @@ __all__ = [
     "caption_data", "caption_loss", "caption_metrics", "caption_tokens", "chair", "check_beam_step", "check_chair", "check_prefix_parameters",
     "prefix_trainable_parameters",
     "cider_d", "cider_d_scores", "distinct_ngrams", "document_frequency", "evaluate_captions", "generate",
-    "generation_vocabulary", "greedy", "hallucination_report", "leave_one_out", "novel_share", "parse_mentions",
+    "generation_vocabulary", "greedy", "hallucination_report", "leave_one_out", "nearest_neighbour_captions",
+    "novel_share", "parse_mentions",
     "per_caption_hallucinations", "pretrain_backbone", "reference_captions", "region_features", "rouge_l", "sample",
     "scene_references", "train_scene_captioning",
 ]
