@@ -384,6 +384,8 @@ class Verdict:
                     f"{'has' if len(undefined) == 1 else 'have'} no value (NaN) on this run")
         if self.difference == 0:
             return f"{a} and {b} are equal"
+        if round(abs(self.difference), self.digits) == 0:  # would print as "by 0.0": say how small it is
+            return f"{a} and {b} differ by less than {0.5 * 10 ** -self.digits:.{self.digits + 1}f} {self.unit}".rstrip()
         word = self.words[0] if self.difference > 0 else self.words[1]
         return f"{a} {word} {b} by {abs(self.difference):.{self.digits}f} {self.unit}".rstrip()
 

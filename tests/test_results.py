@@ -209,6 +209,15 @@ def test_compare_on_one_seed_cannot_tell():
     assert not compare(0.9, 0.1).decided
 
 
+def test_compare_does_not_print_a_difference_that_rounds_to_zero():
+    from mmbook.results import compare
+
+    verdict = compare([3.51, 3.52], [3.50, 3.52], names=("tfn", "concat"), scale=1, unit="s")
+    assert "by 0.0" not in verdict.sentence
+    assert verdict.sentence == ("tfn and concat are within the spread between seeds (tfn and concat differ by less than "
+                                "0.05 s): these runs cannot tell them apart")
+
+
 def test_compare_with_an_undefined_side_says_which_has_no_value():
     from mmbook.results import compare
 
