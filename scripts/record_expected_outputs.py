@@ -22,11 +22,10 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from notebook_execution import is_checked_cell, printed_text  # noqa: E402  (one definition of a checked cell)
+from notebook_execution import execute, is_checked_cell, printed_text  # noqa: E402  (one definition of a checked cell)
 from mmbook.course.markup import fold_solutions  # noqa: E402
 
 
@@ -49,8 +48,9 @@ def main() -> int:
     for path in args.notebooks:
         notebook = nbformat.read(path, as_version=4)
         if not args.strip_only:
-            NotebookClient(notebook, timeout=3600, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            notebook, _, error = execute(path, timeout=3600)  # as the notebook tests and the book run it
+            if error is not None:
+                raise SystemExit(f"{path} stopped with an error; nothing was recorded:\n{error}")
             for cell in notebook.cells:
                 if cell.cell_type == "code" and is_checked_cell(cell):
                     try:
