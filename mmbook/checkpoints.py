@@ -54,16 +54,28 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     }, path)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Whether two stored settings are equal (tensors compared element by element)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    return bool(a == b)
+
+
 def restore_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                           planned_epochs: int, loader_generator: torch.Generator | None) -> list[dict[str, float]]:
+                           planned_epochs: int, loader_generator: torch.Generator | None,
+                           extra: dict[str, Any] | None = None) -> list[dict[str, float]]:
     """Load the checkpoint at ``path`` into the model, optimizer, scheduler and random generators.
+
+    ``extra`` is the run's own ``extra_state``: a setting stored in the checkpoint under the same name must
+    have the same value (a GMU with ``normalize=True`` has the same parameters as one without, so the
+    weights alone would load into the wrong model without a word).
 
     Returns:
         The history records of the epochs already done.
 
     Raises:
         ValueError: the checkpoint belongs to a run of another length (the learning-rate schedule
-            depends on it), or the file is not a readable checkpoint.
+            depends on it) or with other settings, or the file is not a readable checkpoint.
     """
     state = load_checkpoint(path)
     planned = state.get("planned_epochs")
@@ -71,6 +83,11 @@ def restore_training_state(path: Path, model: torch.nn.Module, optimizer: torch.
         raise ValueError(f"checkpoint {path} belongs to a run of {planned} epochs, not {planned_epochs}; resume with "
                          f"epochs={planned} (CLI: --epochs {planned}), or start a new run in another checkpoint "
                          "directory")
+    saved = state.get("extra") or {}
+    for name, value in (extra or {}).items():
+        if name in saved and not _same(saved[name], value):
+            raise ValueError(f"checkpoint {path} belongs to a run with {name}={saved[name]!r}, not {value!r}; resume "
+                             f"with the same settings, or start a new run in another checkpoint directory")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -281,7 +281,8 @@ def fit(
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     loader_generator = getattr(train_loader, "generator", None)
     if resume and checkpoint_path.exists():
-        history = History(restore_training_state(checkpoint_path, model, opt, scheduler, epochs, loader_generator))
+        history = History(restore_training_state(checkpoint_path, model, opt, scheduler, epochs, loader_generator,
+                                                   extra_state))
     start_epoch = len(history)
 
     step_model = distributed.wrap_model(model, device)  # DDP under torchrun, else the model itself

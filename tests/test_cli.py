@@ -79,6 +79,21 @@ def test_resume_with_another_epoch_count_fails_clearly(capsys, tmp_path, tiny_da
     assert "--epochs 1" in capsys.readouterr().err
 
 
+def test_captions_task_takes_fusion_options_and_resume_refuses_other_ones(capsys, tmp_path, tiny_data):
+    ckpt, out = tmp_path / "ckpt", tmp_path / "gmu.json"
+    gmu = ["train", "--quick", "--epochs", "1", "--fusion", "gmu", "--checkpoint", str(ckpt), "--no-progress"]
+    assert main([*gmu, "--fusion-option", "normalize=true", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["fusion_options"] == {"normalize": True}
+    # The same parameters with another option: the weights would load, so the checkpoint's settings are checked.
+    assert main([*gmu, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fusion_options={'normalize': True}, not {}" in err
+    assert main([*gmu, "--fusion-option", "normalise=true"]) == 2
+    assert "has no option 'normalise'; it accepts hidden, normalize" in capsys.readouterr().err
+    assert main(["train", "--quick", "--fusion", "two_stage", "--fusion-option", "hidden=8", "--no-progress"]) == 2
+    assert "--fusion-option" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("table, flag", [("RECIPES", "--recipe"), ("FUSIONS", "--fusion"), ("TASKS", "--task")])
 def test_every_name_in_the_public_tables_is_a_valid_flag_value(table, flag):
     from mmbook.cli import build_parser
@@ -186,11 +201,12 @@ def test_fusion_option_values_are_parsed_and_checked_against_the_fusion(tmp_path
         assert main(["train", "--task", "pairs", "--data-file", str(train), "--no-progress", *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("mmbook: error:") and message in err, err
-    for flag, tasks in ((["--fusion-option", "hidden=8"], "pairs"), (["--image-size", "32"], "pairs or pairs-retrieval"),
+    for flag, tasks in ((["--fusion-option", "hidden=8"], "cifar10-captions or pairs"),
+                        (["--image-size", "32"], "pairs or pairs-retrieval"),
                         (["--test-file", str(train)], "pairs or pairs-retrieval"), (["--label-column", "answer"], "pairs")):
-        assert main(["train", "--task", "cifar10-captions", *flag]) == 2
+        assert main(["train", "--task", "scene-retrieval", *flag]) == 2
         err = capsys.readouterr().err
-        assert f"applies to --task {tasks}, not cifar10-captions" in err and err.count("\n") == 1
+        assert f"applies to --task {tasks}, not scene-retrieval" in err and err.count("\n") == 1
 
 
 def bad_pairs_files(folder):

@@ -129,8 +129,11 @@ def _captioned(settings: Settings) -> tuple[Run, dict[str, Any]]:
 
     _, chosen = TASKS["cifar10-captions"].resolve(settings)
     modalities = settings.modalities or "image+text"
-    if settings.fusion == "two_stage" and (modalities != "image+text" or settings.checkpoint is not None):
-        raise ValueError("--fusion two_stage needs --modalities image+text and does not support --checkpoint")
+    if settings.fusion == "two_stage" and (modalities != "image+text" or settings.checkpoint is not None
+                                           or settings.fusion_options):
+        raise ValueError("--fusion two_stage needs --modalities image+text and does not support --checkpoint "
+                         "or --fusion-option")
+    fusion_options = _fusion_options(settings)
     data = load_captioned_cifar10(quick=settings.quick, noise=settings.caption_noise, seed=settings.seed,
                                   root=settings.data, download=settings.download, progress=settings.progress)
     common = dict(text_encoder=settings.text_encoder, seed=settings.seed, device=settings.device, amp=settings.amp,
@@ -139,10 +142,11 @@ def _captioned(settings: Settings) -> tuple[Run, dict[str, Any]]:
         run = train_two_stage(data.train.tensors(), data.test.tensors(), len(data.caption_vocab), **common)
     else:
         run = train_captioned(data.train.tensors(), data.test.tensors(), len(data.caption_vocab), modalities,
-                              settings.fusion, label_smoothing=settings.label_smoothing,
+                              settings.fusion, fusion_options=fusion_options, label_smoothing=settings.label_smoothing,
                               channels_last=settings.channels_last, compile=settings.compile,
                               checkpoint_dir=settings.checkpoint, resume=settings.resume, **common)
-    return run, {"modalities": modalities, "fusion": settings.fusion, "text_encoder": settings.text_encoder,
+    return run, {"modalities": modalities, "fusion": settings.fusion, "fusion_options": fusion_options,
+                 "text_encoder": settings.text_encoder,
                  "caption_noise": settings.caption_noise, "train_images": len(data.train),
                  "test_images": len(data.test)}
 
@@ -249,7 +253,7 @@ PAIRS_OPTIONS = frozenset({"data_file", "test_file", "image_size", "image_column
                            "channels_last", "compile", "checkpoint", "resume"})
 
 
-def _pairs_fusion_options(settings: Settings) -> dict[str, Any]:
+def _fusion_options(settings: Settings) -> dict[str, Any]:
     """``settings.fusion_options`` as a dict, checked against the fusion's options (a ``ValueError`` naming them)."""
     from mmbook.multimodal import check_fusion_options
 
@@ -296,7 +300,7 @@ def _pairs(settings: Settings) -> tuple[Run, dict[str, Any]]:
                          "or a folder <label>/<image>.png with the texts in <image>.txt")
     if settings.fusion == "two_stage":
         raise ValueError("--task pairs does not support --fusion two_stage")
-    fusion_options = _pairs_fusion_options(settings)
+    fusion_options = _fusion_options(settings)
     _, chosen = TASKS["pairs"].resolve(settings)
     modalities = settings.modalities or "image+text"
     data = _load_pairs_files(settings)
@@ -413,8 +417,8 @@ def _pairs_retrieval_defaults(quick: bool) -> Defaults:
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("cifar10-captions", "the worked example: CIFAR-10 images with generated captions (any fusion)",
          "test_accuracy", Defaults(epochs=10, batch_size=128), Defaults(epochs=8, batch_size=64),
-         frozenset({"modalities", "fusion", "text_encoder", "caption_noise", "label_smoothing", "channels_last",
-                    "compile", "checkpoint", "resume"}), _captioned),
+         frozenset({"modalities", "fusion", "fusion_options", "text_encoder", "caption_noise", "label_smoothing",
+                    "channels_last", "compile", "checkpoint", "resume"}), _captioned),
     Task("cifar10", "the CNN chapter's image-only models (fastcnn or LeNet)", "test_accuracy",
          Defaults(epochs=None, batch_size=None, lr=None), Defaults(epochs=2, batch_size=None, lr=None),
          frozenset({"model", "recipe", "compile"}), _cifar10),
