@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pairs: the column of the labels (default label)")
     train.add_argument("--fusion-option", "--fusion-options", dest="fusion_options", type=_fusion_option,
                        action="append", metavar="KEY=VALUE",
-                       help="cifar10-captions, pairs: an option of the fusion, e.g. normalize=true for --fusion gmu, or hidden=64 "
+                       help="cifar10-captions, pairs: an option of the fusion, e.g. normalize=false for --fusion gmu, or hidden=64 "
                             "(repeatable; values are read as true/false, whole numbers or numbers)")
     train.add_argument("--decoder", choices=CAPTIONERS, default="attention",
                        help="scene-captioning: the captioner (default attention; blind never sees the image)")

@@ -179,7 +179,7 @@ def image_text_model(
             default 32, CIFAR-10's. For data from :func:`mmbook.data.load_pairs` pass
             ``data.image_size``; a batch of another size is an error that names this argument.
         fusion_options: keyword arguments of the fusion class, e.g. ``{"hidden": 64}`` or, for
-            the GMU, ``{"normalize": True}`` (:func:`fusion_option_names` lists a fusion's; an
+            the GMU, ``{"normalize": False}`` (:func:`fusion_option_names` lists a fusion's; an
             unknown one is a ``ValueError``).
 
     Returns:

@@ -95,7 +95,7 @@ def test_global_weights_are_a_softmax_and_mix_normalised_projections():
 
 def test_gmu_follows_arevalo_equations():
     torch.manual_seed(0)
-    gmu = GatedMultimodalUnit([10, 6], hidden=5)
+    gmu = GatedMultimodalUnit([10, 6], hidden=5, normalize=False)
     xv, xt = features(sizes=(10, 6))
     hv = torch.tanh(xv @ gmu.transforms[0].weight.T)
     ht = torch.tanh(xt @ gmu.transforms[1].weight.T)
@@ -103,6 +103,15 @@ def test_gmu_follows_arevalo_equations():
     assert torch.allclose(gmu([xv, xt]), z * hv + (1 - z) * ht, atol=1e-6)
     assert torch.allclose(gmu.last_weights[:, 0], z.mean(1), atol=1e-6)
     assert torch.allclose(gmu.last_weights.sum(1), torch.ones(4))
+
+
+def test_the_default_gmu_applies_arevalo_equations_to_layer_normalised_inputs():
+    torch.manual_seed(0)
+    gmu, paper = GatedMultimodalUnit([10, 6], hidden=5), GatedMultimodalUnit([10, 6], hidden=5, normalize=False)
+    paper.load_state_dict(gmu.state_dict())  # the normalisation has no parameters: the same weights fit both
+    xv, xt = features(sizes=(10, 6))
+    norm = torch.nn.functional.layer_norm
+    assert torch.allclose(gmu([xv, xt]), paper([norm(xv, (10,)), norm(xt, (6,))]), atol=1e-6)
 
 
 def test_gmu_with_three_modalities_gates_sum_to_one():

@@ -364,9 +364,9 @@ def test_fusion_options_reach_the_fusion_and_unknown_ones_name_the_accepted_ones
     run = train_image_text(data.train.tensors(), data.test.tensors(), len(data.vocab), "image+text", "gmu",
                            fusion_options={"normalize": True, "hidden": 8}, epochs=1, batch_size=16, progress=False)
     assert run.model.fusion.norms is not None and run.model.fusion.out_features == 8
-    plain = train_image_text(data.train.tensors(), data.test.tensors(), len(data.vocab), "image+text", "gmu",
-                             epochs=1, batch_size=16, progress=False)
-    assert plain.model.fusion.norms is None
+    paper = train_image_text(data.train.tensors(), data.test.tensors(), len(data.vocab), "image+text", "gmu",
+                             fusion_options={"normalize": False}, epochs=1, batch_size=16, progress=False)
+    assert paper.model.fusion.norms is None
 
 
 def test_labels_outside_the_head_fail_before_training():
@@ -471,7 +471,8 @@ def test_a_normalized_gmu_fuses_and_ignores_the_scale_of_its_inputs():
     image, text = torch.randn(3, 6), torch.randn(3, 4)
     # LeNet's features can grow to a scale of ~20 in training; the normalized GMU sees the same inputs.
     torch.testing.assert_close(gmu([20 * image, text]), gmu([image, text]))
-    raw = GatedMultimodalUnit([6, 4], hidden=8)  # the paper's equations: the scale matters
+    raw = GatedMultimodalUnit([6, 4], hidden=8, normalize=False)  # the paper's equations: the scale matters
     assert not torch.allclose(raw([20 * image, text]), raw([image, text]))
     model = image_text_model("image+text", 20, num_classes=3, fusion="gmu", fusion_options={"normalize": True})
     assert model.fusion.norms is not None
+    assert image_text_model("image+text", 20, num_classes=3, fusion="gmu").fusion.norms is not None  # the default

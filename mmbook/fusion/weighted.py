@@ -62,18 +62,26 @@ class GatedMultimodalUnit(nn.Module):
         z   = sigmoid(W_z [x_v; x_t])                 (B, hidden)   one gate per sample and unit
         h   = z * h_v + (1 - z) * h_t
 
+    with ``x_v`` and ``x_t`` layer-normalised first unless ``normalize=False`` (see below).
+
     For M modalities the gate is a softmax over modalities per unit. ``last_gates`` holds
     the gates ``(B, M, hidden)`` of the last call, ``last_weights`` their mean over units ``(B, M)``.
 
     Args:
         in_features: feature size of each modality.
         hidden: size of h.
-        normalize: layer-normalize each input first (no learned parameters). An unbounded
-            encoder output (LeNet's) grows in training until ``tanh`` and the gates saturate
-            and learn slowly; this keeps them in range. Default ``False``: the paper's equations.
+        normalize: layer-normalize each input first (no learned parameters); ``False`` gives the
+            paper's equations exactly. An unbounded encoder output (LeNet's) can grow in training
+            until ``tanh`` and the gates saturate, and a saturated gate is a hard switch that passes
+            almost no gradient. The default is ``True`` because, measured over 3 seeds in full mode on
+            CPU (2026-12-06), it was never worse and once much better: on the book's captioned CIFAR-10
+            the two are within the spread between seeds (test accuracy 0.785 ± 0.003 without, 0.782 ±
+            0.006 with; ``python benchmarks/gmu_normalize.py``); on the own-data page's generated shapes,
+            where 69-81 % of the paper's gates sit at 0 or 1, normalising gains 10.8 points (68.8 ± 0.6
+            % against 79.6 ± 0.0 %; ``book/ch11_own_data``, exercise ``ex-own-gmu``).
     """
 
-    def __init__(self, in_features: Sequence[int], hidden: int = 32, normalize: bool = False) -> None:
+    def __init__(self, in_features: Sequence[int], hidden: int = 32, normalize: bool = True) -> None:
         super().__init__()
         self.in_features = feature_sizes(in_features, "GatedMultimodalUnit")
         self.norms = nn.ModuleList(nn.LayerNorm(d, elementwise_affine=False) for d in self.in_features) \

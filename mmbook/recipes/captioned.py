@@ -70,7 +70,7 @@ def train_image_text(
         vocab_size: text vocabulary size.
         modalities, fusion, text_encoder, feature_size, fusion_options: as in
             :func:`mmbook.multimodal.image_text_model` (``fusion_options`` are the fusion class's keyword
-            arguments, e.g. ``{"normalize": True}`` for the GMU); the image size is read from the images.
+            arguments, e.g. ``{"normalize": False}`` for the GMU of the paper's equations); the image size is read from the images.
         num_classes: number of classes; ``None`` infers it as the largest training label + 1. A
             label outside ``0 .. num_classes - 1`` (train or test) is an error before training.
         mean, std: per-channel image statistics for normalisation, of both loaders; ``None`` computes
