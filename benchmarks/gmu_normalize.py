@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mmbook.cli import main as mmbook_main
+from cli_runs import train_json
 from mmbook.results import compare, format_mean_std
 
 SETTINGS = {"plain": ["--fusion-option", "normalize=false"], "normalized": ["--fusion-option", "normalize=true"]}
@@ -26,21 +26,16 @@ SETTINGS = {"plain": ["--fusion-option", "normalize=false"], "normalized": ["--f
 
 def run(name: str, seed: int, quick: bool, folder: Path) -> dict:
     """One training run through the CLI; its JSON result."""
-    path = folder / f"{name}-{seed}.json"
-    argv = ["train", "--task", "cifar10-captions", "--fusion", "gmu", *SETTINGS[name], "--seed", str(seed),
-            "--json", str(path), "--no-progress", *(["--quick"] if quick else [])]
-    code = mmbook_main(argv)
-    if code != 0:
-        raise SystemExit(f"mmbook {' '.join(argv)} failed with status {code}")
-    return json.loads(path.read_text())
+    flags = ["--task", "cifar10-captions", "--fusion", "gmu", *SETTINGS[name], "--seed", str(seed)]
+    return train_json([*flags, "--quick"] if quick else flags, folder / f"{name}-{seed}.json")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="quick mode instead of full mode")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: [run(name, seed, args.quick, Path(tmp)) for seed in range(args.seeds)] for name in SETTINGS}
     print(f"\n{'GMU inputs':<12}{'seed':>5}{'test acc':>10}{'train s':>9}  device")
@@ -53,6 +48,7 @@ def main() -> int:
           f"normalized {format_mean_std(accuracy['normalized'])}\n{verdict.sentence}")
     if args.json:
         args.json.write_text(json.dumps({"accuracy": accuracy, "verdict": verdict.sentence,
+                                         "fusion_options": {n: runs[0]["fusion_options"] for n, runs in results.items()},
                                          "train_seconds": {n: [r["train_seconds"] for r in runs] for n, runs in results.items()},
                                          "device": results["plain"][0]["device"]}, indent=1))
     return 0

@@ -11,24 +11,16 @@ model beats both single-modality models. Exit status 1 if it does not.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
-from mmbook.cli import main as mmbook_main
+from cli_runs import train_json
 
 
 def run(modalities: str, quick: bool, out_dir: Path, extra: list[str]) -> dict:
-    path = out_dir / f"{modalities.replace('+', '_')}.json"
-    argv = ["train", "--task", "cifar10-captions", "--modalities", modalities, "--fusion", "concat",
-            "--json", str(path), "--no-progress", *extra]
-    if quick:
-        argv.append("--quick")
-    code = mmbook_main(argv)
-    if code != 0:
-        raise SystemExit(f"mmbook {' '.join(argv)} failed with status {code}")
-    return json.loads(path.read_text())
+    flags = ["--task", "cifar10-captions", "--modalities", modalities, "--fusion", "concat", *extra]
+    return train_json([*flags, "--quick"] if quick else flags, out_dir / f"{modalities.replace('+', '_')}.json")
 
 
 def main() -> int:

@@ -208,3 +208,18 @@ def test_train_airbench_reports_its_three_tta_levels_and_restores_the_working_di
     assert (row["test_accuracy"], row["test_accuracy_flip"], row["test_accuracy_tta"]) == (0.90, 0.91, 0.92)
     module.train_airbench(tmp_path, seed=0, epochs=1, batch_size=64)
     assert calls["train94"] == {"epochs": 1}
+
+
+# gmu_normalize.py ----------------------------------------------------------------------------
+
+
+def test_gmu_normalize_trains_both_settings_on_the_same_seeds_and_compares_them(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling cli_runs
+    module = load_benchmark("gmu_normalize")
+    path = tmp_path / "gmu.json"
+    assert module.main(["--quick", "--seeds", "2", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["fusion_options"] == {"plain": {"normalize": False}, "normalized": {"normalize": True}}
+    assert [len(values) for values in result["accuracy"].values()] == [2, 2]
+    assert result["verdict"].startswith("normalized inputs")
+    assert result["verdict"] in capsys.readouterr().out
