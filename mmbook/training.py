@@ -187,6 +187,7 @@ def fit(
     label_smoothing: float = 0.0,
     max_grad_norm: float | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
+    after_epoch: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
     device: torch.device | str | None = None,
     amp: bool | None = None,
     channels_last: bool = False,
@@ -223,6 +224,10 @@ def fit(
             need it); ``None`` does not clip.
         after_step: called as ``after_step(model)`` after every optimiser step, e.g.
             :func:`mmbook.alignment.clamp_logit_scale_`, which keeps a learned temperature in range.
+        after_epoch: called as ``after_epoch(model, epoch)`` (``epoch`` counts from 1) after every epoch and
+            its evaluation; the figures it returns (names to floats) join that epoch's record, e.g. the quality
+            of captions decoded freely while the loss is teacher-forced. A name the record already has is an
+            error. Under torchrun every rank calls it.
         device: ``None`` picks CUDA, then MPS, then CPU.
         amp: mixed precision; ``None`` means on for CUDA (see :func:`mmbook.runtime.resolve_amp`).
         channels_last: keep the model in channels-last memory format (faster convolutions on GPUs).
@@ -356,6 +361,13 @@ def fit(
                 eval_model = model if distributed.world_size() > 1 else step_model  # no DDP wrapper to evaluate
                 metrics = evaluate(eval_model, test_loader, device, amp, loss_fn=loss_fn, accuracy_fn=accuracy_fn)
                 record["test_loss"], record["test_accuracy"] = metrics["loss"], metrics["accuracy"]
+            if after_epoch is not None:
+                extra = dict(after_epoch(model, epoch + 1))
+                clash = sorted(set(extra) & set(record))
+                if clash:
+                    raise ValueError(f"after_epoch returned {clash}, which the epoch's record already holds; "
+                                     "give its figures other names")
+                record.update({name: float(value) for name, value in extra.items()})
             history.records.append(record)
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['train_loss']:.3f}",
                             acc=f"{record.get('test_accuracy', record['train_accuracy']):.3f}")

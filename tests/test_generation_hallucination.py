@@ -14,8 +14,8 @@ from conftest import random_scenes
 from mmbook.data.cifar10 import CIFAR10_CLASSES
 from mmbook.data.scene_captions import describe_scenes, place_phrase, size_word
 from mmbook.generation.hallucination import (
-    REPORT_KEYS, Mention, check_caption, hallucination_report, parse_mentions, parse_relations,
-    per_caption_hallucinations,
+    REPORT_KEYS, Mention, check_caption, cooccurrence_split, hallucination_report, mention_rate, parse_mentions,
+    parse_relations, per_caption_hallucinations, scenes_with,
 )
 from mmbook.generation.references import GRAMMARS, scene_references
 
@@ -202,3 +202,38 @@ def test_mismatched_inputs_raise(scene_set):
         hallucination_report("a cat", scenes_of(CAT_TRUCK))
     with pytest.raises(TypeError):
         hallucination_report([None], scenes_of(CAT_TRUCK))
+
+
+def test_cooccurrence_split_never_leaves_the_class_alone_and_matches_the_control_in_size(scene_set):
+    classes = scene_set.classes.numpy()
+    horse, truck = CIFAR10_CLASSES.index("horse"), CIFAR10_CLASSES.index("truck")
+    biased, control = cooccurrence_split(classes, "horse", "truck", seed=0)
+    assert len(biased) == len(control) and len(set(control.tolist())) == len(control)
+    has = lambda rows, c: (classes[rows] == c).any(axis=1)
+    assert not (has(biased, horse) & ~has(biased, truck)).any()  # a horse always comes with a truck
+    alone = has(np.arange(len(classes)), horse) & ~has(np.arange(len(classes)), truck)
+    assert alone.any() and set(biased.tolist()) == set(np.flatnonzero(~alone).tolist())
+    assert (has(control, horse) & ~has(control, truck)).any()  # the control keeps such scenes
+    assert set(np.flatnonzero(has(np.arange(len(classes)), truck)).tolist()) <= set(control.tolist())  # and every truck
+    again, _ = cooccurrence_split(classes, "horse", "truck", seed=0)
+    assert np.array_equal(again, biased) and not np.array_equal(cooccurrence_split(classes, "horse", "truck", seed=1)[1], control)
+
+
+def test_scenes_with_and_mention_rate():
+    classes = np.array([[7, 9, -1, -1], [7, -1, -1, -1], [9, 3, -1, -1], [0, 1, 2, -1]])
+    assert scenes_with(classes, "horse").tolist() == [0, 1]
+    assert scenes_with(classes, "horse", without="truck").tolist() == [1]
+    assert mention_rate(["a horse and a car", "a big truck", "a cat", "a dog"], "automobile") == 0.25  # "car" is an automobile
+    assert math.isnan(mention_rate([], "truck"))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: cooccurrence_split(np.array([[7, -1, -1, -1]]), "horse", "horse"), "two different classes"),
+    (lambda: cooccurrence_split(np.array([[7, -1, -1, -1]]), "horse", "truck"), "nothing is left"),
+    (lambda: cooccurrence_split(np.array([[7, -1, -1, -1]]), "unicorn", "truck"), "unknown class 'unicorn'"),
+    (lambda: mention_rate("a horse", "horse"), "not a single string"),
+    (lambda: scenes_with(np.array([[7, -1, -1, -1]]), "pony"), "unknown class 'pony'"),
+])
+def test_cooccurrence_helpers_refuse_bad_input(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()

@@ -113,3 +113,34 @@ def test_cli_rejects_a_beam_wider_than_the_vocabulary(capsys):
     assert main(["train", "--task", "scene-captioning", "--quick", "--scenes", "50", "--epochs", "1",
                  "--decoding", "beam", "--beam-width", "1000", "--no-progress"]) == 2
     assert "beam width" in capsys.readouterr().err
+
+
+def test_tracking_records_free_running_figures_each_epoch_and_train_index_picks_the_scenes(monkeypatch):
+    from mmbook.generation.recipe import train_scene_captioning
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    report = train_scene_captioning("global", quick=True, scenes=120, test_scenes=40, epochs=2,
+                                    train_index=list(range(0, 120, 2)), track_scenes=10)
+    records = report["history"].records
+    assert report["train_scenes"] == 60 and len(records) == 2
+    for record in records:
+        for key in ("test_loss", "free_cider_d", "free_bleu_4", "free_chair_i", "free_object_recall"):
+            assert key in record, key
+        assert record["test_loss"] > 0 and record["free_cider_d"] >= 0
+    assert records[1]["test_loss"] < records[0]["test_loss"]  # teacher-forced loss on the test references falls
+    assert report["track_seconds"] > 0
+    untracked = train_scene_captioning("global", quick=True, scenes=120, test_scenes=40, epochs=1)
+    assert "free_cider_d" not in untracked["history"].last and untracked["track_seconds"] == 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"train_index": [0, 120]}, r"indices of the 120 training scenes \(0\.\.119\)"),
+    ({"train_index": []}, "got 0 indices"),
+    ({"track_scenes": 41}, "between 0 and the 40 test scenes"),
+])
+def test_bad_train_index_or_track_scenes_is_refused(monkeypatch, options, message):
+    from mmbook.generation.recipe import train_scene_captioning
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    with pytest.raises(ValueError, match=message):
+        train_scene_captioning("global", quick=True, scenes=120, test_scenes=40, epochs=1, **options)

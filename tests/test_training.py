@@ -38,6 +38,30 @@ def test_fit_learns_a_learnable_task():
     assert history.train_seconds > 0
 
 
+def test_after_epoch_figures_join_each_epochs_record():
+    seen = []
+
+    def figures(model, epoch):
+        seen.append((epoch, model.training))
+        return {"weight_norm": sum(float(p.norm()) for p in model.parameters()), "epoch_twice": 2 * epoch}
+
+    seed_everything(0)
+    model = captioned_cifar_model("image+text", vocab_size=12)
+    loader = DeviceLoader(toy_tensors(), batch_size=16, shuffle=True, seed=0)
+    history = fit(model, loader, epochs=3, lr=1e-2, progress=False, after_epoch=figures)
+    assert [epoch for epoch, _ in seen] == [1, 2, 3]
+    assert history.column("epoch_twice") == [2.0, 4.0, 6.0]
+    norms = history.column("weight_norm")
+    assert len(set(norms)) == 3  # measured after each epoch's training, so it changes
+
+
+def test_after_epoch_may_not_overwrite_the_record():
+    model = captioned_cifar_model("image+text", vocab_size=12)
+    loader = DeviceLoader(toy_tensors(), batch_size=16, seed=0)
+    with pytest.raises(ValueError, match=r"\['train_loss'\].*other names"):
+        fit(model, loader, epochs=1, progress=False, after_epoch=lambda model, epoch: {"train_loss": 0.0})
+
+
 def test_same_seed_gives_identical_metrics_on_cpu():
     assert metrics(run(epochs=2)[1]) == metrics(run(epochs=2)[1])
 

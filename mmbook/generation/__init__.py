@@ -29,7 +29,8 @@ from mmbook.generation.checkers import (beam_step, chair, check_beam_step, check
                                         prefix_trainable_parameters)
 from mmbook.generation.decoding import DECODERS, beam_search, generate, greedy, sample
 from mmbook.generation.encoder import pretrain_backbone, region_features
-from mmbook.generation.hallucination import hallucination_report, parse_mentions, per_caption_hallucinations
+from mmbook.generation.hallucination import (cooccurrence_split, hallucination_report, mention_rate, parse_mentions,
+                                             per_caption_hallucinations, scenes_with)
 from mmbook.generation.retrieval import nearest_neighbour_captions
 from mmbook.generation.metrics import (
     bleu,
@@ -52,9 +53,9 @@ __all__ = [
     "CAPTIONERS", "CAPTIONING_DEFAULTS", "CaptionLM", "PrefixCaptioner", "pretrain_caption_lm", "DECODERS", "GRAMMARS", "beam_search", "beam_step", "bleu", "build_captioner",
     "caption_data", "caption_loss", "caption_metrics", "caption_tokens", "chair", "check_beam_step", "check_chair", "check_prefix_parameters",
     "prefix_trainable_parameters",
-    "cider_d", "cider_d_scores", "distinct_ngrams", "document_frequency", "evaluate_captions", "generate",
-    "generation_vocabulary", "greedy", "hallucination_report", "leave_one_out", "nearest_neighbour_captions",
+    "cider_d", "cider_d_scores", "cooccurrence_split", "distinct_ngrams", "document_frequency", "evaluate_captions", "generate",
+    "generation_vocabulary", "greedy", "hallucination_report", "leave_one_out", "mention_rate", "nearest_neighbour_captions",
     "novel_share", "parse_mentions",
     "per_caption_hallucinations", "pretrain_backbone", "reference_captions", "region_features", "rouge_l", "sample",
-    "scene_references", "train_scene_captioning",
+    "scene_references", "scenes_with", "train_scene_captioning",
 ]

@@ -285,3 +285,62 @@ def hallucination_report(captions: Sequence[str], scenes) -> dict[str, float]:
         "mentions_per_caption": _ratio(total("mentioned"), len(checks)),
         "kind_errors": _ratio(total("wrong_kinds"), total("kinds")),
     }
+
+
+def _class_id(name: str) -> int:
+    if name not in CIFAR10_CLASSES:
+        raise ValueError(f"unknown class {name!r}; expected one of {', '.join(CIFAR10_CLASSES)}")
+    return CIFAR10_CLASSES.index(name)
+
+
+def _holds(classes, name: str) -> np.ndarray:
+    """``(N,)`` bool: which scenes (``classes`` ``(N, 4)``, -1 padded) hold an object of class ``name``."""
+    return (np.asarray(classes) == _class_id(name)).any(axis=1)
+
+
+def cooccurrence_split(classes, present: str, companion: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two training sets of equal size from one pool of scenes: one where ``present`` never comes without
+    ``companion``, and a control where it does as often as chance has it.
+
+    Rohrbach et al. (2018) trace part of captioners' hallucination to the language prior: objects that
+    co-occur in the training captions get named together, also when one is absent. Here the co-occurrence is
+    built in. ``biased`` drops every scene that holds ``present`` without ``companion``, so in its captions
+    ``present`` is always accompanied. ``control`` keeps every scene with ``companion`` too, and fills up to
+    the same size with scenes without it drawn at random: both sets then hold the same scenes with the
+    companion (it is named equally often in both), and differ only in whether ``present`` ever comes alone.
+
+    Args:
+        classes: ``(N, 4)`` class ids of each scene's objects, -1 padded (``SceneSet.classes``).
+        present, companion: two different CIFAR-10 class names.
+
+    Returns:
+        ``(biased, control)``: sorted int64 index arrays into the ``N`` scenes, of equal length.
+    """
+    if present == companion:
+        raise ValueError(f"present and companion must be two different classes, got {present!r} twice")
+    alone = _holds(classes, present) & ~_holds(classes, companion)
+    biased = np.flatnonzero(~alone)
+    if len(biased) == 0:
+        raise ValueError(f"every scene holds a {present} without a {companion}; nothing is left to train on")
+    with_companion = _holds(classes, companion)
+    rng = np.random.default_rng(seed)
+    others = rng.choice(np.flatnonzero(~with_companion), size=len(biased) - int(with_companion.sum()), replace=False)
+    control = np.sort(np.concatenate([np.flatnonzero(with_companion), others]))
+    return biased.astype(np.int64), control.astype(np.int64)
+
+
+def mention_rate(captions: Sequence[str], name: str) -> float:
+    """The share of ``captions`` that name class ``name`` (or a synonym of it); ``nan`` for no captions."""
+    _class_id(name)
+    if isinstance(captions, str):
+        raise TypeError("captions must be a sequence of caption strings, not a single string")
+    named = [any(mention.name == name for mention in parse_mentions(caption)) for caption in captions]
+    return _ratio(sum(named), len(named))
+
+
+def scenes_with(classes, present: str, without: str | None = None) -> np.ndarray:
+    """Indices of the scenes (``classes`` ``(N, 4)``, -1 padded) that hold ``present`` and, if given, no ``without``."""
+    chosen = _holds(classes, present)
+    if without is not None:
+        chosen &= ~_holds(classes, without)
+    return np.flatnonzero(chosen).astype(np.int64)

@@ -119,6 +119,8 @@ def train_scene_captioning(
     download: bool = False,
     model_options: dict[str, Any] | None = None,
     model: torch.nn.Module | None = None,
+    train_index: Sequence[int] | torch.Tensor | None = None,
+    track_scenes: int = 0,
 ) -> dict[str, Any]:
     """Train a captioner on scenes with :data:`REFERENCES_PER_SCENE` references each, and judge its captions.
 
@@ -128,6 +130,12 @@ def train_scene_captioning(
         model: a captioner built elsewhere to train instead of ``kind`` (e.g. a
             :class:`~mmbook.generation.prefix.PrefixCaptioner` over a pretrained language model); it is
             trained in place.
+        train_index: train on these of the ``scenes`` training scenes only (e.g. a biased subset,
+            :func:`~mmbook.generation.hallucination.cooccurrence_split`); ``None`` trains on all of them.
+        track_scenes: after every epoch, decode the first ``track_scenes`` test scenes greedily and record in
+            ``history`` their ``free_cider_d``, ``free_bleu_4``, ``free_chair_i`` and ``free_object_recall`` beside
+            the teacher-forced ``test_loss`` and ``test_accuracy`` of all test scenes: how the loss the decoder is
+            trained on and the captions it writes move together (exposure bias). 0 tracks nothing.
         decoding: ``"greedy"``, ``"beam"`` or ``"sample"`` (:func:`~mmbook.generation.decoding.generate`),
             with ``decoding_options`` (e.g. ``{"width": 3}``).
 
@@ -140,7 +148,7 @@ def train_scene_captioning(
         :func:`evaluate_captions`' keys (``bleu_4``, ``cider_d``, ``chair_i``, ``chair_s``, ``object_recall``,
         ``novel_share``, ...), the references' own agreement (``reference_cider_d``, ``reference_bleu_4``:
         one reference against the others), ``train_scenes``, ``test_scenes``, ``epochs``, ``train_seconds``,
-        ``decode_seconds``, ``final_train_loss``, ``test_loss`` and ``test_next_word_accuracy`` (teacher-forced), the encoder's
+        ``decode_seconds``, ``track_seconds`` (decoding while tracking), ``final_train_loss``, ``test_loss`` and ``test_next_word_accuracy`` (teacher-forced), the encoder's
         ``pretrain_accuracy`` and ``pretrain_seconds``, and ``captions``,
         ``references``, ``test_set``, ``model``, ``history``.
     """
@@ -162,6 +170,16 @@ def train_scene_captioning(
     _, train_references, train_tensors = caption_data("train", scenes, seed, quick, root=root, download=download)
     test_set, test_references, test_tensors = caption_data("test", test_scenes, seed, quick, root=root,
                                                            download=download)
+    if train_index is not None:
+        index = torch.as_tensor(train_index, dtype=torch.long).reshape(-1)
+        if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= scenes:
+            raise ValueError(f"train_index must hold indices of the {scenes} training scenes (0..{scenes - 1}), "
+                             f"got {index.numel()} indices" + (f" from {int(index.min())} to {int(index.max())}"
+                                                                if index.numel() else ""))
+        train_tensors = {name: values[index] for name, values in train_tensors.items()}
+        train_references = [train_references[i] for i in index.tolist()]
+    if not 0 <= track_scenes <= len(test_set):
+        raise ValueError(f"track_scenes must be between 0 and the {len(test_set)} test scenes, got {track_scenes}")
     seed_everything(seed)
     if model is not None and model_options:
         raise ValueError("give model_options to build a captioner of `kind`, or a built `model`, not both")
@@ -169,11 +187,23 @@ def train_scene_captioning(
     model = build_captioner(kind, len(vocab), **(model_options or {})) if model is None else model
     train_loader = DeviceLoader(train_tensors, batch_size, shuffle=True, drop_last=True, device=device, seed=seed)
     test_loader = DeviceLoader(test_tensors, 500, device=device, rank=0, world_size=1)
+    track_seconds = 0.0
+
+    def free_running(model: torch.nn.Module, epoch: int) -> dict[str, float]:
+        nonlocal track_seconds
+        started = time.perf_counter()
+        captions = generate(model, test_tensors["features"][:track_scenes], vocab, "greedy", max_len=MAX_CAPTION_WORDS)
+        figures = evaluate_captions(captions, test_references[:track_scenes], test_set.subset(torch.arange(track_scenes)))
+        model.train()
+        track_seconds += time.perf_counter() - started
+        return {f"free_{key}": figures[key] for key in ("cider_d", "bleu_4", "chair_i", "object_recall")}
+
+    tracking = {"test_loader": test_loader, "after_epoch": free_running} if track_scenes else {}
     started = time.perf_counter()
     history = fit(model, train_loader, epochs=epochs, lr=lr, weight_decay=weight_decay, device=device,
                   loss_fn=caption_loss, accuracy_fn=next_word_accuracy, max_grad_norm=1.0, progress=progress,
-                  description=f"scene-captioning ({name})")
-    train_seconds = time.perf_counter() - started
+                  description=f"scene-captioning ({name})", **tracking)
+    train_seconds = history.train_seconds
     test_figures = evaluate(model, test_loader, device, loss_fn=caption_loss, accuracy_fn=next_word_accuracy)
     started = time.perf_counter()
     captions = generate(model, test_tensors["features"], vocab, decoding, max_len=MAX_CAPTION_WORDS,
@@ -185,7 +215,7 @@ def train_scene_captioning(
     report.update(pretrain_backbone(seed, quick, root, download)[1])
     report.update({
         "reference_bleu_4": ceiling["bleu_4"], "reference_cider_d": ceiling["cider_d"],
-        "train_scenes": scenes, "test_scenes": len(test_set), "epochs": epochs, "batch_size": batch_size,
+        "train_scenes": len(train_references), "test_scenes": len(test_set), "track_seconds": track_seconds, "epochs": epochs, "batch_size": batch_size,
         "train_seconds": train_seconds, "decode_seconds": decode_seconds,
         "final_train_loss": history.last["train_loss"] if len(history) else float("nan"),
         "test_loss": test_figures["loss"], "test_next_word_accuracy": test_figures["accuracy"],
