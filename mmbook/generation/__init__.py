@@ -20,13 +20,16 @@ The modules, in the order the chapter uses them:
 - :mod:`~mmbook.generation.prefix`: a vision-language model in miniature: a caption language model trained on
   text alone, then reading the image as prefix tokens (ClipCap, LLaVA), frozen or tuned;
 - :mod:`~mmbook.generation.retrieval`: the nearest-neighbour baseline, which borrows a training caption;
-- :mod:`~mmbook.generation.hallucination`: CHAIR, object recall, wrong sizes, places and relations;
+- :mod:`~mmbook.generation.hallucination`: CHAIR, object recall, wrong sizes, places and relations, and a
+  co-occurrence built into the training scenes;
+- :mod:`~mmbook.generation.clipscore`: a reference-free score from a two-tower model (CLIPScore in miniature);
 - :mod:`~mmbook.generation.checkers`: the exercise checkers;
 - :mod:`~mmbook.generation.recipe`: ``mmbook train --task scene-captioning``.
 """
 
 from mmbook.generation.checkers import (beam_step, chair, check_beam_step, check_chair, check_prefix_parameters,
                                         prefix_trainable_parameters)
+from mmbook.generation.clipscore import clip_scores, kendall_tau, train_caption_scorer
 from mmbook.generation.decoding import DECODERS, beam_search, generate, greedy, sample
 from mmbook.generation.encoder import pretrain_backbone, region_features
 from mmbook.generation.hallucination import (cooccurrence_split, hallucination_report, mention_rate, parse_mentions,
@@ -51,7 +54,7 @@ from mmbook.generation.references import GRAMMARS, generation_vocabulary, refere
 
 __all__ = [
     "CAPTIONERS", "CAPTIONING_DEFAULTS", "CaptionLM", "PrefixCaptioner", "pretrain_caption_lm", "DECODERS", "GRAMMARS", "beam_search", "beam_step", "bleu", "build_captioner",
-    "caption_data", "caption_loss", "caption_metrics", "caption_tokens", "chair", "check_beam_step", "check_chair", "check_prefix_parameters",
+    "caption_data", "caption_loss", "clip_scores", "kendall_tau", "train_caption_scorer", "caption_metrics", "caption_tokens", "chair", "check_beam_step", "check_chair", "check_prefix_parameters",
     "prefix_trainable_parameters",
     "cider_d", "cider_d_scores", "cooccurrence_split", "distinct_ngrams", "document_frequency", "evaluate_captions", "generate",
     "generation_vocabulary", "greedy", "hallucination_report", "leave_one_out", "mention_rate", "nearest_neighbour_captions",
