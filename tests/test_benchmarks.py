@@ -223,3 +223,44 @@ def test_gmu_normalize_trains_both_settings_on_the_same_seeds_and_compares_them(
     assert [len(values) for values in result["accuracy"].values()] == [2, 2]
     assert result["verdict"].startswith("normalized inputs")
     assert result["verdict"] in capsys.readouterr().out
+
+
+# captioning_seeds.py -------------------------------------------------------------------------
+
+
+def test_captioning_seeds_runs_every_system_on_each_seed_and_pairs_the_verdicts(tmp_path, monkeypatch, capsys):
+    from mmbook.generation.recipe import CAPTIONING_DEFAULTS
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    monkeypatch.setitem(CAPTIONING_DEFAULTS, True, {"scenes": 60, "test_scenes": 30, "epochs": 1, "batch_size": 16,
+                                                     "lr": 3e-3})
+    module = load_benchmark("captioning_seeds")
+    path = tmp_path / "captioning.json"
+    assert module.main(["--quick", "--seeds", "2", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert set(result["values"]) == set(module.SYSTEMS)
+    for system, values in result["values"].items():
+        assert len(values["cider_d"]) == 2 and all(v >= 0 for v in values["cider_d"]), system
+    assert len(result["verdicts"]) == 5
+    out = capsys.readouterr().out
+    assert all(verdict in out for verdict in result["verdicts"].values())
+
+
+# vqa_seeds.py --------------------------------------------------------------------------------
+
+
+def test_vqa_seeds_trains_each_model_on_each_seed_and_pairs_the_verdicts(tmp_path, monkeypatch, capsys):
+    from mmbook.reasoning.recipe import VQA_DEFAULTS
+
+    monkeypatch.setitem(VQA_DEFAULTS["shapes"], True, {"scenes": 40, "test_scenes": 20, "per_scene": 4, "epochs": 1,
+                                                        "batch_size": 8, "lr": 2e-3})
+    module = load_benchmark("vqa_seeds")
+    path = tmp_path / "vqa.json"
+    assert module.main(["--quick", "--seeds", "2", "--models", "question", "concat", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert set(result["values"]) == {"question", "concat"}
+    for model, figures in result["values"].items():
+        assert all(len(figures[f]) == 2 and all(0 <= v <= 1 for v in figures[f]) for f in module.FIGURES), model
+    assert set(result["verdicts"]) == {"concat vs question, relational", "concat vs question, non_relational"}
+    out = capsys.readouterr().out
+    assert all(verdict in out for verdict in result["verdicts"].values())

@@ -1,0 +1,86 @@
+"""The Generation chapter's captioners and the nearest-neighbour baseline over several seeds.
+
+    python benchmarks/captioning_seeds.py            # full mode, seeds 0, 1, 2
+    python benchmarks/captioning_seeds.py --quick    # quick mode (a smoke test of the script)
+
+For every seed: the blind GRU and the attention GRU as the captioning page trains them
+(``train_scene_captioning(kind)`` with the chapter's defaults), the Transformer decoder as the decoding page
+trains it (batch 32, one epoch fewer), and the nearest-neighbour baseline of the captioning page
+(:func:`mmbook.generation.nearest_neighbour_captions`, k = 3). A seed sets the training and test scenes, their
+references, the frozen encoder (pretrained per seed) and the decoders' initialisation and batch order, so the four
+systems of one seed share everything but the system, and their comparisons are paired. Prints each run's
+figures, mean ± std per system, and the paired verdicts of :func:`mmbook.results.compare` on CIDEr-D.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from mmbook.results import compare, format_mean_std
+
+METRICS = ("cider_d", "bleu_4", "chair_i", "object_recall", "object_precision")
+SYSTEMS = ("blind", "attention", "transformer", "nearest neighbour")
+NEIGHBOURS = 3
+
+
+def run_seed(seed: int, quick: bool) -> dict[str, dict]:
+    """The four systems' figures on one seed (each a dict of :data:`METRICS` and ``seconds``)."""
+    from mmbook.generation import CAPTIONING_DEFAULTS, evaluate_captions, nearest_neighbour_captions, train_scene_captioning
+    from mmbook.generation.recipe import caption_data
+
+    defaults = CAPTIONING_DEFAULTS[quick]
+    results = {}
+    for kind in ("blind", "attention", "transformer"):
+        options = {"batch_size": 32, "epochs": defaults["epochs"] - (0 if quick else 1)} if kind == "transformer" else {}
+        report = train_scene_captioning(kind, seed=seed, quick=quick, **options)
+        results[kind] = {**{m: report[m] for m in METRICS}, "seconds": report["train_seconds"],
+                         "test_scenes": report["test_scenes"]}
+    test_set, test_references, test_tensors = caption_data("test", defaults["test_scenes"], seed, quick)
+    _, train_references, train_tensors = caption_data("train", defaults["scenes"], seed, quick)
+    started = time.perf_counter()
+    borrowed = nearest_neighbour_captions(train_tensors["features"], train_references, test_tensors["features"],
+                                          k=NEIGHBOURS)
+    report = evaluate_captions(borrowed, test_references, test_set)
+    results["nearest neighbour"] = {**{m: report[m] for m in METRICS}, "seconds": time.perf_counter() - started,
+                                    "test_scenes": len(test_set)}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="quick mode instead of full mode")
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    from mmbook.runtime import environment_report
+
+    runs = [run_seed(seed, args.quick) for seed in range(args.seeds)]
+    print(f"\n{'system':<18}{'seed':>5}" + "".join(f"{m:>17}" for m in METRICS) + f"{'seconds':>9}")
+    for seed, results in enumerate(runs):
+        for system in SYSTEMS:
+            row = results[system]
+            print(f"{system:<18}{seed:>5}" + "".join(f"{row[m]:>17.3f}" for m in METRICS) + f"{row['seconds']:>9.1f}")
+    values = {system: {m: [results[system][m] for results in runs] for m in (*METRICS, "seconds")} for system in SYSTEMS}
+    print(f"\nmean ± std over {args.seeds} seeds, {runs[0]['attention']['test_scenes']} test scenes each:")
+    for system in SYSTEMS:
+        print(f"{system:<18}" + "".join(f"  {m} {format_mean_std(values[system][m], scale=1.0, digits=3)}"
+                                        for m in METRICS))
+    verdicts = {}
+    if args.seeds >= 2:
+        for a, b in (("attention", "blind"), ("transformer", "blind"), ("attention", "nearest neighbour"),
+                     ("transformer", "nearest neighbour"), ("transformer", "attention")):
+            verdicts[f"{a} vs {b}"] = compare(values[a]["cider_d"], values[b]["cider_d"], (a, b), paired=True,
+                                              scale=1.0, unit="CIDEr-D", digits=3).sentence
+            print(verdicts[f"{a} vs {b}"])
+    if args.json:
+        args.json.write_text(json.dumps({"values": values, "verdicts": verdicts, "seeds": args.seeds,
+                                         "quick": args.quick, "environment": environment_report()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

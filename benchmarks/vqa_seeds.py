@@ -1,0 +1,66 @@
+"""The Reasoning chapter's VQA models on Sort-of-CLEVR over several seeds.
+
+    python benchmarks/vqa_seeds.py                      # full mode, seeds 0, 1, 2, the four models below
+    python benchmarks/vqa_seeds.py --models concat film # some of them
+    python benchmarks/vqa_seeds.py --quick              # quick mode (a smoke test of the script)
+
+Trains each model with ``train_scene_vqa(model, "shapes", seed=S)`` at the CLI's defaults
+(:data:`mmbook.reasoning.recipe.VQA_DEFAULTS`, the same runs as ``mmbook train --task scene-vqa --model M --seed S``)
+and prints accuracy overall, on non-relational and on relational questions, per run and as mean ± std. A seed sets
+the scenes, the questions, the initialisation and the batch order, so the models of one seed answer the same test
+questions and their comparisons are paired (:func:`mmbook.results.compare` with ``paired=True``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mmbook.results import compare, format_mean_std
+
+MODELS = ("question", "concat", "film", "relation")
+FIGURES = ("overall", "non_relational", "relational")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="quick mode instead of full mode")
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="the models to train")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    from mmbook.reasoning.recipe import train_scene_vqa
+    from mmbook.runtime import environment_report
+
+    values: dict[str, dict[str, list[float]]] = {}
+    print(f"{'model':<10}{'seed':>5}" + "".join(f"{f:>16}" for f in FIGURES) + f"{'train s':>9}", flush=True)
+    for model in args.models:
+        values[model] = {key: [] for key in (*FIGURES, "train_seconds")}
+        for seed in range(args.seeds):
+            report = train_scene_vqa(model, "shapes", seed=seed, quick=args.quick, progress=False)
+            for key in values[model]:
+                values[model][key].append(report[key])
+            print(f"{model:<10}{seed:>5}" + "".join(f"{report[f]:>16.3f}" for f in FIGURES)
+                  + f"{report['train_seconds']:>9.1f}", flush=True)
+    print(f"\nmean ± std over {args.seeds} seeds:")
+    for model, figures in values.items():
+        print(f"{model:<10}" + "".join(f"  {f} {format_mean_std(figures[f])}" for f in FIGURES))
+    verdicts = {}
+    if args.seeds >= 2:
+        for a, b in (("relation", "concat"), ("film", "concat"), ("relation", "film"), ("concat", "question")):
+            if a in values and b in values:
+                for figure in ("relational", "non_relational"):
+                    verdicts[f"{a} vs {b}, {figure}"] = compare(values[a][figure], values[b][figure],
+                                                                (f"{a} ({figure.replace('_', '-')})", b),
+                                                                paired=True).sentence
+                    print(verdicts[f"{a} vs {b}, {figure}"])
+    if args.json:
+        args.json.write_text(json.dumps({"values": values, "verdicts": verdicts, "seeds": args.seeds,
+                                         "quick": args.quick, "environment": environment_report()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
