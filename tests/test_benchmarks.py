@@ -264,3 +264,19 @@ def test_vqa_seeds_trains_each_model_on_each_seed_and_pairs_the_verdicts(tmp_pat
     assert set(result["verdicts"]) == {"concat vs question, relational", "concat vs question, non_relational"}
     out = capsys.readouterr().out
     assert all(verdict in out for verdict in result["verdicts"].values())
+
+
+# vqa_data_efficiency.py ----------------------------------------------------------------------
+
+
+def test_vqa_data_efficiency_gives_every_model_the_same_steps_at_each_size(tmp_path, monkeypatch, capsys):
+    module = load_benchmark("vqa_data_efficiency")
+    monkeypatch.setitem(module.SIZES, True, (20, 40))
+    monkeypatch.setitem(module.SETTINGS, True, {"steps_of": (40, 1), "test_scenes": 10, "per_scene": 3})
+    path = tmp_path / "efficiency.json"
+    assert module.main(["--quick", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [(row["scenes"], row["model"]) for row in rows] == [(n, m) for n in (20, 40) for m in module.MODELS]
+    assert {row["scenes"]: row["epochs"] for row in rows} == {20: 2, 40: 1}  # as many steps at each size
+    assert all(0 <= row[key] <= 1 for row in rows for key in ("overall", "relational", "non_relational"))
+    assert "programs on parsed scenes" in capsys.readouterr().out
