@@ -14,12 +14,10 @@ figures, mean ± std per system, and the paired verdicts of :func:`mmbook.result
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
+from cli_runs import benchmark_arguments, write_results
 from mmbook.results import compare, format_mean_std
 
 METRICS = ("cider_d", "bleu_4", "chair_i", "object_recall", "object_precision")
@@ -51,13 +49,8 @@ def run_seed(seed: int, quick: bool) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="quick mode instead of full mode")
-    parser.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser = benchmark_arguments(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    from mmbook.runtime import environment_report
-
     runs = [run_seed(seed, args.quick) for seed in range(args.seeds)]
     print(f"\n{'system':<18}{'seed':>5}" + "".join(f"{m:>17}" for m in METRICS) + f"{'seconds':>9}")
     for seed, results in enumerate(runs):
@@ -76,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             verdicts[f"{a} vs {b}"] = compare(values[a]["cider_d"], values[b]["cider_d"], (a, b), paired=True,
                                               scale=1.0, unit="CIDEr-D", digits=3).sentence
             print(verdicts[f"{a} vs {b}"])
-    if args.json:
-        args.json.write_text(json.dumps({"values": values, "verdicts": verdicts, "seeds": args.seeds,
-                                         "quick": args.quick, "environment": environment_report()}, indent=1))
+    write_results(args.json, values=values, verdicts=verdicts, seeds=args.seeds, quick=args.quick)
     return 0
 
 

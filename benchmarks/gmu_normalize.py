@@ -12,13 +12,11 @@ same seeds: the same data, weights at the start and batch order). The own-data p
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
-from cli_runs import train_json
+from cli_runs import benchmark_arguments, train_json, write_results
 from mmbook.results import compare, format_mean_std
 
 SETTINGS = {"plain": ["--fusion-option", "normalize=false"], "normalized": ["--fusion-option", "normalize=true"]}
@@ -31,10 +29,7 @@ def run(name: str, seed: int, quick: bool, folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="quick mode instead of full mode")
-    parser.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser = benchmark_arguments(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: [run(name, seed, args.quick, Path(tmp)) for seed in range(args.seeds)] for name in SETTINGS}
@@ -46,11 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     verdict = compare(accuracy["normalized"], accuracy["plain"], ("normalized inputs", "the paper's GMU"), paired=True)
     print(f"test accuracy, mean ± std over {args.seeds} seeds: plain {format_mean_std(accuracy['plain'])}, "
           f"normalized {format_mean_std(accuracy['normalized'])}\n{verdict.sentence}")
-    if args.json:
-        args.json.write_text(json.dumps({"accuracy": accuracy, "verdict": verdict.sentence,
-                                         "fusion_options": {n: runs[0]["fusion_options"] for n, runs in results.items()},
-                                         "train_seconds": {n: [r["train_seconds"] for r in runs] for n, runs in results.items()},
-                                         "device": results["plain"][0]["device"]}, indent=1))
+    write_results(args.json, accuracy=accuracy, verdict=verdict.sentence,
+                  fusion_options={n: runs[0]["fusion_options"] for n, runs in results.items()},
+                  train_seconds={n: [r["train_seconds"] for r in runs] for n, runs in results.items()},
+                  device=results["plain"][0]["device"])
     return 0
 
 

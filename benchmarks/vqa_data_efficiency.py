@@ -20,11 +20,10 @@ questions on the same test scenes (the seed's :func:`~mmbook.reasoning.recipe.vq
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from pathlib import Path
+
+from cli_runs import benchmark_arguments, write_results
 
 SIZES = {False: (250, 500, 1000, 2000), True: (50, 100)}
 #: (scenes, epochs) whose number of steps every run of a mode takes, the test scenes, questions per scene.
@@ -66,13 +65,8 @@ def run(scenes: int, seed: int, quick: bool) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="quick mode instead of full mode")
-    parser.add_argument("--seeds", type=int, default=1, help="how many seeds (default 1)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser = benchmark_arguments(__doc__.splitlines()[0], seeds=1)
     args = parser.parse_args(argv)
-    from mmbook.runtime import environment_report
-
     rows = []
     print(f"{'scenes':>7}{'seed':>5}{'epochs':>7}  {'model':<26}{'overall':>9}{'relational':>11}{'non-rel.':>9}{'s':>7}",
           flush=True)
@@ -83,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{scenes:>7}{seed:>5}{figures['epochs']:>7}  {model:<26}{figures['overall']:>9.3f}"
                       f"{figures['relational']:>11.3f}{figures['non_relational']:>9.3f}{figures['seconds']:>7.0f}",
                       flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "quick": args.quick, "environment": environment_report()},
-                                        indent=1))
+    write_results(args.json, rows=rows, quick=args.quick)
     return 0
 
 

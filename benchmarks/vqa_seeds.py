@@ -13,11 +13,9 @@ questions and their comparisons are paired (:func:`mmbook.results.compare` with 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
+from cli_runs import benchmark_arguments, write_results
 from mmbook.results import compare, format_mean_std
 
 MODELS = ("question", "concat", "film", "relation")
@@ -25,14 +23,10 @@ FIGURES = ("overall", "non_relational", "relational")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="quick mode instead of full mode")
-    parser.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
+    parser = benchmark_arguments(__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="the models to train")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     from mmbook.reasoning.recipe import train_scene_vqa
-    from mmbook.runtime import environment_report
 
     values: dict[str, dict[str, list[float]]] = {}
     print(f"{'model':<10}{'seed':>5}" + "".join(f"{f:>16}" for f in FIGURES) + f"{'train s':>9}", flush=True)
@@ -56,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                 (f"{a} ({figure.replace('_', '-')})", b),
                                                                 paired=True).sentence
                     print(verdicts[f"{a} vs {b}, {figure}"])
-    if args.json:
-        args.json.write_text(json.dumps({"values": values, "verdicts": verdicts, "seeds": args.seeds,
-                                         "quick": args.quick, "environment": environment_report()}, indent=1))
+    write_results(args.json, values=values, verdicts=verdicts, seeds=args.seeds, quick=args.quick)
     return 0
 
 

@@ -234,6 +234,7 @@ def test_captioning_seeds_runs_every_system_on_each_seed_and_pairs_the_verdicts(
     monkeypatch.setenv("MMBOOK_QUICK", "1")
     monkeypatch.setitem(CAPTIONING_DEFAULTS, True, {"scenes": 60, "test_scenes": 30, "epochs": 1, "batch_size": 16,
                                                      "lr": 3e-3})
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling cli_runs
     module = load_benchmark("captioning_seeds")
     path = tmp_path / "captioning.json"
     assert module.main(["--quick", "--seeds", "2", "--json", str(path)]) == 0
@@ -254,6 +255,7 @@ def test_vqa_seeds_trains_each_model_on_each_seed_and_pairs_the_verdicts(tmp_pat
 
     monkeypatch.setitem(VQA_DEFAULTS["shapes"], True, {"scenes": 40, "test_scenes": 20, "per_scene": 4, "epochs": 1,
                                                         "batch_size": 8, "lr": 2e-3})
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling cli_runs
     module = load_benchmark("vqa_seeds")
     path = tmp_path / "vqa.json"
     assert module.main(["--quick", "--seeds", "2", "--models", "question", "concat", "--json", str(path)]) == 0
@@ -270,6 +272,7 @@ def test_vqa_seeds_trains_each_model_on_each_seed_and_pairs_the_verdicts(tmp_pat
 
 
 def test_vqa_data_efficiency_gives_every_model_the_same_steps_at_each_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling cli_runs
     module = load_benchmark("vqa_data_efficiency")
     monkeypatch.setitem(module.SIZES, True, (20, 40))
     monkeypatch.setitem(module.SETTINGS, True, {"steps_of": (40, 1), "test_scenes": 10, "per_scene": 3})

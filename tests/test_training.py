@@ -43,7 +43,7 @@ def test_after_epoch_figures_join_each_epochs_record():
 
     def figures(model, epoch):
         seen.append((epoch, model.training))
-        return {"weight_norm": sum(float(p.norm()) for p in model.parameters()), "epoch_twice": 2 * epoch}
+        return {"weight_norm": sum(float(p.detach().norm()) for p in model.parameters()), "epoch_twice": 2 * epoch}
 
     seed_everything(0)
     model = captioned_cifar_model("image+text", vocab_size=12)
