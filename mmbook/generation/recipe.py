@@ -148,7 +148,8 @@ def train_scene_captioning(
         :func:`evaluate_captions`' keys (``bleu_4``, ``cider_d``, ``chair_i``, ``chair_s``, ``object_recall``,
         ``novel_share``, ...), the references' own agreement (``reference_cider_d``, ``reference_bleu_4``:
         one reference against the others), ``train_scenes``, ``test_scenes``, ``epochs``, ``train_seconds``,
-        ``decode_seconds``, ``track_seconds`` (decoding while tracking), ``final_train_loss``, ``test_loss`` and ``test_next_word_accuracy`` (teacher-forced), the encoder's
+        ``decode_seconds``, ``track_seconds`` (decoding while tracking), ``final_train_loss``, ``test_loss`` and
+        ``test_next_word_accuracy`` (teacher-forced), the encoder's
         ``pretrain_accuracy`` and ``pretrain_seconds``, and ``captions``,
         ``references``, ``test_set``, ``model``, ``history``.
     """
@@ -199,7 +200,6 @@ def train_scene_captioning(
         return {f"free_{key}": figures[key] for key in ("cider_d", "bleu_4", "chair_i", "object_recall")}
 
     tracking = {"test_loader": test_loader, "after_epoch": free_running} if track_scenes else {}
-    started = time.perf_counter()
     history = fit(model, train_loader, epochs=epochs, lr=lr, weight_decay=weight_decay, device=device,
                   loss_fn=caption_loss, accuracy_fn=next_word_accuracy, max_grad_norm=1.0, progress=progress,
                   description=f"scene-captioning ({name})", **tracking)
@@ -215,7 +215,8 @@ def train_scene_captioning(
     report.update(pretrain_backbone(seed, quick, root, download)[1])
     report.update({
         "reference_bleu_4": ceiling["bleu_4"], "reference_cider_d": ceiling["cider_d"],
-        "train_scenes": len(train_references), "test_scenes": len(test_set), "track_seconds": track_seconds, "epochs": epochs, "batch_size": batch_size,
+        "train_scenes": len(train_references), "test_scenes": len(test_set), "track_seconds": track_seconds,
+        "epochs": epochs, "batch_size": batch_size,
         "train_seconds": train_seconds, "decode_seconds": decode_seconds,
         "final_train_loss": history.last["train_loss"] if len(history) else float("nan"),
         "test_loss": test_figures["loss"], "test_next_word_accuracy": test_figures["accuracy"],
