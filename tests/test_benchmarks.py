@@ -283,3 +283,24 @@ def test_vqa_data_efficiency_gives_every_model_the_same_steps_at_each_size(tmp_p
     assert {row["scenes"]: row["epochs"] for row in rows} == {20: 2, 40: 1}  # as many steps at each size
     assert all(0 <= row[key] <= 1 for row in rows for key in ("overall", "relational", "non_relational"))
     assert "programs on parsed scenes" in capsys.readouterr().out
+
+
+# vlm_data_efficiency.py ----------------------------------------------------------------------
+
+
+def test_vlm_data_efficiency_trains_both_captioners_at_each_size_on_each_seed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling cli_runs
+    module = load_benchmark("vlm_data_efficiency")
+    monkeypatch.setitem(module.SETTINGS, True, {"sizes": (20, 40), "text_scenes": 40, "lm_epochs": 1,
+                                                "test_scenes": 20, "epochs": 1})
+    path = tmp_path / "vlm.json"
+    assert module.main(["--quick", "--seeds", "2", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["sizes"] == [20, 40] and len(result["runs"]) == 2
+    for run in result["runs"]:
+        assert set(run["cider_d"]) == set(module.SYSTEMS)
+        assert all(len(values) == 2 and all(v >= 0 for v in values) for values in run["cider_d"].values())
+    assert set(result["verdicts"]) == {"20", "40"}
+    out = capsys.readouterr().out
+    assert all(verdict in out for verdict in result["verdicts"].values())
