@@ -264,6 +264,7 @@ def test_vqa_seeds_trains_each_model_on_each_seed_and_pairs_the_verdicts(tmp_pat
     for model, figures in result["values"].items():
         assert all(len(figures[f]) == 2 and all(0 <= v <= 1 for v in figures[f]) for f in module.FIGURES), model
     assert set(result["verdicts"]) == {"concat vs question, relational", "concat vs question, non_relational"}
+    assert result["images"] == "shapes"
     out = capsys.readouterr().out
     assert all(verdict in out for verdict in result["verdicts"].values())
 
