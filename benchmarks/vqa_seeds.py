@@ -6,7 +6,7 @@
     python benchmarks/vqa_seeds.py --quick              # quick mode (a smoke test of the script)
 
 Trains each model with ``train_scene_vqa(model, images, seed=S)`` at the CLI's defaults
-(:data:`mmbook.reasoning.recipe.VQA_DEFAULTS`, the same runs as ``mmbook train --task scene-vqa --model M --seed S``)
+(:data:`mmbook.reasoning.recipe.VQA_DEFAULTS`, the runs of ``mmbook train --task scene-vqa --images I --model M --seed S``)
 and prints accuracy overall, on non-relational and on relational questions, per run and as mean ± std. A seed sets
 the scenes, the questions, the initialisation and the batch order, so the models of one seed answer the same test
 questions and their comparisons are paired (:func:`mmbook.results.compare` with ``paired=True``).
