@@ -3,11 +3,15 @@
     python benchmarks/vqa_seeds.py                      # full mode, seeds 0, 1, 2, the four models below
     python benchmarks/vqa_seeds.py --models concat film # some of them
     python benchmarks/vqa_seeds.py --images scenes      # questions about the book's CIFAR-10 scenes
+    python benchmarks/vqa_seeds.py --question bow       # the question as a bag of words instead of an LSTM
+    python benchmarks/vqa_seeds.py --epochs 24          # longer runs (also --scenes, --lr)
     python benchmarks/vqa_seeds.py --quick              # quick mode (a smoke test of the script)
 
 Trains each model with ``train_scene_vqa(model, images, seed=S)`` at the CLI's defaults
-(:data:`mmbook.reasoning.recipe.VQA_DEFAULTS`, the runs of ``mmbook train --task scene-vqa --images I --model M --seed S``)
-and prints accuracy overall, on non-relational and on relational questions, per run and as mean ± std. A seed sets
+(:data:`mmbook.reasoning.recipe.VQA_DEFAULTS`, the runs of ``mmbook train --task scene-vqa --images I --model M --seed S``;
+``--question``, ``--epochs``, ``--scenes`` and ``--lr`` are passed on as the CLI's flags of the same names)
+and prints accuracy overall, on non-relational and on relational questions, per run and as mean ± std, and the
+mean ± std of every question family. A seed sets
 the scenes, the questions, the initialisation and the batch order, so the models of one seed answer the same test
 questions and their comparisons are paired (:func:`mmbook.results.compare` with ``paired=True``).
 """
@@ -28,22 +32,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="the models to train")
     parser.add_argument("--images", default="shapes", choices=("shapes", "scenes"),
                         help="Sort-of-CLEVR shapes (default) or the book's CIFAR-10 scenes")
+    parser.add_argument("--question", default="lstm", choices=("lstm", "bow"),
+                        help="the question encoder: an LSTM (default) or a bag of words")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CLI's)")
+    parser.add_argument("--scenes", type=int, default=None, help="training scenes (default: the CLI's)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
     args = parser.parse_args(argv)
+    from mmbook.reasoning.programs import families_for
     from mmbook.reasoning.recipe import train_scene_vqa
 
+    settings = {"question": args.question, "epochs": args.epochs, "scenes": args.scenes, "lr": args.lr}
+
     values: dict[str, dict[str, list[float]]] = {}
+    by_family: dict[str, dict[str, list[float]]] = {}  # model -> family -> one accuracy per seed
     print(f"{'model':<10}{'seed':>5}" + "".join(f"{f:>16}" for f in FIGURES) + f"{'train s':>9}", flush=True)
     for model in args.models:
         values[model] = {key: [] for key in (*FIGURES, "train_seconds")}
         for seed in range(args.seeds):
-            report = train_scene_vqa(model, args.images, seed=seed, quick=args.quick, progress=False)
+            report = train_scene_vqa(model, args.images, seed=seed, quick=args.quick, progress=False,
+                                     **{key: value for key, value in settings.items() if value is not None})
             for key in values[model]:
                 values[model][key].append(report[key])
+            for family in families_for(args.images):
+                by_family.setdefault(model, {}).setdefault(family, []).append(report[family])
             print(f"{model:<10}{seed:>5}" + "".join(f"{report[f]:>16.3f}" for f in FIGURES)
                   + f"{report['train_seconds']:>9.1f}", flush=True)
     print(f"\nmean ± std over {args.seeds} seeds:")
     for model, figures in values.items():
         print(f"{model:<10}" + "".join(f"  {f} {format_mean_std(figures[f])}" for f in FIGURES))
+    print(f"\nper family, mean ± std over {args.seeds} seeds:")
+    for model, families in by_family.items():
+        print(f"{model:<10}" + "".join(f"  {family} {format_mean_std(v)}" for family, v in families.items()))
     verdicts = {}
     if args.seeds >= 2:
         for a, b in (("relation", "concat"), ("film", "concat"), ("relation", "film"), ("concat", "question")):
@@ -53,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                 (f"{a} ({figure.replace('_', '-')})", b),
                                                                 paired=True).sentence
                     print(verdicts[f"{a} vs {b}, {figure}"])
-    write_results(args.json, images=args.images, values=values, verdicts=verdicts, seeds=args.seeds, quick=args.quick)
+    write_results(args.json, images=args.images, settings=settings, values=values, by_family=by_family, verdicts=verdicts, seeds=args.seeds, quick=args.quick)
     return 0
 
 

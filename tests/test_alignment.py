@@ -240,6 +240,23 @@ def test_two_tower_bad_input():
         model.encode_image(torch.randn(2, 3, 32, 32))
 
 
+def test_embed_texts_in_batches_equals_encoding_all_at_once_and_leaves_the_mode_alone():
+    from mmbook.alignment import embed_texts
+
+    torch.manual_seed(0)
+    model = TwoTower(50, dim=8, width=8)
+    tokens = torch.randint(2, 50, (7, 5))
+    tokens[3, 2:] = 0  # a shorter, right-padded text
+    model.eval()
+    with torch.no_grad():
+        expected = model.encode_text(tokens)
+    model.train()
+    got = embed_texts(model, tokens, batch_size=3)
+    assert got.shape == (7, 8) and torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got.norm(dim=1), torch.ones(7), atol=1e-5)
+    assert model.training  # evaluated in eval mode, then put back
+
+
 def test_fixed_temperature_is_not_learned():
     model = TwoTower(50, dim=8, width=8, temperature=0.5, learn_temperature=False)
     assert not model.log_scale.requires_grad and math.isclose(model.temperature, 0.5, rel_tol=1e-5)

@@ -265,6 +265,66 @@ def test_vqa_seeds_trains_each_model_on_each_seed_and_pairs_the_verdicts(tmp_pat
         assert all(len(figures[f]) == 2 and all(0 <= v <= 1 for v in figures[f]) for f in module.FIGURES), model
     assert set(result["verdicts"]) == {"concat vs question, relational", "concat vs question, non_relational"}
     assert result["images"] == "shapes"
+    from mmbook.reasoning.programs import families_for
+
+    assert set(result["by_family"]["concat"]) == set(families_for("shapes"))
+    assert all(len(v) == 2 and all(0 <= a <= 1 for a in v) for v in result["by_family"]["concat"].values())
+    out = capsys.readouterr().out
+    assert all(verdict in out for verdict in result["verdicts"].values())
+
+
+def test_vqa_seeds_passes_the_question_encoder_and_the_sizes_on(tmp_path, monkeypatch):
+    from mmbook.reasoning.recipe import VQA_DEFAULTS
+
+    monkeypatch.setitem(VQA_DEFAULTS["shapes"], True, {"scenes": 40, "test_scenes": 20, "per_scene": 4, "epochs": 1,
+                                                        "batch_size": 8, "lr": 2e-3})
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling cli_runs
+    module = load_benchmark("vqa_seeds")
+    import mmbook.reasoning.recipe as recipe
+
+    calls = []
+    real = recipe.train_scene_vqa
+
+    def recording(*args, **kwargs):
+        report = real(*args, **kwargs)
+        calls.append(report)
+        return report
+
+    monkeypatch.setattr(recipe, "train_scene_vqa", recording)
+    path = tmp_path / "vqa.json"
+    assert module.main(["--quick", "--seeds", "1", "--models", "concat", "--question", "bow", "--epochs", "2",
+                        "--scenes", "24", "--json", str(path)]) == 0
+    assert [(c["question_encoder"], c["epochs"], c["scenes"]) for c in calls] == [("bow", 2, 24)]
+    assert json.loads(path.read_text())["settings"] == {"question": "bow", "epochs": 2, "scenes": 24, "lr": None}
+
+
+# vqa_detected_scenes.py ----------------------------------------------------------------------
+
+
+def test_vqa_detected_scenes_runs_programs_on_each_threshold_and_pairs_them_with_the_question_alone(
+        tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from mmbook.recipes import TASKS
+    from mmbook.recipes.tasks import Defaults
+    from mmbook.reasoning.recipe import VQA_DEFAULTS
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    monkeypatch.setitem(TASKS, "scene-detection", replace(TASKS["scene-detection"], quick=Defaults(
+        epochs=1, batch_size=16, train_count=40, test_count=20)))
+    monkeypatch.setitem(VQA_DEFAULTS["scenes"], True, {"scenes": 30, "test_scenes": 20, "per_scene": 4, "epochs": 1,
+                                                        "batch_size": 8, "lr": 2e-3})
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling cli_runs
+    module = load_benchmark("vqa_detected_scenes")
+    path = tmp_path / "detected.json"
+    assert module.main(["--quick", "--seeds", "2", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    names = {f"programs, detections >= {t}" for t in module.THRESHOLDS} | {"programs, ground truth", "question only"}
+    for run in result["runs"]:
+        assert set(run) == names | {"detector"}
+        assert run["programs, ground truth"]["overall"] == 1.0  # the programs' own answers
+        assert all(0 <= run[name][f] <= 1 for name in names for f in module.FIGURES)
+    assert set(result["verdicts"]) == set(module.FIGURES)
     out = capsys.readouterr().out
     assert all(verdict in out for verdict in result["verdicts"].values())
 

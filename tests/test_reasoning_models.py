@@ -211,3 +211,22 @@ def test_cli_cifar10_rejects_a_vqa_model(capsys):
     assert main(["train", "--task", "cifar10", "--quick", "--model", "film", "--no-progress"]) == 2
     assert "--task cifar10 --model must be fastcnn or lenet" in capsys.readouterr().err
 
+
+
+def test_cli_question_bow_trains_with_a_bag_of_words(tmp_path, monkeypatch):
+    import json
+
+    from mmbook.cli import main
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    out = tmp_path / "out.json"
+    assert main(["train", "--task", "scene-vqa", "--quick", "--model", "concat", "--question", "bow", "--scenes", "16",
+                 "--epochs", "1", "--no-progress", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["question_encoder"] == "bow"
+
+
+def test_cli_question_is_a_scene_vqa_flag(capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "cifar10", "--quick", "--question", "bow", "--no-progress"]) == 2
+    assert "--question applies to --task scene-vqa, not cifar10" in capsys.readouterr().err

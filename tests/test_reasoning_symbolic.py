@@ -76,3 +76,61 @@ def test_questions_about_missing_scenes_are_a_clear_error(scenes):
     questions = generate_questions(shape_objects(scenes), families_for("shapes"), 2, seed=1)
     with pytest.raises(ValueError, match="only 5 scenes were given"):
         program_answers(questions, parsed_objects(_perfect_output(parser_targets(scenes.subset(torch.arange(5))))))
+
+
+# Detected scenes: the Objectives chapter's detector as the seeing half, on the CIFAR-10 scenes ----------------
+
+
+def _detections_of(scene_set, spurious_score=0.2):
+    """The ground truth of ``scene_set`` as detections scoring 0.9, plus one spurious truck scoring ``spurious_score``."""
+    detections = []
+    for boxes, classes, count in zip(scene_set.boxes, scene_set.classes, scene_set.counts.tolist()):
+        extra_box = torch.tensor([[0.0, 0.0, 8.0, 8.0]])
+        detections.append({"boxes": torch.cat([boxes[:count].float(), extra_box]),
+                           "scores": torch.tensor([0.9] * count + [spurious_score]),
+                           "labels": torch.cat([classes[:count], torch.tensor([9])])})
+    return detections
+
+
+def test_detections_above_the_threshold_are_the_scene_graph_the_programs_read():
+    from conftest import random_scenes
+    from mmbook.reasoning.programs import scene_objects
+    from mmbook.reasoning.symbolic import detected_objects
+
+    scene_set = random_scenes(12, 2, seed=1)
+    truth = scene_objects(scene_set)
+    detected = detected_objects(_detections_of(scene_set), score_threshold=0.5)
+    assert [[(o.box, o.attributes) for o in scene] for scene in detected] == \
+        [[(tuple(float(v) for v in o.box), o.attributes) for o in scene] for scene in truth]
+    questions = generate_questions(truth, families_for("scenes"), 4, seed=0)
+    assert program_answers(questions, detected) == questions.answers
+    # A threshold below the spurious truck's score adds it to every scene.
+    low = detected_objects(_detections_of(scene_set), score_threshold=0.1)
+    assert [len(s) for s in low] == [len(s) + 1 for s in truth]
+    assert all(scene[-1].attributes["class"] == "truck" and scene[-1].attributes["kind"] == "vehicle" for scene in low)
+
+
+def test_detected_objects_bad_input():
+    from mmbook.reasoning.symbolic import detected_objects
+
+    with pytest.raises(ValueError, match="score_threshold must be in"):
+        detected_objects([], score_threshold=1.5)
+    bad = [{"boxes": torch.zeros(1, 4), "scores": torch.ones(1), "labels": torch.tensor([12])}]
+    with pytest.raises(ValueError, match="not a CIFAR-10 class"):
+        detected_objects(bad)
+
+
+def test_detect_scenes_runs_the_detector_and_keeps_what_scores_above_the_threshold():
+    from mmbook.objectives.tasks import build_scene_task
+    from mmbook.reasoning.symbolic import detect_scenes
+
+    torch.manual_seed(0)
+    detector = build_scene_task("scene-detection", "image").model
+    images = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+    everything = detect_scenes(detector, images, score_threshold=0.0, batch_size=2)
+    assert len(everything) == 5 and sum(len(scene) for scene in everything) > 0
+    assert all(set(o.attributes) == {"class", "kind", "size", "place", "row"} for scene in everything for o in scene)
+    confident = detect_scenes(detector, images, score_threshold=1.0)
+    assert len(confident) == 5 and all(len(scene) <= len(all_) for scene, all_ in zip(confident, everything))
+    with pytest.raises(ValueError, match="uint8 scenes"):
+        detect_scenes(detector, images.float())

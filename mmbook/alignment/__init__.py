@@ -88,6 +88,7 @@ from mmbook.alignment.retrieval import (
     check_gallery,
     embed,
     embed_images,
+    embed_texts,
     recall_at_k,
     retrieval_report,
 )
@@ -106,7 +107,7 @@ __all__ = [
     "accuracy_interval", "alignment_and_uniformity", "caption_relevance", "chance_recall_at_k", "check_embeddings",
     "check_gallery", "check_info_nce", "check_recall_at_k", "check_temperature", "clamp_logit_scale_",
     "class_embeddings", "close_modality_gap", "contrastive_loss", "contrastive_parameter_groups", "embed",
-    "embed_images", "hubness", "in_batch_accuracy", "info_nce", "info_nce_loop", "logistic_probe",
+    "embed_images", "embed_texts", "hubness", "in_batch_accuracy", "info_nce", "info_nce_loop", "logistic_probe",
     "matching_accuracy", "matching_loss", "pointing_game", "region_embeddings", "word_region_maps", "matching_similarity", "modality_gap", "negclip_loss", "presence_accuracy",
     "presence_loss", "presence_targets", "recall_at_k", "retrieval_report", "sample_per_class", "scene_pairs",
     "shift_along_gap", "sigmoid_contrastive_loss", "sigmoid_loss", "single_object", "swap_accuracy",

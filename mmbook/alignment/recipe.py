@@ -16,7 +16,7 @@ from mmbook.alignment.compositional import swap_accuracy
 from mmbook.alignment.geometry import modality_gap
 from mmbook.alignment.losses import contrastive_loss, in_batch_accuracy, negclip_loss, sigmoid_contrastive_loss
 from mmbook.alignment.model import INIT_TEMPERATURE, TwoTower, clamp_logit_scale_, contrastive_parameter_groups
-from mmbook.alignment.retrieval import embed, embed_images, retrieval_report
+from mmbook.alignment.retrieval import embed, embed_images, embed_texts, retrieval_report
 from mmbook.alignment.zero_shot import class_embeddings, zero_shot_accuracy
 from mmbook.runtime import evaluating
 
@@ -260,9 +260,7 @@ def _embed_split(model: TwoTower, split, mean: Sequence[float], std: Sequence[fl
     with evaluating(model):
         images = torch.cat([model.encode_image(normalize_images(split.images[i : i + batch_size].to(device), mean, std)).cpu()
                             for i in range(0, len(split.images), batch_size)])
-        texts = torch.cat([model.encode_text(split.tokens[i : i + batch_size].to(device)).cpu()
-                           for i in range(0, len(split.tokens), batch_size)])
-    return images, texts
+    return images, embed_texts(model, split.tokens, batch_size)
 
 
 def train_pairs_retrieval(

@@ -182,3 +182,12 @@ def embed_images(model: nn.Module, images: torch.Tensor, batch_size: int = 500, 
         out = [encode(normalize_images(images[i : i + batch_size].to(device))).float().cpu()
                for i in range(0, len(images), batch_size)]
     return torch.cat(out)
+
+
+def embed_texts(model: nn.Module, tokens: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Unit text embeddings ``(N, d)``, on the CPU, of right-padded token ids ``(N, T)``, in batches."""
+    device = next(model.parameters()).device
+    with evaluating(model):
+        out = [model.encode_text(tokens[i : i + batch_size].to(device)).float().cpu()
+               for i in range(0, len(tokens), batch_size)]
+    return torch.cat(out)

@@ -84,18 +84,14 @@ def caption_token_ids(captions: Sequence[str]) -> torch.Tensor:
     Unlike the references' encoding this never refuses a caption: a word outside the vocabulary becomes
     ``<unk>``, and an empty caption is ``<bos> <eos>`` (a model may write either).
     """
-    from mmbook.generation.references import BOS_ID, EOS_ID, generation_vocabulary
+    from mmbook.generation.references import bos_eos_tokens, generation_vocabulary
 
     if isinstance(captions, str):
         raise TypeError("captions must be a sequence of caption strings, not a single string")
     if len(captions) == 0:
         raise ValueError("no captions to encode")
     vocab = generation_vocabulary()
-    rows = [[BOS_ID, *vocab.encode(caption), EOS_ID] for caption in captions]
-    tokens = torch.zeros(len(rows), max(len(row) for row in rows), dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row)
-    return tokens
+    return bos_eos_tokens([vocab.encode(caption) for caption in captions])
 
 
 @torch.no_grad()
@@ -109,8 +105,7 @@ def clip_scores(model: torch.nn.Module, images: torch.Tensor, captions: Sequence
         captions: ``N`` captions, caption ``i`` of image ``i``.
         weight: ``w``, 2.5 in the paper.
     """
-    from mmbook.alignment.retrieval import embed_images
-    from mmbook.runtime import evaluating
+    from mmbook.alignment.retrieval import embed_images, embed_texts
 
     if images.ndim != 4 or images.dtype != torch.uint8:
         raise ValueError(f"images must be uint8 scenes (N, 3, H, W), got {images.dtype} of shape {tuple(images.shape)}")
@@ -118,10 +113,7 @@ def clip_scores(model: torch.nn.Module, images: torch.Tensor, captions: Sequence
     if len(tokens) != len(images):
         raise ValueError(f"got {len(tokens)} captions for {len(images)} images; pass one caption per image, in order")
     image_embeddings = embed_images(model, images, batch_size)
-    device = next(model.parameters()).device
-    with evaluating(model):
-        text_embeddings = torch.cat([model.encode_text(tokens[i : i + batch_size].to(device)).float().cpu()
-                                     for i in range(0, len(tokens), batch_size)])
+    text_embeddings = embed_texts(model, tokens, batch_size)
     return weight * (image_embeddings * text_embeddings).sum(dim=1).clamp(min=0)
 
 

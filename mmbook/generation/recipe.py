@@ -20,7 +20,7 @@ import torch
 
 from mmbook.generation.decoding import check_decoding, generate
 from mmbook.generation.model import build_captioner, caption_loss, next_word_accuracy
-from mmbook.generation.references import BOS_ID, EOS_ID
+from mmbook.generation.references import bos_eos_tokens
 
 #: Quick and full defaults of :func:`train_scene_captioning` (the CLI reads them).
 CAPTIONING_DEFAULTS: dict[bool, dict[str, Any]] = {
@@ -40,11 +40,8 @@ def encode_references(captions: Sequence[str], vocab) -> torch.Tensor:
         ids = vocab.encode(caption)
         if not ids or 1 in ids:  # 1 is <unk>
             raise ValueError(f"caption {caption!r} is empty or holds words outside the vocabulary")
-        rows.append([BOS_ID, *ids, EOS_ID])
-    tokens = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row)
-    return tokens
+        rows.append(ids)
+    return bos_eos_tokens(rows)
 
 
 @functools.lru_cache(maxsize=4)

@@ -44,10 +44,11 @@ same words, and :func:`generation_vocabulary` (fixed, independent of the data) h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from mmbook.data.cifar10 import CIFAR10_CLASSES
 from mmbook.data.scene_captions import (
@@ -226,6 +227,15 @@ GRAMMARS: tuple[tuple[str, Grammar], ...] = (
     ("listing", listing), ("salient", salient), ("relation", relation), ("counting", counting),
     ("biggest", biggest), ("short", short), ("places", places),
 )
+
+
+def bos_eos_tokens(word_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``<bos> ids <eos>`` rows ``(N, T)`` int64 of ``N`` lists of word ids, right-padded with 0."""
+    rows = [[BOS_ID, *ids, EOS_ID] for ids in word_ids]
+    tokens = torch.zeros(len(rows), max(len(row) for row in rows), dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row)
+    return tokens
 
 
 def generation_vocabulary() -> Vocabulary:

@@ -13,6 +13,10 @@ the parser only has to say, for each colour, the object's shape and where its ce
 :func:`parsed_objects` turns that output into :class:`~mmbook.reasoning.programs.SceneObject` lists, the form
 :func:`~mmbook.reasoning.programs.execute` reads, and :func:`program_answers` runs every question's program on
 the parsed scene it asks about.
+
+On the book's CIFAR-10 scenes (:mod:`mmbook.data.scenes`) the Objectives chapter's detector does the seeing:
+:func:`detect_scenes` turns its detections above a score threshold into the same :class:`SceneObject` lists
+(class, kind, size, place and row of each detected box), on which the programs run unchanged.
 """
 
 from __future__ import annotations
@@ -119,6 +123,56 @@ def parse_scenes(parser: nn.Module, images: torch.Tensor, batch_size: int = 500)
     for start in range(0, len(images), batch_size):
         scenes += parsed_objects(parser({"image": images[start : start + batch_size].to(device)}))
     return scenes
+
+
+def detected_objects(detections: Sequence[Mapping[str, torch.Tensor]], score_threshold: float = 0.5
+                     ) -> list[list[SceneObject]]:
+    """Detections of CIFAR-10 scenes, one dict per image with ``boxes`` ``(K, 4)``, ``scores`` ``(K,)`` and
+    ``labels`` ``(K,)`` (as :func:`mmbook.objectives.decode_detections` returns them), as one :class:`SceneObject`
+    list per scene: every detection scoring at least ``score_threshold``, with its box, class, kind, size, place
+    and row (:func:`~mmbook.reasoning.programs.object_attributes`), the attributes of
+    :func:`~mmbook.reasoning.programs.scene_objects`.
+
+    Raises:
+        ValueError: for a threshold outside ``[0, 1]`` or a label that is not a CIFAR-10 class.
+    """
+    from mmbook.data.cifar10 import CIFAR10_CLASSES
+    from mmbook.data.scenes import KIND_OF
+
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1] (a detection score), got {score_threshold}")
+    scenes = []
+    for detection in detections:
+        keep = detection["scores"] >= score_threshold
+        objects = []
+        for box, label in zip(detection["boxes"][keep].tolist(), detection["labels"][keep].tolist()):
+            if not 0 <= label < len(CIFAR10_CLASSES):
+                raise ValueError(f"detection label {label} is not a CIFAR-10 class (0..{len(CIFAR10_CLASSES) - 1}); "
+                                 "pass the detections of the Objectives chapter's scene detector")
+            name = CIFAR10_CLASSES[label]
+            objects.append(SceneObject(tuple(box), {"class": name, "kind": KIND_OF[name], **object_attributes(box)}))
+        scenes.append(objects)
+    return scenes
+
+
+@torch.no_grad()
+def detect_scenes(detector: nn.Module, images: torch.Tensor, score_threshold: float = 0.5,
+                  batch_size: int = 500) -> list[list[SceneObject]]:
+    """Run the Objectives chapter's scene detector on uint8 CIFAR-10 scenes ``(N, 3, 64, 64)`` (normalised with
+    CIFAR-10's statistics, as it was trained) and return :func:`detected_objects` of its detections."""
+    from mmbook.data.loaders import normalize_images
+    from mmbook.objectives import decode_detections
+    from mmbook.runtime import evaluating
+
+    if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 scenes (N, 3, H, W), got {images.dtype} of shape {tuple(images.shape)}")
+    device = next(detector.parameters()).device
+    detections: list[dict[str, torch.Tensor]] = []
+    with evaluating(detector):
+        for start in range(0, len(images), batch_size):
+            output = detector({"image": normalize_images(images[start : start + batch_size].to(device))})
+            detections += [{key: value.cpu() for key, value in found.items()} for found in decode_detections(output)]
+    return detected_objects(detections, score_threshold)
 
 
 def program_answers(questions: QuestionSet, scenes: Sequence[Sequence[SceneObject]]) -> list[str | None]:

@@ -65,6 +65,7 @@ class Settings:
     model: str | None = None  # cifar10: fastcnn (default) or lenet; scene-vqa: one of VQA_MODELS (default film)
     images: str = "shapes"
     compositional: bool = False  # scene-vqa on shapes: train on CoGenT-style condition A, test on A and B
+    question: str = "lstm"  # scene-vqa: the question encoder, "lstm" or "bow" (mmbook.reasoning.QUESTION_ENCODERS)
     recipe: str | None = None
     data_file: Path | None = None
     test_file: Path | None = None
@@ -376,11 +377,13 @@ def _vqa(settings: Settings) -> tuple[Run, dict[str, Any]]:
     result = train_scene_vqa(model, settings.images, scenes=settings.scenes or defaults.train_count,
                              test_scenes=defaults.test_count, seed=settings.seed, quick=settings.quick,
                              device=settings.device, progress=settings.progress, root=settings.data,
-                             download=settings.download, compositional=settings.compositional, **chosen)
+                             download=settings.download, compositional=settings.compositional,
+                             question=settings.question, **chosen)
     prior = result.pop("prior")
     compositional = result.pop("compositional", None)
     run = _run_of_report(result)
-    facts = {"model": model, "images": settings.images, "train_scenes": result["scenes"],
+    facts = {"model": model, "question_encoder": settings.question, "images": settings.images,
+             "train_scenes": result["scenes"],
              "test_scenes": result["test_scenes"], "question_only_by_counting": prior}
     if compositional is not None:
         facts["compositional"] = compositional  # accuracies on condition A's and B's test scenes, and the drop
@@ -444,7 +447,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("scene-vqa", "the reasoning chapter's visual question answering (--model question, image, concat, attention, "
          "film, relation or vilt; --images shapes or scenes): accuracy per question family", "overall",
          _vqa_defaults("shapes", False), _vqa_defaults("shapes", True),
-         frozenset({"scenes", "model", "images", "compositional"}), _vqa),
+         frozenset({"scenes", "model", "images", "compositional", "question"}), _vqa),
     Task("pairs", "your own image-text pairs (--data-file pairs.jsonl or .csv; any fusion)", "test_accuracy",
          Defaults(epochs=10, batch_size=64), Defaults(epochs=2, batch_size=64), PAIRS_OPTIONS, _pairs),
     Task("pairs-retrieval", "retrieval on your own caption-only pairs (--data-file pairs.jsonl or .csv, no labels): "
