@@ -34,10 +34,8 @@ MODELS = ("programs on parsed scenes", "concat", "film")
 
 def run(scenes: int, seed: int, quick: bool) -> dict[str, dict]:
     """Accuracy (overall, relational, non-relational) of each of :data:`MODELS` after training on ``scenes``."""
-    import torch
-
     from mmbook.data.shapes import make_shape_scenes
-    from mmbook.reasoning import accuracy_by_family, answer_vocabulary, parse_scenes, program_answers, train_scene_parser
+    from mmbook.reasoning import answer_vocabulary, parse_scenes, program_accuracy, train_scene_parser
     from mmbook.reasoning import train_scene_vqa
     from mmbook.reasoning.recipe import vqa_data
 
@@ -48,10 +46,7 @@ def run(scenes: int, seed: int, quick: bool) -> dict[str, dict]:
     started = time.perf_counter()
     parser, _ = train_scene_parser(make_shape_scenes(scenes, seed=seed), epochs=epochs, seed=seed, progress=False)
     questions, tensors, _ = vqa_data("shapes", "test", settings["test_scenes"], settings["per_scene"], seed)
-    vocabulary = answer_vocabulary("shapes")
-    answers = program_answers(questions, parse_scenes(parser, tensors["image"]))
-    predicted = torch.tensor([vocabulary.encode(a) if a is not None else -1 for a in answers])
-    report = accuracy_by_family(predicted, questions.answer_ids(vocabulary), questions)
+    report = program_accuracy(questions, parse_scenes(parser, tensors["image"]), answer_vocabulary("shapes"))
     results[MODELS[0]] = {**report, "seconds": time.perf_counter() - started}
     for model in MODELS[1:]:
         report = train_scene_vqa(model, "shapes", seed=seed, quick=quick, scenes=scenes,

@@ -36,11 +36,8 @@ FIGURES = ("overall", "non_relational", "relational")
 def run(seed: int, quick: bool) -> dict[str, dict[str, float]]:
     """Accuracy per family, relational, non-relational and overall of the programs on the scenes detected at each
     of :data:`THRESHOLDS`, on the ground truth, and of the question-only model, for one seed."""
-    import torch
-
     from mmbook.recipes import TASKS, Settings
-    from mmbook.reasoning import (accuracy_by_family, answer_vocabulary, detect_scenes, program_answers, scene_objects,
-                                  train_scene_vqa)
+    from mmbook.reasoning import answer_vocabulary, detect_scenes, program_accuracy, scene_objects, train_scene_vqa
     from mmbook.reasoning.recipe import VQA_DEFAULTS, vqa_data
 
     started = time.perf_counter()
@@ -49,17 +46,9 @@ def run(seed: int, quick: bool) -> dict[str, dict[str, float]]:
     settings = VQA_DEFAULTS["scenes"][quick]
     questions, tensors, _ = vqa_data("scenes", "test", settings["test_scenes"], settings["per_scene"], seed, quick)
     vocabulary = answer_vocabulary("scenes")
-    truth = questions.answer_ids(vocabulary)
-
-    def report(answers: list[str | None]) -> dict[str, float]:
-        # No answer (a program that cannot run on the detected scene) or one no question has (say a count of 5
-        # where scenes hold at most 4 objects) is wrong.
-        predicted = torch.tensor([vocabulary.encode(a) if a is not None and a in vocabulary else -1 for a in answers])
-        return accuracy_by_family(predicted, truth, questions)
-
-    results = {f"programs, detections >= {t}": report(program_answers(questions, detect_scenes(
-        detector_run.model, tensors["image"], score_threshold=t))) for t in THRESHOLDS}
-    results["programs, ground truth"] = report(program_answers(questions, scene_objects(_test_scenes(seed, quick))))
+    results = {f"programs, detections >= {t}": program_accuracy(questions, detect_scenes(
+        detector_run.model, tensors["image"], score_threshold=t), vocabulary) for t in THRESHOLDS}
+    results["programs, ground truth"] = program_accuracy(questions, scene_objects(_test_scenes(seed, quick)), vocabulary)
     blind = train_scene_vqa("question", "scenes", seed=seed, quick=quick, progress=False)
     results["question only"] = {key: value for key, value in blind.items() if isinstance(value, float)
                                 and key not in ("train_seconds", "lr")}

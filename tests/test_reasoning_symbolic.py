@@ -134,3 +134,24 @@ def test_detect_scenes_runs_the_detector_and_keeps_what_scores_above_the_thresho
     assert len(confident) == 5 and all(len(scene) <= len(all_) for scene, all_ in zip(confident, everything))
     with pytest.raises(ValueError, match="uint8 scenes"):
         detect_scenes(detector, images.float())
+
+
+def test_program_accuracy_counts_unrunnable_programs_and_unknown_answers_as_wrong():
+    from conftest import random_scenes
+    from mmbook.reasoning import answer_vocabulary
+    from mmbook.reasoning.programs import scene_objects
+    from mmbook.reasoning.symbolic import detected_objects, program_accuracy
+
+    scene_set = random_scenes(12, 2, seed=1)
+    truth = scene_objects(scene_set)
+    questions = generate_questions(truth, families_for("scenes"), 4, seed=0)
+    vocabulary = answer_vocabulary("scenes")
+    assert program_accuracy(questions, truth, vocabulary)["overall"] == 1.0
+    # Every scene holds five more trucks: "how many vehicles" answers beyond the vocabulary, "the truck" is ambiguous.
+    crowded = []
+    for detection in _detections_of(scene_set, spurious_score=0.9):
+        extra = {"boxes": detection["boxes"][-1:].repeat(5, 1), "scores": torch.full((5,), 0.9),
+                 "labels": torch.full((5,), 9)}
+        crowded.append({key: torch.cat([detection[key], extra[key]]) for key in detection})
+    report = program_accuracy(questions, detected_objects(crowded), vocabulary)
+    assert 0.0 <= report["overall"] < 1.0 and set(report) >= {"relational", "non_relational", "overall"}

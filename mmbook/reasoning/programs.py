@@ -141,14 +141,15 @@ def scene_objects(scenes: SceneSet) -> list[list[SceneObject]]:
     Attributes: ``class``, ``kind``, ``size``, ``place`` and ``row`` (see the module docstring).
     """
     boxes, classes, counts = scenes.boxes.tolist(), scenes.classes.tolist(), scenes.counts.tolist()
-    out = []
-    for scene_boxes, scene_classes, k in zip(boxes, classes, counts):
-        objects = []
-        for box, label in zip(scene_boxes[:k], scene_classes[:k]):
-            name = CIFAR10_CLASSES[label]
-            objects.append(SceneObject(tuple(box), {"class": name, "kind": KIND_OF[name], **object_attributes(box)}))
-        out.append(objects)
-    return out
+    return [[cifar_object(box, label) for box, label in zip(scene_boxes[:k], scene_classes[:k])]
+            for scene_boxes, scene_classes, k in zip(boxes, classes, counts)]
+
+
+def cifar_object(box: Sequence[float], label: int) -> SceneObject:
+    """The object of a CIFAR-10 scene with box ``(x1, y1, x2, y2)`` and class index ``label``, with the attributes
+    ``class``, ``kind``, ``size``, ``place`` and ``row`` (see the module docstring)."""
+    name = CIFAR10_CLASSES[label]
+    return SceneObject(tuple(box), {"class": name, "kind": KIND_OF[name], **object_attributes(box)})
 
 
 def shape_objects(scenes: ShapeScenes) -> list[list[SceneObject]]:

@@ -31,7 +31,8 @@ from mmbook.data.scenes import CANVAS
 from mmbook.data.shapes import COLOURS, SHAPES, ShapeScenes
 from mmbook.reasoning.batches import pixels
 from mmbook.reasoning.models import conv_block, with_coordinates
-from mmbook.reasoning.programs import ProgramError, QuestionSet, SceneObject, execute, object_attributes
+from mmbook.reasoning.programs import (ProgramError, QuestionSet, SceneObject, cifar_object, execute,
+                                      object_attributes)
 
 #: The side (pixels) given to every parsed object's box: the middle of the shapes' 10..12.
 PARSED_SIDE = 11.0
@@ -137,7 +138,6 @@ def detected_objects(detections: Sequence[Mapping[str, torch.Tensor]], score_thr
         ValueError: for a threshold outside ``[0, 1]`` or a label that is not a CIFAR-10 class.
     """
     from mmbook.data.cifar10 import CIFAR10_CLASSES
-    from mmbook.data.scenes import KIND_OF
 
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score_threshold must be in [0, 1] (a detection score), got {score_threshold}")
@@ -149,8 +149,7 @@ def detected_objects(detections: Sequence[Mapping[str, torch.Tensor]], score_thr
             if not 0 <= label < len(CIFAR10_CLASSES):
                 raise ValueError(f"detection label {label} is not a CIFAR-10 class (0..{len(CIFAR10_CLASSES) - 1}); "
                                  "pass the detections of the Objectives chapter's scene detector")
-            name = CIFAR10_CLASSES[label]
-            objects.append(SceneObject(tuple(box), {"class": name, "kind": KIND_OF[name], **object_attributes(box)}))
+            objects.append(cifar_object(box, label))
         scenes.append(objects)
     return scenes
 
@@ -188,6 +187,18 @@ def program_answers(questions: QuestionSet, scenes: Sequence[Sequence[SceneObjec
         except ProgramError:
             answers.append(None)
     return answers
+
+
+def program_accuracy(questions: QuestionSet, scenes: Sequence[Sequence[SceneObject]], answer_vocab
+                     ) -> dict[str, float]:
+    """Accuracy per family, relational, non-relational and overall (:func:`~mmbook.reasoning.recipe.accuracy_by_family`)
+    of the :func:`program_answers` on ``scenes``. A program that cannot run, or an answer outside ``answer_vocab``
+    (say a count of 5 detected objects where no scene holds more than 4), is wrong."""
+    from mmbook.reasoning.recipe import accuracy_by_family
+
+    answers = program_answers(questions, scenes)
+    predicted = torch.tensor([answer_vocab.encode(a) if a is not None and a in answer_vocab else -1 for a in answers])
+    return accuracy_by_family(predicted, questions.answer_ids(answer_vocab), questions)
 
 
 def train_scene_parser(scenes: ShapeScenes, *, epochs: int = 8, batch_size: int = 64, lr: float = 5e-3,
