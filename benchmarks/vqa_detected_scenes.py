@@ -77,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: detector mAP@0.5 {detector['map50']:.3f} after {detector['train_seconds']:.0f} s")
         for name, figures in results.items():
             if name != "detector":
-                print(f"  {name:<28}" + "".join(f"  {f} {figures[f]:.3f}" for f in FIGURES), flush=True)
+                unrunnable = f"  unrunnable {figures['unrunnable']:.3f}" if "unrunnable" in figures else ""
+                print(f"  {name:<28}" + "".join(f"  {f} {figures[f]:.3f}" for f in FIGURES) + unrunnable, flush=True)
     names = [name for name in runs[0] if name != "detector"]
     print(f"\nmean ± std over {args.seeds} seeds:")
     for name in names:
         print(f"{name:<30}" + "".join(f"  {f} {format_mean_std([r[name][f] for r in runs])}" for f in FIGURES))
+    for name in names:
+        if "unrunnable" in runs[0][name]:
+            print(f"{name:<30}  programs that cannot run on the scene {format_mean_std([r[name]['unrunnable'] for r in runs])}")
     families = [key for key in runs[0]["question only"] if key not in FIGURES]
     print("\nper family (programs on detections >= 0.5 / question only):")
     for family in families:

@@ -28,11 +28,14 @@ FIGURES = ("overall", "non_relational", "relational")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mmbook.reasoning.models import QUESTION_ENCODERS
+    from mmbook.reasoning.recipe import IMAGE_SOURCES
+
     parser = benchmark_arguments(__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="the models to train")
-    parser.add_argument("--images", default="shapes", choices=("shapes", "scenes"),
+    parser.add_argument("--images", default="shapes", choices=IMAGE_SOURCES,
                         help="Sort-of-CLEVR shapes (default) or the book's CIFAR-10 scenes")
-    parser.add_argument("--question", default="lstm", choices=("lstm", "bow"),
+    parser.add_argument("--question", default="lstm", choices=QUESTION_ENCODERS,
                         help="the question encoder: an LSTM (default) or a bag of words")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CLI's)")
     parser.add_argument("--scenes", type=int, default=None, help="training scenes (default: the CLI's)")

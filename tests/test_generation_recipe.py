@@ -144,3 +144,43 @@ def test_bad_train_index_or_track_scenes_is_refused(monkeypatch, options, messag
     monkeypatch.setenv("MMBOOK_QUICK", "1")
     with pytest.raises(ValueError, match=message):
         train_scene_captioning("global", quick=True, scenes=120, test_scenes=40, epochs=1, **options)
+
+
+def test_oracle_region_features_are_each_classes_share_of_every_region():
+    from mmbook.generation.encoder import ORACLE_CHANNELS, oracle_region_features
+
+    boxes = torch.zeros(1, 4, 4)
+    boxes[0, 0] = torch.tensor([0.0, 0.0, 24.0, 24.0])  # a class-3 object of side 24 at the top left
+    boxes[0, 1] = torch.tensor([40.0, 40.0, 64.0, 64.0])  # a class-7 object of side 24 at the bottom right
+    classes = torch.tensor([[3, 7, -1, -1]])
+    features = oracle_region_features(boxes, classes)
+    assert features.shape == (1, 16, ORACLE_CHANNELS)
+    top_left = features[0, :, 3].reshape(4, 4)
+    assert torch.allclose(top_left[:2, :2], torch.tensor([[1.0, 0.5], [0.5, 0.25]]))
+    assert top_left.sum() == pytest.approx(24 * 24 / 256)  # the object's area, in regions
+    bottom_right = features[0, :, 7].reshape(4, 4)
+    assert torch.allclose(bottom_right[2:, 2:], torch.tensor([[0.25, 0.5], [0.5, 1.0]]))
+    assert features[0, 0, 10] == pytest.approx(0.5)  # side 24 is half way from 18 to 30
+    other = [c for c in range(10) if c not in (3, 7)]
+    assert features[0, :, other].abs().sum() == 0  # padding (-1) and absent classes add nothing
+    with pytest.raises(ValueError, match=r"boxes \(N, K, 4\)"):
+        oracle_region_features(boxes[0], classes[0])
+    with pytest.raises(ValueError, match="CIFAR-10 labels"):
+        oracle_region_features(boxes, torch.tensor([[3, 10, -1, -1]]))
+
+
+def test_a_captioner_trains_on_oracle_regions_and_bad_regions_are_refused(monkeypatch):
+    from mmbook.generation.encoder import ORACLE_CHANNELS
+    from mmbook.generation.recipe import caption_data, train_scene_captioning
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    scenes, _, tensors = caption_data("train", 40, 0, True, regions="oracle")
+    assert tensors["features"].shape == (40, 16, ORACLE_CHANNELS)
+    covered = tensors["features"][..., :10].sum(dim=(1, 2))  # each scene's objects' area, in regions
+    area = ((scenes.boxes[..., 2] - scenes.boxes[..., 0]) * (scenes.boxes[..., 3] - scenes.boxes[..., 1])).sum(1)
+    assert torch.allclose(covered, area / 256, atol=1e-4)
+    report = train_scene_captioning("attention", quick=True, scenes=40, test_scenes=20, epochs=1, regions="oracle")
+    assert report["regions"] == "oracle" and "pretrain_accuracy" not in report
+    assert report["model"].encoder.project.in_features == ORACLE_CHANNELS
+    with pytest.raises(ValueError, match="unknown region features 'pixels'; expected one of encoder, oracle"):
+        caption_data("train", 40, 0, True, regions="pixels")

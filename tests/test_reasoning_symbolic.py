@@ -146,7 +146,8 @@ def test_program_accuracy_counts_unrunnable_programs_and_unknown_answers_as_wron
     truth = scene_objects(scene_set)
     questions = generate_questions(truth, families_for("scenes"), 4, seed=0)
     vocabulary = answer_vocabulary("scenes")
-    assert program_accuracy(questions, truth, vocabulary)["overall"] == 1.0
+    on_truth = program_accuracy(questions, truth, vocabulary)
+    assert on_truth["overall"] == 1.0 and on_truth["unrunnable"] == 0.0
     # Every scene holds five more trucks: "how many vehicles" answers beyond the vocabulary, "the truck" is ambiguous.
     crowded = []
     for detection in _detections_of(scene_set, spurious_score=0.9):
@@ -155,3 +156,5 @@ def test_program_accuracy_counts_unrunnable_programs_and_unknown_answers_as_wron
         crowded.append({key: torch.cat([detection[key], extra[key]]) for key in detection})
     report = program_accuracy(questions, detected_objects(crowded), vocabulary)
     assert 0.0 <= report["overall"] < 1.0 and set(report) >= {"relational", "non_relational", "overall"}
+    # the programs that name a truck or a vehicle find six and cannot run; they are among the wrong answers
+    assert 0.0 < report["unrunnable"] <= 1.0 - report["overall"]

@@ -9,6 +9,10 @@ scenes; the classifier reads the backbone's grid through a global max-pool, so e
 learns to say which class it sees. Applied to a 64x64 scene, the backbone gives an 8x8 grid of such
 cells, pooled to 4x4 regions: :func:`region_features` ``(N, 16, C)``, computed once and kept fixed while a decoder learns.
 
+:func:`oracle_region_features` gives the same 16 regions as a perfect recogniser would: which classes cover each
+region, and how big their objects are, read from the scene's ground truth. A decoder trained on them shows what
+captioning would be if recognition were solved, and so how much of a captioner's hallucination is the encoder's.
+
 Learning to recognise the objects from captions alone, in the few minutes a CPU gives a page, left the
 decoders nearly blind (they wrote the same caption for every scene): the labels of CIFAR-10 are a far
 denser signal than a caption's one mention of each object.
@@ -29,7 +33,7 @@ from mmbook.data.scenes import noisy_background
 from mmbook.objectives.backbone import SceneBackbone
 
 #: Quick and full settings of :func:`pretrain_backbone`.
-PRETRAIN_DEFAULTS = {False: {"epochs": 1, "width": 32, "batch_size": 128, "lr": 4e-3},
+PRETRAIN_DEFAULTS = {False: {"epochs": 4, "width": 32, "batch_size": 128, "lr": 4e-3},
                      True: {"epochs": 1, "width": 32, "batch_size": 128, "lr": 4e-3}}
 
 
@@ -67,7 +71,7 @@ class GridClassifier(nn.Module):
 
 
 # Bump whenever pretraining changes, so that encoders cached on disk by an older version are retrained.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @functools.lru_cache(maxsize=2)
@@ -145,3 +149,42 @@ def region_features(backbone: SceneBackbone, images: torch.Tensor, batch_size: i
                                     REGION_GRID).flatten(2).transpose(1, 2)
               for i in range(0, len(images), batch_size)]
     return torch.cat(chunks).cpu()
+
+
+#: The channels of :func:`oracle_region_features`: the area share of each CIFAR-10 class, then the size of the objects.
+ORACLE_CHANNELS = 11
+
+
+def oracle_region_features(boxes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Ground-truth region features, as a perfect recogniser would give them: ``(N, 16, 11)``.
+
+    Args:
+        boxes: float ``(N, K, 4)`` ``(x1, y1, x2, y2)`` in pixels of a 64x64 scene (a
+            :class:`~mmbook.data.scenes.SceneSet`'s ``boxes``).
+        classes: int64 ``(N, K)`` CIFAR-10 labels, ``-1`` for no object.
+
+    Region ``r`` is the ``r``-th 16x16 cell of the 4x4 grid, row by row, as in :func:`region_features`. Its
+    channel ``c < 10`` is the share of the region's area covered by an object of class ``c``; channel 10 is the
+    sum over the region's objects of that share times the object's side scaled to ``[0, 1]`` over the scenes'
+    18-30 pixels, so the size words can be read too. Places come from which regions are covered.
+    """
+    from mmbook.data.scenes import CANVAS, MAX_SIZE, MIN_SIZE
+
+    if boxes.ndim != 3 or boxes.shape[-1] != 4 or classes.shape != boxes.shape[:2]:
+        raise ValueError(f"expected boxes (N, K, 4) and classes (N, K), got {tuple(boxes.shape)} and "
+                         f"{tuple(classes.shape)}")
+    if int(classes.max()) >= ORACLE_CHANNELS - 1 or int(classes.min()) < -1:
+        raise ValueError(f"classes must be CIFAR-10 labels 0..9 or -1 for no object, got {int(classes.min())}.."
+                         f"{int(classes.max())}")
+    cell = CANVAS // REGION_GRID
+    starts = torch.arange(REGION_GRID, dtype=torch.float32) * cell
+    boxes = boxes.float()
+    # overlap of every object with every column (x) and row (y) of cells: (N, K, 4)
+    overlap_x = (torch.minimum(boxes[..., 2:3], starts + cell) - torch.maximum(boxes[..., 0:1], starts)).clamp(min=0)
+    overlap_y = (torch.minimum(boxes[..., 3:4], starts + cell) - torch.maximum(boxes[..., 1:2], starts)).clamp(min=0)
+    share = overlap_y[..., :, None] * overlap_x[..., None, :] / cell**2  # (N, K, 4 rows, 4 columns)
+    share = share.flatten(2) * (classes >= 0).unsqueeze(-1)  # (N, K, 16), no share for padding
+    one_hot = F.one_hot(classes.clamp(min=0), ORACLE_CHANNELS - 1).float()  # (N, K, 10)
+    side = ((boxes[..., 2] - boxes[..., 0] - MIN_SIZE) / (MAX_SIZE - MIN_SIZE)).unsqueeze(-1)  # (N, K, 1)
+    per_object = torch.cat([one_hot, side], dim=-1)  # (N, K, 11)
+    return torch.einsum("nkr,nkc->nrc", share, per_object)

@@ -1,8 +1,8 @@
 """The recipe behind ``mmbook train --task scene-captioning``: scenes with several references, a captioner, its report.
 
 The image encoder is pretrained and frozen (:mod:`mmbook.generation.encoder`), so every scene's region
-features ``(64, C)`` are computed once. One batch, from the loader to the loss: the loader gathers ``B``
-scenes, each with its region features ``(64, C)`` and its ``K`` references ``(K, T)``;
+features ``(16, C)`` are computed once. One batch, from the loader to the loss: the loader gathers ``B``
+scenes, each with its region features ``(16, C)`` and its ``K`` references ``(K, T)``;
 :class:`~mmbook.generation.model.Captioner` reads each scene's regions once, reads every reference's words
 but the last and predicts every next word, ``(B * K, T-1, V)``; :func:`~mmbook.generation.model.caption_loss`
 is their cross-entropy.
@@ -24,11 +24,14 @@ from mmbook.generation.references import bos_eos_tokens
 
 #: Quick and full defaults of :func:`train_scene_captioning` (the CLI reads them).
 CAPTIONING_DEFAULTS: dict[bool, dict[str, Any]] = {
-    False: {"scenes": 2000, "test_scenes": 1000, "epochs": 5, "batch_size": 64, "lr": 3e-3},
+    False: {"scenes": 2000, "test_scenes": 1000, "epochs": 10, "batch_size": 32, "lr": 3e-3},
     True: {"scenes": 300, "test_scenes": 150, "epochs": 2, "batch_size": 32, "lr": 3e-3},
 }
 #: References written per scene (training and test).
 REFERENCES_PER_SCENE = 5
+#: Where a decoder's region features come from: the frozen pretrained encoder, or the scene's ground truth
+#: (:func:`~mmbook.generation.encoder.oracle_region_features`, recognition solved).
+REGION_SOURCES = ("encoder", "oracle")
 #: The longest caption a decoder may write, in words.
 MAX_CAPTION_WORDS = 30
 
@@ -46,24 +49,30 @@ def encode_references(captions: Sequence[str], vocab) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=4)
 def caption_data(split: str, count: int, seed: int = 0, quick: bool = False, per_scene: int = REFERENCES_PER_SCENE,
-                 root: Path | str | None = None, download: bool = False):
+                 root: Path | str | None = None, download: bool = False, regions: str = "encoder"):
     """Scenes, their references, and the loader dict of scenes with their references and region features.
 
     Returns ``(scenes, references, tensors)``: the :class:`~mmbook.data.scenes.SceneSet`, ``N`` lists of
-    ``per_scene`` reference strings, and ``{"features": (N, 64, C), "text": (N, per_scene, T)}``: a sample
-    is a scene with all its references. The features are those of the frozen encoder
-    :func:`~mmbook.generation.encoder.pretrain_backbone` ``(seed, quick)``. Built once per process for the
-    same arguments (everything is deterministic).
+    ``per_scene`` reference strings, and ``{"features": (N, 16, C), "text": (N, per_scene, T)}``: a sample
+    is a scene with all its references. With ``regions="encoder"`` the features are those of the frozen
+    encoder :func:`~mmbook.generation.encoder.pretrain_backbone` ``(seed, quick)``; with ``"oracle"`` they are
+    the scene's ground truth, :func:`~mmbook.generation.encoder.oracle_region_features` ``(C = 11)``. Built once
+    per process for the same arguments (everything is deterministic).
     """
     from mmbook.data.scenes import load_scenes
-    from mmbook.generation.encoder import pretrain_backbone, region_features
+    from mmbook.generation.encoder import oracle_region_features, pretrain_backbone, region_features
     from mmbook.generation.references import generation_vocabulary, scene_references
 
+    if regions not in REGION_SOURCES:
+        raise ValueError(f"unknown region features {regions!r}; expected one of {', '.join(REGION_SOURCES)}")
     scenes = load_scenes(split, count, seed=seed, quick=quick, root=root, download=download)
     references = scene_references(scenes, per_scene=per_scene, seed=seed + (7 if split == "test" else 0))
     flat = encode_references([caption for captions in references for caption in captions], generation_vocabulary())
-    backbone, _ = pretrain_backbone(seed, quick, root, download)
-    tensors = {"features": region_features(backbone, scenes.images),
+    if regions == "oracle":
+        features = oracle_region_features(scenes.boxes, scenes.classes)
+    else:
+        features = region_features(pretrain_backbone(seed, quick, root, download)[0], scenes.images)
+    tensors = {"features": features,
                "text": flat.reshape(len(scenes), per_scene, -1)}
     return scenes, references, tensors
 
@@ -118,6 +127,7 @@ def train_scene_captioning(
     model: torch.nn.Module | None = None,
     train_index: Sequence[int] | torch.Tensor | None = None,
     track_scenes: int = 0,
+    regions: str = "encoder",
 ) -> dict[str, Any]:
     """Train a captioner on scenes with :data:`REFERENCES_PER_SCENE` references each, and judge its captions.
 
@@ -133,6 +143,9 @@ def train_scene_captioning(
             ``history`` their ``free_cider_d``, ``free_bleu_4``, ``free_chair_i`` and ``free_object_recall`` beside
             the teacher-forced ``test_loss`` and ``test_accuracy`` of all test scenes: how the loss the decoder is
             trained on and the captions it writes move together (exposure bias). 0 tracks nothing.
+        regions: ``"encoder"`` (the frozen pretrained encoder's regions) or ``"oracle"`` (the scenes' ground
+            truth, :func:`~mmbook.generation.encoder.oracle_region_features`: recognition solved); a captioner
+            built here reads as many channels as the regions have.
         decoding: ``"greedy"``, ``"beam"`` or ``"sample"`` (:func:`~mmbook.generation.decoding.generate`),
             with ``decoding_options`` (e.g. ``{"width": 3}``).
 
@@ -146,8 +159,8 @@ def train_scene_captioning(
         ``novel_share``, ...), the references' own agreement (``reference_cider_d``, ``reference_bleu_4``:
         one reference against the others), ``train_scenes``, ``test_scenes``, ``epochs``, ``train_seconds``,
         ``decode_seconds``, ``track_seconds`` (decoding while tracking), ``final_train_loss``, ``test_loss`` and
-        ``test_next_word_accuracy`` (teacher-forced), the encoder's
-        ``pretrain_accuracy`` and ``pretrain_seconds``, and ``captions``,
+        ``test_next_word_accuracy`` (teacher-forced), ``regions``, the encoder's
+        ``pretrain_accuracy`` and ``pretrain_seconds`` (with ``regions="encoder"``), and ``captions``,
         ``references``, ``test_set``, ``model``, ``history``.
     """
     from mmbook.data import DeviceLoader
@@ -165,9 +178,10 @@ def train_scene_captioning(
     device = pick_device(device)
     vocab = generation_vocabulary()
     check_decoding(decoding, len(vocab), decoding_options)  # a bad setting fails now, not after training
-    _, train_references, train_tensors = caption_data("train", scenes, seed, quick, root=root, download=download)
+    _, train_references, train_tensors = caption_data("train", scenes, seed, quick, root=root, download=download,
+                                                      regions=regions)
     test_set, test_references, test_tensors = caption_data("test", test_scenes, seed, quick, root=root,
-                                                           download=download)
+                                                           download=download, regions=regions)
     if train_index is not None:
         index = torch.as_tensor(train_index, dtype=torch.long).reshape(-1)
         if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= scenes:
@@ -182,7 +196,9 @@ def train_scene_captioning(
     if model is not None and model_options:
         raise ValueError("give model_options to build a captioner of `kind`, or a built `model`, not both")
     name = kind if model is None else type(model).__name__
-    model = build_captioner(kind, len(vocab), **(model_options or {})) if model is None else model
+    if model is None:
+        model = build_captioner(kind, len(vocab), **{"features": train_tensors["features"].shape[-1],
+                                                     **(model_options or {})})
     train_loader = DeviceLoader(train_tensors, batch_size, shuffle=True, drop_last=True, device=device, seed=seed)
     test_loader = DeviceLoader(test_tensors, 500, device=device, rank=0, world_size=1)
     track_seconds = 0.0
@@ -209,9 +225,10 @@ def train_scene_captioning(
     training_captions = [caption for captions_of in train_references for caption in captions_of]
     report: dict[str, Any] = evaluate_captions(captions, test_references, test_set, training_captions)
     ceiling = reference_ceiling("test", test_scenes, seed, quick, root=root, download=download)
-    report.update(pretrain_backbone(seed, quick, root, download)[1])
+    if regions == "encoder":
+        report.update(pretrain_backbone(seed, quick, root, download)[1])
     report.update({
-        "reference_bleu_4": ceiling["bleu_4"], "reference_cider_d": ceiling["cider_d"],
+        "reference_bleu_4": ceiling["bleu_4"], "reference_cider_d": ceiling["cider_d"], "regions": regions,
         "train_scenes": len(train_references), "test_scenes": len(test_set), "track_seconds": track_seconds,
         "epochs": epochs, "batch_size": batch_size,
         "train_seconds": train_seconds, "decode_seconds": decode_seconds,

@@ -192,13 +192,17 @@ def program_answers(questions: QuestionSet, scenes: Sequence[Sequence[SceneObjec
 def program_accuracy(questions: QuestionSet, scenes: Sequence[Sequence[SceneObject]], answer_vocab
                      ) -> dict[str, float]:
     """Accuracy per family, relational, non-relational and overall (:func:`~mmbook.reasoning.recipe.accuracy_by_family`)
-    of the :func:`program_answers` on ``scenes``. A program that cannot run, or an answer outside ``answer_vocab``
-    (say a count of 5 detected objects where no scene holds more than 4), is wrong."""
+    of the :func:`program_answers` on ``scenes``, and ``"unrunnable"``: the share of the questions whose program
+    cannot run on its scene (a ``unique`` that finds no object or several, an object the scene lacks). Such a
+    question, or an answer outside ``answer_vocab`` (say a count of 5 detected objects where no scene holds more
+    than 4), is wrong."""
     from mmbook.reasoning.recipe import accuracy_by_family
 
     answers = program_answers(questions, scenes)
     predicted = torch.tensor([answer_vocab.encode(a) if a is not None and a in answer_vocab else -1 for a in answers])
-    return accuracy_by_family(predicted, questions.answer_ids(answer_vocab), questions)
+    report = accuracy_by_family(predicted, questions.answer_ids(answer_vocab), questions)
+    report["unrunnable"] = sum(answer is None for answer in answers) / len(answers)
+    return report
 
 
 def train_scene_parser(scenes: ShapeScenes, *, epochs: int = 8, batch_size: int = 64, lr: float = 5e-3,
