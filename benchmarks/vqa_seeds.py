@@ -4,12 +4,14 @@
     python benchmarks/vqa_seeds.py --models concat film # some of them
     python benchmarks/vqa_seeds.py --images scenes      # questions about the book's CIFAR-10 scenes
     python benchmarks/vqa_seeds.py --question bow       # the question as a bag of words instead of an LSTM
+    python benchmarks/vqa_seeds.py --images scenes --image-encoder pretrained   # a frozen CIFAR-10 backbone
     python benchmarks/vqa_seeds.py --epochs 24          # longer runs (also --scenes, --lr)
     python benchmarks/vqa_seeds.py --quick              # quick mode (a smoke test of the script)
 
 Trains each model with ``train_scene_vqa(model, images, seed=S)`` at the CLI's defaults
 (:data:`mmbook.reasoning.recipe.VQA_DEFAULTS`, the runs of ``mmbook train --task scene-vqa --images I --model M --seed S``;
-``--question``, ``--epochs``, ``--scenes`` and ``--lr`` are passed on as the CLI's flags of the same names)
+``--question``, ``--image-encoder``, ``--epochs``, ``--scenes`` and ``--lr`` are passed on as the CLI's flags of the
+same names)
 and prints accuracy overall, on non-relational and on relational questions, per run and as mean ± std, and the
 mean ± std of every question family. A seed sets
 the scenes, the questions, the initialisation and the batch order, so the models of one seed answer the same test
@@ -28,7 +30,7 @@ FIGURES = ("overall", "non_relational", "relational")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmbook.reasoning.models import QUESTION_ENCODERS
+    from mmbook.reasoning.models import IMAGE_ENCODERS, QUESTION_ENCODERS
     from mmbook.reasoning.recipe import IMAGE_SOURCES
 
     parser = benchmark_arguments(__doc__.splitlines()[0])
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Sort-of-CLEVR shapes (default) or the book's CIFAR-10 scenes")
     parser.add_argument("--question", default="lstm", choices=QUESTION_ENCODERS,
                         help="the question encoder: an LSTM (default) or a bag of words")
+    parser.add_argument("--image-encoder", default="scratch", choices=IMAGE_ENCODERS,
+                        help="each model's own CNN (default) or the frozen backbone pretrained on CIFAR-10 (scenes)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CLI's)")
     parser.add_argument("--scenes", type=int, default=None, help="training scenes (default: the CLI's)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmbook.reasoning.programs import families_for
     from mmbook.reasoning.recipe import train_scene_vqa
 
-    settings = {"question": args.question, "epochs": args.epochs, "scenes": args.scenes, "lr": args.lr}
+    settings = {"question": args.question, "image_encoder": args.image_encoder, "epochs": args.epochs,
+                "scenes": args.scenes, "lr": args.lr}
 
     values: dict[str, dict[str, list[float]]] = {}
     by_family: dict[str, dict[str, list[float]]] = {}  # model -> family -> one accuracy per seed
@@ -68,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model:<10}" + "".join(f"  {family} {format_mean_std(v)}" for family, v in families.items()))
     verdicts = {}
     if args.seeds >= 2:
-        for a, b in (("relation", "concat"), ("film", "concat"), ("relation", "film"), ("concat", "question")):
+        for a, b in (("relation", "concat"), ("film", "concat"), ("relation", "film"), ("concat", "question"),
+                     ("film", "question")):
             if a in values and b in values:
-                for figure in ("relational", "non_relational"):
+                for figure in (FIGURES if b == "question" else ("relational", "non_relational")):
                     verdicts[f"{a} vs {b}, {figure}"] = compare(values[a][figure], values[b][figure],
                                                                 (f"{a} ({figure.replace('_', '-')})", b),
                                                                 paired=True).sentence

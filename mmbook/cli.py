@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mmbook.fusion import FUSIONS
     from mmbook.generation.decoding import DECODERS
     from mmbook.generation.model import CAPTIONERS
-    from mmbook.reasoning.models import QUESTION_ENCODERS, VQA_MODELS
+    from mmbook.reasoning.models import IMAGE_ENCODERS, QUESTION_ENCODERS, VQA_MODELS
     from mmbook.reasoning.recipe import IMAGE_SOURCES
     from mmbook.recipes import TASKS
     from mmbook.text import TEXT_ENCODER_KINDS
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--question", choices=QUESTION_ENCODERS, default="lstm",
                        help="scene-vqa: how the question becomes a vector, an LSTM over its words (default) or a bag "
                             "of words (Sort-of-CLEVR's templates need no word order)")
+    train.add_argument("--image-encoder", choices=IMAGE_ENCODERS, default="scratch",
+                       help="scene-vqa on --images scenes: the model's own CNN trained from scratch (default), or the "
+                            "Generation chapter's scene backbone pretrained on CIFAR-10 and frozen")
     train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                        help="cifar10 fastcnn: the settings (default: gpu on CUDA, else cpu; gpu-93 is wider and longer)")
     train.add_argument("--lr", type=_positive_float, default=None,

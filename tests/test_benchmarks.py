@@ -282,7 +282,8 @@ def test_vqa_seeds_trains_each_model_on_each_seed_and_pairs_the_verdicts(tmp_pat
     assert set(result["values"]) == {"question", "concat"}
     for model, figures in result["values"].items():
         assert all(len(figures[f]) == 2 and all(0 <= v <= 1 for v in figures[f]) for f in module.FIGURES), model
-    assert set(result["verdicts"]) == {"concat vs question, relational", "concat vs question, non_relational"}
+    assert set(result["verdicts"]) == {"concat vs question, overall", "concat vs question, relational",
+                                       "concat vs question, non_relational"}
     assert result["images"] == "shapes"
     from mmbook.reasoning.programs import families_for
 

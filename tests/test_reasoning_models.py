@@ -230,3 +230,60 @@ def test_cli_question_is_a_scene_vqa_flag(capsys):
 
     assert main(["train", "--task", "cifar10", "--quick", "--question", "bow", "--no-progress"]) == 2
     assert "--question applies to --task scene-vqa, not cifar10" in capsys.readouterr().err
+
+
+def test_pretrained_regions_read_the_frozen_backbone_as_cifar10_normalised_pixels():
+    from mmbook.data.loaders import CIFAR10_STATS, normalize_images
+    from mmbook.objectives.backbone import SceneBackbone
+    from mmbook.reasoning.batches import PIXEL_MEAN, PIXEL_STD
+    from mmbook.reasoning.models import PretrainedRegions
+
+    torch.manual_seed(0)
+    backbone = SceneBackbone(8)
+    regions = PretrainedRegions(backbone, grid=4)
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    expected = F.adaptive_max_pool2d(backbone.eval()(normalize_images(images, **CIFAR10_STATS)), 4)
+    assert torch.allclose(regions(images), expected, atol=1e-5)  # uint8 images
+    loader_view = (images.float() / 255 - PIXEL_MEAN) / PIXEL_STD  # as the VQA loader normalises them
+    assert torch.allclose(regions(loader_view), expected, atol=1e-5)
+    running = backbone.net[0][1].running_mean.clone()
+    regions.train()  # the rest of a model trains; the backbone stays frozen, its batch norm in eval mode
+    assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())
+    regions(loader_view)
+    assert torch.equal(backbone.net[0][1].running_mean, running)
+
+
+def test_a_pretrained_backbone_replaces_the_cnn_or_films_stem_and_vilt_refuses_it():
+    from mmbook.objectives.backbone import SceneBackbone
+    from mmbook.reasoning.models import PretrainedRegions, build_vqa_model
+
+    backbone = SceneBackbone(8)  # 16 channels
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    batch = {"image": images, "question": torch.randint(1, 10, (2, 3, 5))}
+    for name, part in (("concat", "cnn"), ("relation", "cnn"), ("attention", "cnn"), ("film", "stem")):
+        model = build_vqa_model(name, 20, 7, question="bow", backbone=backbone)
+        assert isinstance(getattr(model, part), PretrainedRegions), name
+        assert model(batch).shape == (6, 7), name
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert trainable and not any(n.startswith(f"{part}.backbone") for n in trainable), name
+    with pytest.raises(ValueError, match="vilt model reads the image as patches"):
+        build_vqa_model("vilt", 20, 7, backbone=backbone)
+
+
+def test_train_scene_vqa_with_the_pretrained_encoder_and_its_bad_settings(tmp_path, monkeypatch):
+    import json
+
+    from mmbook.cli import main
+    from mmbook.reasoning.recipe import train_scene_vqa
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    out = tmp_path / "out.json"
+    assert main(["train", "--task", "scene-vqa", "--quick", "--images", "scenes", "--image-encoder", "pretrained",
+                 "--model", "concat", "--question", "bow", "--scenes", "16", "--epochs", "1", "--no-progress",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["image_encoder"] == "pretrained" and 0 <= result["overall"] <= 1
+    with pytest.raises(ValueError, match="pretrained image encoder was trained on CIFAR-10 objects"):
+        train_scene_vqa("concat", "shapes", quick=True, image_encoder="pretrained")
+    with pytest.raises(ValueError, match="unknown image encoder 'imagenet'"):
+        train_scene_vqa("concat", "scenes", quick=True, image_encoder="imagenet")

@@ -35,15 +35,15 @@ from mmbook.reasoning.programs import (
     scene_objects,
     shape_objects,
 )
-from mmbook.reasoning.models import VQA_MODELS, build_vqa_model, vqa_accuracy, vqa_loss
+from mmbook.reasoning.models import IMAGE_ENCODERS, VQA_MODELS, PretrainedRegions, build_vqa_model, vqa_accuracy, vqa_loss
 from mmbook.reasoning.vit import PatchEmbedding, PatchQuestionTransformer, VisionTransformer
 from mmbook.reasoning.recipe import IMAGE_SOURCES, VQA_DEFAULTS, accuracy_by_family, train_scene_vqa, vqa_data
 from mmbook.reasoning.symbolic import (ShapeSceneParser, detect_scenes, detected_objects, parse_scenes, program_accuracy,
                                       program_answers, train_scene_parser)
 
 __all__ = [
-    "ATTRIBUTES", "COLOURS", "FAMILIES", "FUNCTIONS", "Family", "IMAGE_SOURCES", "PatchEmbedding",
-    "PatchQuestionTransformer", "ProgramError", "QuestionSet", "SHAPES", "SceneObject", "ShapeSceneParser",
+    "ATTRIBUTES", "COLOURS", "FAMILIES", "FUNCTIONS", "Family", "IMAGE_ENCODERS", "IMAGE_SOURCES", "PatchEmbedding",
+    "PatchQuestionTransformer", "PretrainedRegions", "ProgramError", "QuestionSet", "SHAPES", "SceneObject", "ShapeSceneParser",
     "ShapeScenes", "VQA_DEFAULTS", "VQA_MODELS", "accuracy_by_family", "answer_vocabulary", "build_vqa_model",
     "detect_scenes", "detected_objects", "execute", "families_for", "generate_questions", "make_shape_scenes",
     "object_source", "parse_scenes",

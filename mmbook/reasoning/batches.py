@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 import torch
 
-_PIXEL_MEAN, _PIXEL_STD = 0.5, 0.25
+#: How the VQA loader normalises images (both sources: bright objects, a mid-grey background).
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.25
 
 
 def pixels(images: torch.Tensor) -> torch.Tensor:
@@ -20,7 +21,7 @@ def pixels(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     if images.dtype == torch.uint8:
-        return (images.float() / 255 - _PIXEL_MEAN) / _PIXEL_STD
+        return (images.float() / 255 - PIXEL_MEAN) / PIXEL_STD
     return images
 
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmbook.reasoning.batches import flat_questions, per_question, pixels
+from mmbook.reasoning.batches import PIXEL_MEAN, PIXEL_STD, flat_questions, per_question, pixels
 from mmbook.reasoning.vit import PatchQuestionTransformer
 from mmbook.text.encoders import TextEncoder
 
@@ -295,9 +295,64 @@ class RelationNetwork(nn.Module):
         return self.f(relations)
 
 
-def build_vqa_model(name: str, vocab_size: int, num_answers: int, width: int = 32, question: str = "lstm") -> nn.Module:
+#: Where a VQA model's image features come from: its own CNN trained from scratch with the answers, or the
+#: Generation chapter's scene backbone, pretrained on CIFAR-10 and frozen (:class:`PretrainedRegions`).
+IMAGE_ENCODERS = ("scratch", "pretrained")
+
+
+class PretrainedRegions(nn.Module):
+    """A frozen pretrained :class:`~mmbook.objectives.backbone.SceneBackbone` in place of a VQA model's CNN.
+
+    ``(B, 3, 64, 64)`` images as the VQA loader gives them (normalised with mean 0.5 and standard deviation 0.25,
+    or uint8) -> ``(B, C, grid, grid)``: the backbone's 8x8 grid of ``C``-channel cells, max-pooled to ``grid``
+    (4 for the models that read 16 regions, 8 for FiLM's stem). The backbone was trained to classify shrunk
+    CIFAR-10 objects (:func:`mmbook.generation.encoder.pretrain_backbone`), as VQA models since Antol et al. (2015)
+    read a CNN pretrained on ImageNet. It stays frozen and in evaluation mode (its batch-norm statistics fixed)
+    while the rest of the model trains.
+    """
+
+    def __init__(self, backbone: nn.Module, grid: int) -> None:
+        from mmbook.data.loaders import CIFAR10_STATS
+
+        super().__init__()
+        self.backbone = backbone.eval().requires_grad_(False)
+        self.grid = grid
+        self.register_buffer("mean", torch.tensor(CIFAR10_STATS["mean"]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(CIFAR10_STATS["std"]).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True) -> "PretrainedRegions":
+        super().train(mode)
+        self.backbone.eval()  # frozen: batch norm keeps the statistics of pretraining
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        unit = pixels(images) * PIXEL_STD + PIXEL_MEAN  # back to [0, 1]
+        with torch.no_grad():
+            maps = self.backbone((unit - self.mean) / self.std)
+        return F.adaptive_max_pool2d(maps, self.grid)
+
+
+def build_vqa_model(name: str, vocab_size: int, num_answers: int, width: int = 32, question: str = "lstm",
+                    backbone: nn.Module | None = None) -> nn.Module:
     """One of :data:`VQA_MODELS`, for questions over ``vocab_size`` words and ``num_answers`` answers;
-    ``question`` is the question encoder (:data:`QUESTION_ENCODERS`)."""
+    ``question`` is the question encoder (:data:`QUESTION_ENCODERS`). With a pretrained ``backbone`` (``image_encoder
+    = "pretrained"``), the model's CNN, or FiLM's stem, is :class:`PretrainedRegions` over it, frozen, and
+    ``width`` is the backbone's channels."""
+    if backbone is not None:
+        if name == "vilt":
+            raise ValueError("the vilt model reads the image as patches of pixels; a pretrained backbone does not "
+                             "apply (use image_encoder='scratch')")
+        width = backbone.out_channels
+    network = _build(name, vocab_size, num_answers, width, question)
+    if backbone is not None and name != "question":
+        if name == "film":
+            network.stem = PretrainedRegions(backbone, 8)
+        else:
+            network.cnn = PretrainedRegions(backbone, 4)
+    return network
+
+
+def _build(name: str, vocab_size: int, num_answers: int, width: int, question: str) -> nn.Module:
     if name not in VQA_MODELS:
         raise ValueError(f"unknown VQA model {name!r}; expected one of {', '.join(VQA_MODELS)}")
     if question not in QUESTION_ENCODERS:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from mmbook.reasoning.models import VQA_MODELS, build_vqa_model, vqa_accuracy, vqa_loss
+from mmbook.reasoning.models import IMAGE_ENCODERS, VQA_MODELS, build_vqa_model, vqa_accuracy, vqa_loss
 from mmbook.reasoning.programs import (FAMILIES, QuestionSet, answer_vocabulary, families_for, generate_questions,
                                        question_prior_accuracy, question_vocabulary, scene_objects, shape_objects)
 
@@ -141,6 +141,7 @@ def train_scene_vqa(
     weight_decay: float = 1e-4,
     width: int = 32,
     question: str = "lstm",
+    image_encoder: str = "scratch",
     families: tuple[str, ...] | None = None,
     compositional: bool = False,
     device: torch.device | str | None = None,
@@ -156,6 +157,10 @@ def train_scene_vqa(
         scenes, test_scenes, per_scene, epochs, batch_size, lr: ``None`` takes :data:`VQA_DEFAULTS`.
         width: channels of the CNN.
         question: the question encoder, ``"lstm"`` or ``"bow"`` (:data:`~mmbook.reasoning.models.QUESTION_ENCODERS`).
+        image_encoder: ``"scratch"`` (the model's own CNN, trained with the answers) or ``"pretrained"`` (the
+            Generation chapter's scene backbone pretrained on CIFAR-10 and frozen,
+            :class:`~mmbook.reasoning.models.PretrainedRegions`; ``images="scenes"`` only, ``width`` then being
+            its channels).
         families: the question families asked (default every family of the source).
         compositional: train on condition ``"A"`` of :data:`mmbook.data.shapes.CONDITIONS` (CLEVR-CoGenT's
             split: only red, green and blue objects come as squares) and test on A and on B (only orange, grey
@@ -183,6 +188,11 @@ def train_scene_vqa(
         if wrong:
             raise ValueError(f"families {wrong} are not asked about {images}; expected some of "
                              f"{', '.join(families_for(images))}")
+    if image_encoder not in IMAGE_ENCODERS:
+        raise ValueError(f"unknown image encoder {image_encoder!r}; expected one of {', '.join(IMAGE_ENCODERS)}")
+    if image_encoder == "pretrained" and images != "scenes":
+        raise ValueError(f"the pretrained image encoder was trained on CIFAR-10 objects and reads the CIFAR-10 scenes, "
+                         f"not {images!r}; use images='scenes' or image_encoder='scratch'")
     if compositional and images != "shapes":
         raise ValueError(f"the compositional split is defined for the shapes only, not {images!r}; "
                          "use images='shapes' or compositional=False")
@@ -195,8 +205,14 @@ def train_scene_vqa(
     device = pick_device(device)
     train_questions, train_tensors, _ = vqa_data(images, "train", settings["scenes"], settings["per_scene"], seed,
                                                  quick, families, root, download, train_condition)
-    seed_everything(seed)
-    network = build_vqa_model(model, len(question_vocabulary(images)), len(answer_vocabulary(images)), width, question)
+    backbone, encoder_facts = None, {}
+    if image_encoder == "pretrained":
+        from mmbook.generation.encoder import pretrain_backbone
+
+        backbone, encoder_facts = pretrain_backbone(seed, quick, root, download)
+    seed_everything(seed)  # the same initialisation whether or not an encoder was pretrained first
+    network = build_vqa_model(model, len(question_vocabulary(images)), len(answer_vocabulary(images)), width, question,
+                              backbone)
     statistics = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}  # both sources: bright objects, mid-grey background
     train_loader = DeviceLoader(train_tensors, settings["batch_size"], shuffle=True, drop_last=True, device=device,
                                 seed=seed, **statistics)
@@ -220,7 +236,8 @@ def train_scene_vqa(
         report["compositional"] = {"A": accuracy, "B": unseen, "drop": accuracy["overall"] - unseen["overall"]}
     report.update({
         "prior": question_prior_accuracy(train_questions, test_questions),
-        "model_name": model, "question_encoder": question, "images": images, "seed": seed, "train_seconds": train_seconds,
+        "model_name": model, "question_encoder": question, "image_encoder": image_encoder, **encoder_facts,
+        "images": images, "seed": seed, "train_seconds": train_seconds,
         "parameters": sum(p.numel() for p in network.parameters()),
         "train_questions": len(train_questions), "test_questions": len(test_questions), **settings,
         "model": network, "history": history,
