@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
+from mmbook.reasoning.batches import PIXEL_MEAN, PIXEL_STD
 from mmbook.reasoning.models import IMAGE_ENCODERS, VQA_MODELS, build_vqa_model, vqa_accuracy, vqa_loss
 from mmbook.reasoning.programs import (FAMILIES, QuestionSet, answer_vocabulary, families_for, generate_questions,
                                        question_prior_accuracy, question_vocabulary, scene_objects, shape_objects)
@@ -206,14 +207,14 @@ def train_scene_vqa(
     train_questions, train_tensors, _ = vqa_data(images, "train", settings["scenes"], settings["per_scene"], seed,
                                                  quick, families, root, download, train_condition)
     backbone, encoder_facts = None, {}
-    if image_encoder == "pretrained":
+    if image_encoder == "pretrained" and model != "question":  # the question-only model reads no image
         from mmbook.generation.encoder import pretrain_backbone
 
         backbone, encoder_facts = pretrain_backbone(seed, quick, root, download)
     seed_everything(seed)  # the same initialisation whether or not an encoder was pretrained first
     network = build_vqa_model(model, len(question_vocabulary(images)), len(answer_vocabulary(images)), width, question,
                               backbone)
-    statistics = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}  # both sources: bright objects, mid-grey background
+    statistics = {"mean": (PIXEL_MEAN,) * 3, "std": (PIXEL_STD,) * 3}
     train_loader = DeviceLoader(train_tensors, settings["batch_size"], shuffle=True, drop_last=True, device=device,
                                 seed=seed, **statistics)
     started = time.perf_counter()
