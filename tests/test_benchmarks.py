@@ -315,7 +315,14 @@ def test_vqa_seeds_passes_the_question_encoder_and_the_sizes_on(tmp_path, monkey
     assert module.main(["--quick", "--seeds", "1", "--models", "concat", "--question", "bow", "--epochs", "2",
                         "--scenes", "24", "--json", str(path)]) == 0
     assert [(c["question_encoder"], c["epochs"], c["scenes"]) for c in calls] == [("bow", 2, 24)]
-    assert json.loads(path.read_text())["settings"] == {"question": "bow", "epochs": 2, "scenes": 24, "lr": None}
+    assert json.loads(path.read_text())["settings"] == {"question": "bow", "image_encoder": "scratch", "epochs": 2,
+                                                        "scenes": 24, "lr": None}
+    monkeypatch.setitem(VQA_DEFAULTS["scenes"], True, {"scenes": 40, "test_scenes": 20, "per_scene": 4, "epochs": 1,
+                                                        "batch_size": 8, "lr": 2e-3})
+    assert module.main(["--quick", "--seeds", "1", "--images", "scenes", "--models", "question", "--image-encoder",
+                        "pretrained", "--scenes", "24", "--json", str(path)]) == 0
+    assert calls[-1]["image_encoder"] == "pretrained" and calls[-1]["images"] == "scenes"
+    assert json.loads(path.read_text())["settings"]["image_encoder"] == "pretrained"
 
 
 # vqa_detected_scenes.py ----------------------------------------------------------------------
