@@ -184,3 +184,12 @@ def test_a_captioner_trains_on_oracle_regions_and_bad_regions_are_refused(monkey
     assert report["model"].encoder.project.in_features == ORACLE_CHANNELS
     with pytest.raises(ValueError, match="unknown region features 'pixels'; expected one of encoder, oracle"):
         caption_data("train", 40, 0, True, regions="pixels")
+
+
+def test_caption_data_is_built_once_whether_its_arguments_come_by_position_or_by_name(monkeypatch):
+    from mmbook.generation.recipe import caption_data
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    by_position = caption_data("train", 30, 0, True)
+    assert caption_data("train", 30, seed=0, quick=True, root=None, download=False) is by_position
+    assert caption_data("train", 30, 0, True, regions="oracle") is not by_position

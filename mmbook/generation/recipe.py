@@ -47,7 +47,6 @@ def encode_references(captions: Sequence[str], vocab) -> torch.Tensor:
     return bos_eos_tokens(rows)
 
 
-@functools.lru_cache(maxsize=4)
 def caption_data(split: str, count: int, seed: int = 0, quick: bool = False, per_scene: int = REFERENCES_PER_SCENE,
                  root: Path | str | None = None, download: bool = False, regions: str = "encoder"):
     """Scenes, their references, and the loader dict of scenes with their references and region features.
@@ -57,14 +56,23 @@ def caption_data(split: str, count: int, seed: int = 0, quick: bool = False, per
     is a scene with all its references. With ``regions="encoder"`` the features are those of the frozen
     encoder :func:`~mmbook.generation.encoder.pretrain_backbone` ``(seed, quick)``; with ``"oracle"`` they are
     the scene's ground truth, :func:`~mmbook.generation.encoder.oracle_region_features` ``(C = 11)``. Built once
-    per process for the same arguments (everything is deterministic).
+    per process for the same arguments (everything is deterministic), whether they are passed by position or
+    by name.
     """
+    if regions not in REGION_SOURCES:
+        raise ValueError(f"unknown region features {regions!r}; expected one of {', '.join(REGION_SOURCES)}")
+    return _caption_data(split, count, seed, bool(quick), per_scene, root, download, regions)
+
+
+# Keyed on every argument in one order: lru_cache alone keys positional and keyword calls apart, so the pages'
+# positional calls and the recipe's keyword calls would each build the same scenes and features again.
+@functools.lru_cache(maxsize=8)
+def _caption_data(split: str, count: int, seed: int, quick: bool, per_scene: int, root: Path | str | None,
+                  download: bool, regions: str):
     from mmbook.data.scenes import load_scenes
     from mmbook.generation.encoder import oracle_region_features, pretrain_backbone, region_features
     from mmbook.generation.references import generation_vocabulary, scene_references
 
-    if regions not in REGION_SOURCES:
-        raise ValueError(f"unknown region features {regions!r}; expected one of {', '.join(REGION_SOURCES)}")
     scenes = load_scenes(split, count, seed=seed, quick=quick, root=root, download=download)
     references = scene_references(scenes, per_scene=per_scene, seed=seed + (7 if split == "test" else 0))
     flat = encode_references([caption for captions in references for caption in captions], generation_vocabulary())
