@@ -161,7 +161,7 @@ def train_scene_vqa(
         image_encoder: ``"scratch"`` (the model's own CNN, trained with the answers) or ``"pretrained"`` (the
             Generation chapter's scene backbone pretrained on CIFAR-10 and frozen,
             :class:`~mmbook.reasoning.models.PretrainedRegions`; ``images="scenes"`` only, ``width`` then being
-            its channels).
+            its channels). The question-only model reads no image and ignores it.
         families: the question families asked (default every family of the source).
         compositional: train on condition ``"A"`` of :data:`mmbook.data.shapes.CONDITIONS` (CLEVR-CoGenT's
             split: only red, green and blue objects come as squares) and test on A and on B (only orange, grey
