@@ -32,6 +32,7 @@ def run_seed(seed: int, quick: bool) -> dict:
     from mmbook.generation import (PrefixCaptioner, evaluate_captions, generate, generation_vocabulary,
                                    pretrain_caption_lm, train_scene_captioning)
     from mmbook.generation.recipe import caption_data
+    from mmbook.runtime import seed_everything
 
     settings = SETTINGS[quick]
     vocab = generation_vocabulary()
@@ -44,6 +45,7 @@ def run_seed(seed: int, quick: bool) -> dict:
     for system in SYSTEMS:
         result["cider_d"][system], result["seconds"][system] = [], []
         for size in settings["sizes"]:
+            seed_everything(seed)  # the projection starts the same whatever was trained before it (as on the page)
             model = (PrefixCaptioner(lm, test_tensors["features"].shape[2], freeze_lm=False)
                      if system == "tuned prefix" else None)
             report = train_scene_captioning("attention", model=model, seed=seed, quick=quick, scenes=size,

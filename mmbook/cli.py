@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scene-captioning: how captions are decoded (default greedy)")
     train.add_argument("--beam-width", type=_positive_int, default=3,
                        help="scene-captioning with --decoding beam: the beam width (default 3)")
+    train.add_argument("--no-repeat-ngram", type=_non_negative_int, default=0, metavar="N",
+                       help="scene-captioning with --decoding greedy or beam: never repeat N words in a row "
+                            "(default 0: no blocking)")
     train.add_argument("--download", action="store_true", help="download CIFAR-10 if no copy is found")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
     train.add_argument("--channels-last", action="store_true",

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mmbook.generation.decoding import beam_search, generate, greedy, sample
+from mmbook.generation.decoding import beam_search, generate, greedy, repeated_ngram_mask, sample
 from mmbook.generation.model import CAPTIONERS, build_captioner, caption_loss, next_word_accuracy
 from mmbook.generation.references import BOS_ID, EOS_ID
 
@@ -83,7 +83,47 @@ def test_sampling_at_low_temperature_or_small_nucleus_is_greedy():
     assert abs(share_b - 0.4) < 0.08  # p("b" first) = 0.4
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_repeated_ngram_mask_matches_a_loop(n):
+    tokens = torch.randint(4, 7, (40, 12), generator=torch.Generator().manual_seed(n))  # 3 words: repeats are common
+    mask = repeated_ngram_mask(tokens, n, 9)
+    for row, words in zip(mask.tolist(), tokens.tolist()):
+        written = {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+        context = tuple(words[len(words) - n + 1 :]) if n > 1 else ()
+        assert row == [context + (w,) in written for w in range(9)]
+    assert mask.any(), "random rows of three words must repeat some n-gram"
+    assert not repeated_ngram_mask(tokens, 0, 9).any()
+    assert not repeated_ngram_mask(tokens[:, : n - 1], n, 9).any()  # fewer than n words: nothing to repeat
+
+
+class Looping(ToyChain):
+    """After "a": "b" 0.6, <eos> 0.3, "a" 0.1; after "b": "a" 0.6, <eos> 0.4. Greedy loops "a b a b ..."."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        table = torch.full((6, 6), 1e-9)
+        table[BOS_ID, A] = 1.0
+        table[A, B], table[A, EOS_ID], table[A, A] = 0.6, 0.3, 0.1
+        table[B, A], table[B, EOS_ID] = 0.6, 0.4
+        table[EOS_ID, EOS_ID] = table[0, 0] = table[1, EOS_ID] = 1.0
+        self.table = (table / table.sum(1, keepdim=True)).log()
+
+
+def test_ngram_blocking_stops_a_loop():
+    model = Looping()
+    assert greedy(model, images(1), max_len=8) == [[A, B] * 4]
+    # "a b a", then "b" would write "a b" again: the next best word after "a" is <eos>
+    assert greedy(model, images(2), max_len=8, no_repeat_ngram=2) == [[A, B, A]] * 2
+    assert greedy(model, images(1), max_len=8, no_repeat_ngram=3) == [[A, B, A, B]]
+    for caption in beam_search(model, images(2), width=3, max_len=8, no_repeat_ngram=2):
+        bigrams = list(zip(caption, caption[1:]))
+        assert len(bigrams) == len(set(bigrams)) and caption
+    assert beam_search(model, images(1), width=1, max_len=8, no_repeat_ngram=2) == [[A, B, A]]
+
+
 @pytest.mark.parametrize("call, message", [
+    (lambda m: greedy(m, images(), no_repeat_ngram=-1), "no_repeat_ngram"),
+    (lambda m: beam_search(m, images(), no_repeat_ngram=1.5), "no_repeat_ngram"),
     (lambda m: beam_search(m, images(), width=0), "beam width"),
     (lambda m: beam_search(m, images(), width=7), "beam width"),
     (lambda m: sample(m, images(), top_p=0.0), "top_p"),

@@ -98,10 +98,11 @@ def test_cli_trains_a_captioner_offline_and_writes_its_figures(tmp_path, monkeyp
     monkeypatch.setenv("MMBOOK_QUICK", "1")
     out = tmp_path / "out.json"
     assert main(["train", "--task", "scene-captioning", "--quick", "--scenes", "200", "--epochs", "1",
-                 "--decoder", "global", "--decoding", "beam", "--beam-width", "2", "--no-progress",
-                 "--json", str(out)]) == 0
+                 "--decoder", "global", "--decoding", "beam", "--beam-width", "2", "--no-repeat-ngram", "3",
+                 "--no-progress", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["task"] == "scene-captioning" and result["decoder"] == "global" and result["decoding"] == "beam"
+    assert result["no_repeat_ngram"] == 3
     for key in ("bleu_4", "cider_d", "rouge_l", "chair_i", "chair_s", "object_recall", "reference_cider_d"):
         assert isinstance(result[key], float) and (math.isnan(result[key]) or result[key] >= 0), key
     assert 0 < result["reference_cider_d"] and result["train_scenes"] == 200
@@ -113,6 +114,25 @@ def test_cli_rejects_a_beam_wider_than_the_vocabulary(capsys):
     assert main(["train", "--task", "scene-captioning", "--quick", "--scenes", "50", "--epochs", "1",
                  "--decoding", "beam", "--beam-width", "1000", "--no-progress"]) == 2
     assert "beam width" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--decoding", "sample", "--no-repeat-ngram", "2"], "not to sampling"),
+    (["--no-repeat-ngram", "-1"], "zero or more"),
+])
+def test_cli_rejects_ngram_blocking_it_cannot_apply(flags, message, capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "scene-captioning", "--quick", "--scenes", "50", "--epochs", "1",
+                 "--no-progress", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_ngram_blocking_for_another_task(capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "scene-vqa", "--quick", "--no-repeat-ngram", "2", "--no-progress"]) == 2
+    assert "--no-repeat-ngram applies to --task scene-captioning" in capsys.readouterr().err
 
 
 def test_tracking_records_free_running_figures_each_epoch_and_train_index_picks_the_scenes(monkeypatch):

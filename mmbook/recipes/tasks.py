@@ -77,6 +77,7 @@ class Settings:
     decoder: str = "attention"
     decoding: str = "greedy"
     beam_width: int = 3
+    no_repeat_ngram: int = 0  # scene-captioning, greedy or beam: never repeat this many words in a row (0: off)
     # The fusion's options as (name, value) pairs, e.g. (("normalize", True),); a tuple, so that it compares by value.
     fusion_options: tuple[tuple[str, Any], ...] = ()
 
@@ -345,6 +346,8 @@ def _captioning(settings: Settings) -> tuple[Run, dict[str, Any]]:
 
     defaults, chosen = TASKS["scene-captioning"].resolve(settings)
     options = {"width": settings.beam_width} if settings.decoding == "beam" else {}
+    if settings.no_repeat_ngram:
+        options["no_repeat_ngram"] = settings.no_repeat_ngram
     result = train_scene_captioning(settings.decoder, scenes=settings.scenes or defaults.train_count, seed=settings.seed,
                                     device=settings.device, progress=settings.progress, quick=settings.quick,
                                     root=settings.data, download=settings.download, decoding=settings.decoding,
@@ -352,7 +355,8 @@ def _captioning(settings: Settings) -> tuple[Run, dict[str, Any]]:
     for name in ("captions", "references", "test_set"):
         result.pop(name)
     run = _run_of_report(result)
-    return run, {"decoder": settings.decoder, "decoding": settings.decoding, "train_scenes": result["train_scenes"],
+    return run, {"decoder": settings.decoder, "decoding": settings.decoding,
+                 "no_repeat_ngram": settings.no_repeat_ngram, "train_scenes": result["train_scenes"],
                  "test_scenes": result["test_scenes"]}
 
 
@@ -445,7 +449,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          _retrieval),
     Task("scene-captioning", "the generation chapter's captioner (--decoder blind, global, attention or transformer): "
          "BLEU, CIDEr-D and hallucination (CHAIR)", "cider_d", _captioning_defaults(False), _captioning_defaults(True),
-         frozenset({"scenes", "decoder", "decoding", "beam_width"}), _captioning),
+         frozenset({"scenes", "decoder", "decoding", "beam_width", "no_repeat_ngram"}), _captioning),
     Task("scene-vqa", "the reasoning chapter's visual question answering (--model question, image, concat, attention, "
          "film, relation or vilt; --images shapes or scenes): accuracy per question family", "overall",
          _vqa_defaults("shapes", False), _vqa_defaults("shapes", True),
