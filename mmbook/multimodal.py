@@ -150,6 +150,19 @@ def check_fusion_options(fusion: str, options: Mapping[str, object] | None) -> d
     return options
 
 
+def fusion_options_with_defaults(fusion: str, options: Mapping[str, object] | None) -> dict[str, object]:
+    """Every option of the fusion called ``fusion``: ``options`` (checked), the rest at their defaults.
+
+    ``{}`` and ``{"normalize": True}`` build the same GMU, and give the same dict here
+    (``{"hidden": 32, "normalize": True}``): the settings a checkpoint records, so that a run resumes whether its
+    options were spelled out or left at their defaults.
+    """
+    chosen = check_fusion_options(fusion, options)
+    parameters = inspect.signature(FUSIONS[fusion].__init__).parameters
+    return {name: chosen.get(name, parameters[name].default) for name in fusion_option_names(fusion)
+            if name in chosen or parameters[name].default is not inspect.Parameter.empty}
+
+
 def image_text_model(
     modalities: str | Sequence[str],
     vocab_size: int,

@@ -84,10 +84,13 @@ def test_captions_task_takes_fusion_options_and_resume_refuses_other_ones(capsys
     gmu = ["train", "--quick", "--epochs", "1", "--fusion", "gmu", "--checkpoint", str(ckpt), "--no-progress"]
     assert main([*gmu, "--fusion-option", "normalize=true", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["fusion_options"] == {"normalize": True}
+    # No option is the default, normalize=True: the same model, so the run resumes.
+    assert main([*gmu, "--resume", "--json", str(out)]) == 0
+    assert [r["epoch"] for r in json.loads(out.read_text())["history"]] == [1]
     # The same parameters with another option: the weights would load, so the checkpoint's settings are checked.
-    assert main([*gmu, "--resume"]) == 2
+    assert main([*gmu, "--resume", "--fusion-option", "normalize=false"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "fusion_options={'normalize': True}, not {}" in err
+    assert err.count("\n") == 1 and "'normalize': True}, not {'hidden': 32, 'normalize': False}" in err
     assert main([*gmu, "--fusion-option", "normalise=true"]) == 2
     assert "has no option 'normalise'; it accepts hidden, normalize" in capsys.readouterr().err
     assert main(["train", "--quick", "--fusion", "two_stage", "--fusion-option", "hidden=8", "--no-progress"]) == 2

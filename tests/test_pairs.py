@@ -351,11 +351,17 @@ def test_a_model_for_another_image_size_fails_with_an_error_naming_image_size():
 
 
 def test_fusion_options_reach_the_fusion_and_unknown_ones_name_the_accepted_ones(tmp_path):
-    from mmbook.multimodal import fusion_option_names
+    from mmbook.multimodal import fusion_option_names, fusion_options_with_defaults
 
     assert fusion_option_names("gmu") == ["hidden", "normalize"]
     assert fusion_option_names("late_average") == ["hidden"]  # num_classes is the builder's
     assert fusion_option_names("concat") == []
+    assert (fusion_options_with_defaults("gmu", {}) == fusion_options_with_defaults("gmu", {"normalize": True})
+            == {"hidden": 32, "normalize": True})
+    assert fusion_options_with_defaults("gmu", {"hidden": 8}) == {"hidden": 8, "normalize": True}
+    assert fusion_options_with_defaults("concat", None) == {}
+    with pytest.raises(ValueError, match="has no option 'normalise'"):
+        fusion_options_with_defaults("gmu", {"normalise": False})
     with pytest.raises(ValueError, match=r"fusion 'gmu' has no option 'normalise'; it accepts hidden, normalize"):
         image_text_model("image+text", 20, num_classes=3, fusion="gmu", fusion_options={"normalise": True})
     with pytest.raises(ValueError, match="fusion 'concat' has no option 'hidden'; it accepts no options"):

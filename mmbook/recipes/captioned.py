@@ -9,7 +9,7 @@ import torch
 from mmbook.data import DeviceLoader
 from mmbook.data.loaders import CIFAR10_MEAN, CIFAR10_STD, image_statistics
 from mmbook.fusion import ModalityDropout
-from mmbook.multimodal import image_text_model
+from mmbook.multimodal import fusion_options_with_defaults, image_text_model
 from mmbook.runtime import pick_device, seed_everything
 from mmbook.recipes.run import Run
 from mmbook.training import fit
@@ -108,7 +108,9 @@ def train_image_text(
                   epochs=epochs, lr=lr, device=device, channels_last=channels_last,
                   description=f"{modalities} {fusion}",
                   extra_state={"modalities": modalities, "fusion": fusion, "text_encoder": text_encoder,
-                               "num_classes": num_classes, "fusion_options": dict(fusion_options or {})},
+                               "num_classes": num_classes,
+                               # every option, defaults filled in: {} and {"normalize": True} resume each other
+                               "fusion_settings": fusion_options_with_defaults(fusion, fusion_options)},
                   **fit_options)
     metrics = {"test_accuracy": history.last["test_accuracy"]} if len(history) else {}
     return Run(model, history, metrics)
