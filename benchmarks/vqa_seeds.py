@@ -6,12 +6,13 @@
     python benchmarks/vqa_seeds.py --question bow       # the question as a bag of words instead of an LSTM
     python benchmarks/vqa_seeds.py --images scenes --image-encoder pretrained   # a frozen CIFAR-10 backbone
     python benchmarks/vqa_seeds.py --epochs 24          # longer runs (also --scenes, --lr)
+    python benchmarks/vqa_seeds.py --epochs 32 --curriculum 16   # non-relational questions only for 16 epochs
     python benchmarks/vqa_seeds.py --quick              # quick mode (a smoke test of the script)
 
 Trains each model with ``train_scene_vqa(model, images, seed=S)`` at the CLI's defaults
 (:data:`mmbook.reasoning.recipe.VQA_DEFAULTS`, the runs of ``mmbook train --task scene-vqa --images I --model M --seed S``;
-``--question``, ``--image-encoder``, ``--epochs``, ``--scenes`` and ``--lr`` are passed on as the CLI's flags of the
-same names)
+``--question``, ``--image-encoder``, ``--epochs``, ``--scenes``, ``--lr`` and ``--curriculum`` are passed on as the
+CLI's flags of the same names)
 and prints accuracy overall, on non-relational and on relational questions, per run and as mean ± std, and the
 mean ± std of every question family. A seed sets
 the scenes, the questions, the initialisation and the batch order, so the models of one seed answer the same test
@@ -44,12 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CLI's)")
     parser.add_argument("--scenes", type=int, default=None, help="training scenes (default: the CLI's)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
+    parser.add_argument("--curriculum", type=int, default=0,
+                        help="epochs of non-relational questions only before every question (default 0)")
     args = parser.parse_args(argv)
     from mmbook.reasoning.programs import families_for
     from mmbook.reasoning.recipe import train_scene_vqa
 
     settings = {"question": args.question, "image_encoder": args.image_encoder, "epochs": args.epochs,
-                "scenes": args.scenes, "lr": args.lr}
+                "scenes": args.scenes, "lr": args.lr, "curriculum": args.curriculum}
 
     values: dict[str, dict[str, list[float]]] = {}
     by_family: dict[str, dict[str, list[float]]] = {}  # model -> family -> one accuracy per seed

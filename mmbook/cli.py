@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--image-encoder", choices=IMAGE_ENCODERS, default="scratch",
                        help="scene-vqa on --images scenes: the model's own CNN trained from scratch (default), or the "
                             "Generation chapter's scene backbone pretrained on CIFAR-10 and frozen")
+    train.add_argument("--curriculum", type=_non_negative_int, default=0, metavar="EPOCHS",
+                       help="scene-vqa: ask only the non-relational questions for the first EPOCHS epochs, then every "
+                            "question (default 0: every question from the start)")
     train.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                        help="cifar10 fastcnn: the settings (default: gpu on CUDA, else cpu; gpu-93 is wider and longer)")
     train.add_argument("--lr", type=_positive_float, default=None,

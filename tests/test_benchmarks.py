@@ -313,10 +313,10 @@ def test_vqa_seeds_passes_the_question_encoder_and_the_sizes_on(tmp_path, monkey
     monkeypatch.setattr(recipe, "train_scene_vqa", recording)
     path = tmp_path / "vqa.json"
     assert module.main(["--quick", "--seeds", "1", "--models", "concat", "--question", "bow", "--epochs", "2",
-                        "--scenes", "24", "--json", str(path)]) == 0
-    assert [(c["question_encoder"], c["epochs"], c["scenes"]) for c in calls] == [("bow", 2, 24)]
+                        "--scenes", "24", "--curriculum", "1", "--json", str(path)]) == 0
+    assert [(c["question_encoder"], c["epochs"], c["scenes"], c["curriculum"]) for c in calls] == [("bow", 2, 24, 1)]
     assert json.loads(path.read_text())["settings"] == {"question": "bow", "image_encoder": "scratch", "epochs": 2,
-                                                        "scenes": 24, "lr": None}
+                                                        "scenes": 24, "lr": None, "curriculum": 1}
     monkeypatch.setitem(VQA_DEFAULTS["scenes"], True, {"scenes": 40, "test_scenes": 20, "per_scene": 4, "epochs": 1,
                                                         "batch_size": 8, "lr": 2e-3})
     assert module.main(["--quick", "--seeds", "1", "--images", "scenes", "--models", "question", "--image-encoder",

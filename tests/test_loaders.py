@@ -217,3 +217,30 @@ def test_bad_shard_arguments_are_refused():
         DeviceLoader(make_tensors(2), 3, shuffle=True, rank=0, world_size=3)
     with pytest.raises(ValueError, match=r"global batch \(--batch-size\) and must be divisible by the 3 processes"):
         DeviceLoader(make_tensors(12), 4, shuffle=True, rank=0, world_size=3)
+
+
+def test_curriculum_loader_gives_the_first_loader_then_the_second_and_follows_set_epoch():
+    from mmbook.data import CurriculumLoader
+
+    easy, hard = make_tensors(8), make_tensors(8)
+    hard["label"] = hard["label"] + 100
+    loader = CurriculumLoader(DeviceLoader(easy, 4, shuffle=True, seed=0), DeviceLoader(hard, 4, shuffle=True, seed=0), 2)
+    assert len(loader) == 2
+    labels = []
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        labels.append(sorted(torch.cat([batch["label"] for batch in loader]).tolist()))
+    assert labels[0] == labels[1] == list(range(8)) and labels[2] == labels[3] == list(range(100, 108))
+    loader.set_epoch(1)  # a run resumed in the first phase goes on in it
+    assert max(torch.cat([batch["label"] for batch in loader]).tolist()) < 100
+    never = CurriculumLoader(DeviceLoader(easy, 4), DeviceLoader(hard, 4), 0)
+    assert min(torch.cat([batch["label"] for batch in never]).tolist()) >= 100
+
+
+def test_curriculum_loader_refuses_loaders_of_other_lengths_and_bad_epochs():
+    from mmbook.data import CurriculumLoader
+
+    with pytest.raises(ValueError, match="as many batches per epoch: 2 and 3"):
+        CurriculumLoader(DeviceLoader(make_tensors(8), 4), DeviceLoader(make_tensors(12), 4), 1)
+    with pytest.raises(ValueError, match="first_epochs must be a whole number"):
+        CurriculumLoader(DeviceLoader(make_tensors(8), 4), DeviceLoader(make_tensors(8), 4), -1)

@@ -134,6 +134,43 @@ def test_the_compositional_split_trains_on_a_and_tests_on_a_and_b():
         vqa_data("scenes", "test", 8, 6, condition="B")
 
 
+def test_a_curriculum_asks_only_non_relational_questions_first(monkeypatch):
+    import mmbook.training
+
+    from mmbook.reasoning import FAMILIES
+    from mmbook.reasoning.recipe import vqa_data
+
+    seen = {}
+    real_fit = mmbook.training.fit
+
+    def recording_fit(model, loader, **options):
+        seen["loader"] = loader
+        return real_fit(model, loader, **options)
+
+    monkeypatch.setattr(mmbook.training, "fit", recording_fit)
+    report = train_scene_vqa("concat", "shapes", quick=True, scenes=24, test_scenes=12, per_scene=6, epochs=2,
+                             batch_size=8, progress=False, curriculum=1)
+    assert report["curriculum"] == 1 and 0.0 <= report["overall"] <= 1.0
+    loader = seen["loader"]
+    easy = tuple(f for f in FAMILIES if not FAMILIES[f].relational and f in report)
+    questions, tensors, _ = vqa_data("shapes", "train", 24, 6, families=easy)
+    assert torch.equal(loader.first.tensors["question"], tensors["question"])
+    assert not any(FAMILIES[f].relational for f in questions.family)
+    assert torch.equal(loader.then.tensors["question"], vqa_data("shapes", "train", 24, 6)[1]["question"])
+    loader.set_epoch(1)
+    assert loader.active is loader.then
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"curriculum": 2}, "must be shorter than the run"),
+    ({"curriculum": -1}, "whole number of epochs"),
+    ({"curriculum": 1, "families": ("shape_of_colour",)}, "needs both kinds"),
+])
+def test_a_curriculum_that_cannot_work_is_a_clear_error(options, message):
+    with pytest.raises(ValueError, match=message):
+        train_scene_vqa("concat", "shapes", quick=True, scenes=8, epochs=2, progress=False, **options)
+
+
 def test_the_compositional_split_is_for_shapes_only():
     with pytest.raises(ValueError, match="compositional split is defined for the shapes only"):
         train_scene_vqa("concat", "scenes", quick=True, scenes=8, epochs=1, progress=False, compositional=True)
@@ -211,6 +248,23 @@ def test_cli_cifar10_rejects_a_vqa_model(capsys):
     assert main(["train", "--task", "cifar10", "--quick", "--model", "film", "--no-progress"]) == 2
     assert "--task cifar10 --model must be fastcnn or lenet" in capsys.readouterr().err
 
+
+
+def test_cli_curriculum_reaches_the_recipe_and_the_json(tmp_path, monkeypatch, capsys):
+    import json
+
+    from mmbook.cli import main
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    out = tmp_path / "out.json"
+    assert main(["train", "--task", "scene-vqa", "--quick", "--model", "concat", "--scenes", "16", "--epochs", "2",
+                 "--curriculum", "1", "--no-progress", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["curriculum"] == 1
+    assert main(["train", "--task", "scene-vqa", "--quick", "--scenes", "16", "--epochs", "2", "--curriculum", "2",
+                 "--no-progress"]) == 2
+    assert "must be shorter than the run" in capsys.readouterr().err
+    assert main(["train", "--task", "cifar10", "--quick", "--curriculum", "1", "--no-progress"]) == 2
+    assert "--curriculum applies to --task scene-vqa, not cifar10" in capsys.readouterr().err
 
 
 def test_cli_question_bow_trains_with_a_bag_of_words(tmp_path, monkeypatch):

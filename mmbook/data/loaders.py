@@ -362,3 +362,37 @@ class AugmentedLoader:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in self.loader:
             yield self.augment(batch, self.generator)
+
+
+class CurriculumLoader:
+    """A curriculum of two loaders: ``first`` for the first ``first_epochs`` epochs, then ``then``.
+
+    For instance the same scenes asked only the easier questions first (curriculum learning, Bengio et al.
+    2009). Both must give the same number of batches per epoch, since :func:`mmbook.training.fit` sets its
+    learning-rate schedule from ``len(loader)``. The phase follows :meth:`set_epoch`, which ``fit`` calls at
+    every epoch, so a resumed run goes on in the phase it was in.
+
+    Raises:
+        ValueError: the loaders' lengths differ, or ``first_epochs`` is not a whole number >= 0.
+    """
+
+    def __init__(self, first: DeviceLoader, then: DeviceLoader, first_epochs: int) -> None:
+        if len(first) != len(then):
+            raise ValueError(f"a curriculum's loaders must give as many batches per epoch: {len(first)} and "
+                             f"{len(then)}; build both from the same number of samples and the same batch size")
+        if not isinstance(first_epochs, int) or isinstance(first_epochs, bool) or first_epochs < 0:
+            raise ValueError(f"first_epochs must be a whole number >= 0, got {first_epochs!r}")
+        self.first, self.then, self.first_epochs = first, then, first_epochs
+        self.active = first if first_epochs > 0 else then
+        self.generator = then.generator
+
+    def __len__(self) -> int:
+        return len(self.then)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pick this epoch's loader and forward the epoch to it (see :meth:`DeviceLoader.set_epoch`)."""
+        self.active = self.first if epoch < self.first_epochs else self.then
+        self.active.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return iter(self.active)

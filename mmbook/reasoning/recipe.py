@@ -145,6 +145,7 @@ def train_scene_vqa(
     image_encoder: str = "scratch",
     families: tuple[str, ...] | None = None,
     compositional: bool = False,
+    curriculum: int = 0,
     device: torch.device | str | None = None,
     root: Path | str | None = None,
     download: bool = False,
@@ -163,6 +164,10 @@ def train_scene_vqa(
             :class:`~mmbook.reasoning.models.PretrainedRegions`; ``images="scenes"`` only, ``width`` then being
             its channels). The question-only model reads no image and ignores it.
         families: the question families asked (default every family of the source).
+        curriculum: for the first ``curriculum`` epochs ask only the non-relational families (the same scenes,
+            as many questions each), then every family: a curriculum (Bengio et al. 2009) in which a model first
+            learns to find the object a question names, undisturbed by the questions it cannot yet answer
+            (:class:`~mmbook.data.CurriculumLoader`). 0: every family from the start.
         compositional: train on condition ``"A"`` of :data:`mmbook.data.shapes.CONDITIONS` (CLEVR-CoGenT's
             split: only red, green and blue objects come as squares) and test on A and on B (only orange, grey
             and yellow do); ``shapes`` only.
@@ -176,7 +181,7 @@ def train_scene_vqa(
         family, relational, non-relational and overall on each condition's test scenes) and ``drop`` (A's
         overall accuracy minus B's).
     """
-    from mmbook.data import DeviceLoader
+    from mmbook.data import CurriculumLoader, DeviceLoader
     from mmbook.runtime import pick_device, seed_everything
     from mmbook.training import fit
 
@@ -194,6 +199,12 @@ def train_scene_vqa(
     if image_encoder == "pretrained" and images != "scenes":
         raise ValueError(f"the pretrained image encoder was trained on CIFAR-10 objects and reads the CIFAR-10 scenes, "
                          f"not {images!r}; use images='scenes' or image_encoder='scratch'")
+    asked = families if families is not None else families_for(images)
+    if not isinstance(curriculum, int) or isinstance(curriculum, bool) or curriculum < 0:
+        raise ValueError(f"curriculum must be a whole number of epochs >= 0, got {curriculum!r}")
+    if curriculum and not (any(FAMILIES[f].relational for f in asked) and not all(FAMILIES[f].relational for f in asked)):
+        raise ValueError(f"a curriculum asks the non-relational families first and then every family, so it needs "
+                         f"both kinds among the families asked ({', '.join(asked)}); use curriculum=0")
     if compositional and images != "shapes":
         raise ValueError(f"the compositional split is defined for the shapes only, not {images!r}; "
                          "use images='shapes' or compositional=False")
@@ -207,6 +218,9 @@ def train_scene_vqa(
     train_questions, train_tensors, _ = vqa_data(images, "train", settings["scenes"], settings["per_scene"], seed,
                                                  quick, families, root, download, train_condition)
     backbone, encoder_facts = None, {}
+    if curriculum >= settings["epochs"]:
+        raise ValueError(f"curriculum ({curriculum} epochs of non-relational questions) must be shorter than the run "
+                         f"({settings['epochs']} epochs), or every epoch would skip the relational questions")
     if image_encoder == "pretrained" and model != "question":  # the question-only model reads no image
         from mmbook.generation.encoder import pretrain_backbone
 
@@ -217,6 +231,13 @@ def train_scene_vqa(
     statistics = {"mean": (PIXEL_MEAN,) * 3, "std": (PIXEL_STD,) * 3}
     train_loader = DeviceLoader(train_tensors, settings["batch_size"], shuffle=True, drop_last=True, device=device,
                                 seed=seed, **statistics)
+    if curriculum:
+        easy = tuple(f for f in asked if not FAMILIES[f].relational)
+        _, easy_tensors, _ = vqa_data(images, "train", settings["scenes"], settings["per_scene"], seed, quick, easy,
+                                      root, download, train_condition)
+        train_loader = CurriculumLoader(DeviceLoader(easy_tensors, settings["batch_size"], shuffle=True, drop_last=True,
+                                                     device=device, seed=seed, **statistics),
+                                        train_loader, curriculum)
     started = time.perf_counter()
     history = fit(network, train_loader, epochs=settings["epochs"], lr=settings["lr"], weight_decay=weight_decay,
                   device=device, loss_fn=vqa_loss, accuracy_fn=vqa_accuracy, max_grad_norm=5.0, progress=progress,
@@ -238,6 +259,7 @@ def train_scene_vqa(
     report.update({
         "prior": question_prior_accuracy(train_questions, test_questions),
         "model_name": model, "question_encoder": question, "image_encoder": image_encoder, **encoder_facts,
+        "curriculum": curriculum,
         "images": images, "seed": seed, "train_seconds": train_seconds,
         "parameters": sum(p.numel() for p in network.parameters()),
         "train_questions": len(train_questions), "test_questions": len(test_questions), **settings,

@@ -67,6 +67,7 @@ class Settings:
     compositional: bool = False  # scene-vqa on shapes: train on CoGenT-style condition A, test on A and B
     question: str = "lstm"  # scene-vqa: the question encoder, "lstm" or "bow" (mmbook.reasoning.QUESTION_ENCODERS)
     image_encoder: str = "scratch"  # scene-vqa on scenes: "scratch" or "pretrained" (mmbook.reasoning.IMAGE_ENCODERS)
+    curriculum: int = 0  # scene-vqa: epochs of non-relational questions only before every question is asked
     recipe: str | None = None
     data_file: Path | None = None
     test_file: Path | None = None
@@ -383,12 +384,13 @@ def _vqa(settings: Settings) -> tuple[Run, dict[str, Any]]:
                              test_scenes=defaults.test_count, seed=settings.seed, quick=settings.quick,
                              device=settings.device, progress=settings.progress, root=settings.data,
                              download=settings.download, compositional=settings.compositional,
-                             question=settings.question, image_encoder=settings.image_encoder, **chosen)
+                             question=settings.question, image_encoder=settings.image_encoder,
+                             curriculum=settings.curriculum, **chosen)
     prior = result.pop("prior")
     compositional = result.pop("compositional", None)
     run = _run_of_report(result)
     facts = {"model": model, "question_encoder": settings.question, "image_encoder": settings.image_encoder,
-             "images": settings.images,
+             "images": settings.images, "curriculum": settings.curriculum,
              "train_scenes": result["scenes"],
              "test_scenes": result["test_scenes"], "question_only_by_counting": prior}
     if compositional is not None:
@@ -453,7 +455,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("scene-vqa", "the reasoning chapter's visual question answering (--model question, image, concat, attention, "
          "film, relation or vilt; --images shapes or scenes): accuracy per question family", "overall",
          _vqa_defaults("shapes", False), _vqa_defaults("shapes", True),
-         frozenset({"scenes", "model", "images", "compositional", "question", "image_encoder"}), _vqa),
+         frozenset({"scenes", "model", "images", "compositional", "question", "image_encoder", "curriculum"}), _vqa),
     Task("pairs", "your own image-text pairs (--data-file pairs.jsonl or .csv; any fusion)", "test_accuracy",
          Defaults(epochs=10, batch_size=64), Defaults(epochs=2, batch_size=64), PAIRS_OPTIONS, _pairs),
     Task("pairs-retrieval", "retrieval on your own caption-only pairs (--data-file pairs.jsonl or .csv, no labels): "
