@@ -214,13 +214,13 @@ def train_scene_vqa(
                        "batch_size": batch_size, "lr": lr}.items():
         if value is not None:
             settings[key] = value
+    if curriculum >= settings["epochs"]:
+        raise ValueError(f"curriculum ({curriculum} epochs of non-relational questions) must be shorter than the run "
+                         f"({settings['epochs']} epochs), or every epoch would skip the relational questions")
     device = pick_device(device)
     train_questions, train_tensors, _ = vqa_data(images, "train", settings["scenes"], settings["per_scene"], seed,
                                                  quick, families, root, download, train_condition)
     backbone, encoder_facts = None, {}
-    if curriculum >= settings["epochs"]:
-        raise ValueError(f"curriculum ({curriculum} epochs of non-relational questions) must be shorter than the run "
-                         f"({settings['epochs']} epochs), or every epoch would skip the relational questions")
     if image_encoder == "pretrained" and model != "question":  # the question-only model reads no image
         from mmbook.generation.encoder import pretrain_backbone
 
