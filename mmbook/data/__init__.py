@@ -14,14 +14,16 @@ from mmbook.data.cifar10 import (
     locate_cifar10,
 )
 from mmbook.data.loaders import (
-    CIFAR10_MEAN, CIFAR10_STD, IMAGE_ID, AugmentedLoader, CurriculumLoader, DeviceLoader, augment_images, image_statistics, normalize_images,
+    CIFAR10_MEAN, CIFAR10_STD, IMAGE_ID, AugmentedLoader, CurriculumLoader, DeviceLoader, augment_images, image_statistics,
+    normalize_images,
 )
 from mmbook.data.pairs import ImageTextPairs, PairSplit, load_pairs
 from mmbook.data.subsets import take
 from mmbook.text.vocab import LabelVocabulary
 
 __all__ = [
-    "AugmentedLoader", "CurriculumLoader", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "IMAGE_ID", "ImageTextPairs", "LabelVocabulary",
+    "AugmentedLoader", "CurriculumLoader", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "IMAGE_ID", "ImageTextPairs",
+    "LabelVocabulary",
     "PairSplit", "image_statistics", "load_pairs", "CaptionGenerator", "CaptionedCIFAR10", "CaptionedSplit", "CorruptDataError",
     "DataNotFoundError", "DeviceLoader", "ImageSet", "augment_images", "cache_dir", "caption_groups",
     "data_root", "load_captioned_cifar10", "load_cifar10", "locate_cifar10",

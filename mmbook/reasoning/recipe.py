@@ -200,9 +200,10 @@ def train_scene_vqa(
         raise ValueError(f"the pretrained image encoder was trained on CIFAR-10 objects and reads the CIFAR-10 scenes, "
                          f"not {images!r}; use images='scenes' or image_encoder='scratch'")
     asked = families if families is not None else families_for(images)
+    easy = tuple(f for f in asked if not FAMILIES[f].relational)  # what a curriculum asks first
     if not isinstance(curriculum, int) or isinstance(curriculum, bool) or curriculum < 0:
         raise ValueError(f"curriculum must be a whole number of epochs >= 0, got {curriculum!r}")
-    if curriculum and not (any(FAMILIES[f].relational for f in asked) and not all(FAMILIES[f].relational for f in asked)):
+    if curriculum and not 0 < len(easy) < len(asked):
         raise ValueError(f"a curriculum asks the non-relational families first and then every family, so it needs "
                          f"both kinds among the families asked ({', '.join(asked)}); use curriculum=0")
     if compositional and images != "shapes":
@@ -232,7 +233,6 @@ def train_scene_vqa(
     train_loader = DeviceLoader(train_tensors, settings["batch_size"], shuffle=True, drop_last=True, device=device,
                                 seed=seed, **statistics)
     if curriculum:
-        easy = tuple(f for f in asked if not FAMILIES[f].relational)
         _, easy_tensors, _ = vqa_data(images, "train", settings["scenes"], settings["per_scene"], seed, quick, easy,
                                       root, download, train_condition)
         train_loader = CurriculumLoader(DeviceLoader(easy_tensors, settings["batch_size"], shuffle=True, drop_last=True,
