@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mmbook.fastcnn import RECIPES
     from mmbook.fusion import FUSIONS
     from mmbook.generation.decoding import DECODERS
+    from mmbook.generation.encoder import ENCODERS
     from mmbook.generation.model import CAPTIONERS
     from mmbook.reasoning.models import IMAGE_ENCODERS, QUESTION_ENCODERS, VQA_MODELS
     from mmbook.reasoning.recipe import IMAGE_SOURCES
@@ -179,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-repeat-ngram", type=_non_negative_int, default=0, metavar="N",
                        help="scene-captioning with --decoding greedy or beam: never repeat N words in a row "
                             "(default 0: no blocking)")
+    train.add_argument("--pretrained-encoder", choices=tuple(ENCODERS), default="small",
+                       help="scene-captioning: the frozen image encoder pretrained on CIFAR-10, small (default, the "
+                            "pages') or large (about six times the cost per image; it recognises more of the objects)")
+    train.add_argument("--mirror-regions", action="store_true",
+                       help="scene-captioning: average each region's features with those of the mirrored scene "
+                            "(test-time flip augmentation, on training and test scenes)")
     train.add_argument("--download", action="store_true", help="download CIFAR-10 if no copy is found")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
     train.add_argument("--channels-last", action="store_true",

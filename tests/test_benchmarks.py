@@ -266,6 +266,46 @@ def test_captioning_seeds_with_oracle_regions_gives_every_system_the_ground_trut
     assert precision["oracle"] > precision["encoder"] + 0.2, precision
 
 
+def test_captioning_seeds_reads_the_large_mirrored_encoder_with_more_scenes_and_beams(tmp_path, monkeypatch):
+    from mmbook.generation import recipe
+    from mmbook.generation.recipe import CAPTIONING_DEFAULTS
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    monkeypatch.setitem(CAPTIONING_DEFAULTS, True, {"scenes": 60, "test_scenes": 30, "epochs": 1, "batch_size": 16,
+                                                     "lr": 3e-3})
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = load_benchmark("captioning_seeds")
+    calls = []
+    train = recipe.train_scene_captioning
+
+    def recording(kind, **options):
+        calls.append((kind, options))
+        return train(kind, **options)
+
+    monkeypatch.setattr(recipe, "train_scene_captioning", recording)
+    monkeypatch.setattr("mmbook.generation.train_scene_captioning", recording)
+    path = tmp_path / "large.json"
+    assert module.main(["--quick", "--seeds", "1", "--encoder", "large", "--mirror", "--scenes", "80",
+                        "--beam-width", "2", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert (result["encoder"], result["mirror"], result["scenes"], result["beam_width"]) == ("large", True, 80, 2)
+    assert 0 < result["encoders"][0]["pretrain_accuracy"] <= 1
+    assert [kind for kind, _ in calls] == ["blind", "attention", "transformer"]
+    for _, options in calls:
+        assert (options["encoder"], options["mirror"], options["scenes"]) == ("large", True, 80)
+        assert options["decoding"] == "beam" and options["decoding_options"] == {"width": 2}
+
+
+@pytest.mark.parametrize("flags", [["--regions", "oracle", "--mirror"], ["--regions", "oracle", "--encoder", "large"],
+                                   ["--beam-width", "0"], ["--scenes", "0"]])
+def test_captioning_seeds_refuses_settings_it_cannot_apply(flags, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = load_benchmark("captioning_seeds")
+    with pytest.raises(SystemExit) as error:
+        module.main(["--quick", *flags])
+    assert error.value.code == 2
+
+
 # vqa_seeds.py --------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import torch
 
 from mmbook.generation import encoder as encoder_module
 from mmbook.generation.encoder import region_features, shrink_onto_canvas
-from mmbook.generation.recipe import encode_references, evaluate_captions
+from mmbook.generation.recipe import caption_data, encode_references, evaluate_captions
 from mmbook.generation.references import BOS_ID, EOS_ID, generation_vocabulary, scene_references
 from mmbook.objectives.backbone import SceneBackbone
 
@@ -34,11 +34,27 @@ def test_region_features_are_a_4x4_grid_of_the_backbone():
         region_features(backbone, torch.rand(3, 3, 64, 64))
 
 
+def test_mirrored_regions_of_a_mirrored_scene_are_the_same_regions_mirrored():
+    torch.manual_seed(0)
+    backbone = SceneBackbone(8).eval()
+    scenes = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+
+    def mirrored_grid(features):  # (N, 16, C), row by row over a 4x4 grid -> the same grid flipped left to right
+        return features.reshape(len(features), 4, 4, -1).flip(2).reshape(features.shape)
+
+    plain = region_features(backbone, scenes)
+    averaged = region_features(backbone, scenes, mirror=True)
+    # averaging with the mirror image makes the features exactly equivariant to flipping the scene; a CNN's own are not
+    assert torch.allclose(mirrored_grid(region_features(backbone, scenes.flip(-1), mirror=True)), averaged, atol=1e-5)
+    assert not torch.allclose(mirrored_grid(region_features(backbone, scenes.flip(-1))), plain, atol=1e-3)
+    assert torch.allclose(averaged, (plain + mirrored_grid(region_features(backbone, scenes.flip(-1)))) / 2, atol=1e-5)
+
+
 def test_pretrained_encoder_is_cached_and_a_corrupt_cache_is_retrained(tmp_path, monkeypatch):
     monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path))
     calls = []
 
-    def fake_pretrain(seed, quick, root, download):
+    def fake_pretrain(seed, quick, root, download, encoder):
         calls.append(seed)
         return SceneBackbone(32).eval().requires_grad_(False), {"pretrain_accuracy": 0.5, "pretrain_seconds": 1.0,
                                                                 "pretrain_images": 10, "pretrain_epochs": 1}
@@ -59,6 +75,71 @@ def test_pretrained_encoder_is_cached_and_a_corrupt_cache_is_retrained(tmp_path,
         assert calls == [5, 5]
     finally:
         encoder_module.pretrain_backbone.cache_clear()
+
+
+def test_large_encoder_gives_the_same_grid_as_the_small_one_and_is_cached_apart(tmp_path, monkeypatch):
+    from mmbook.objectives.backbone import LargeSceneBackbone
+
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert region_features(SceneBackbone(8).eval(), images).shape == (2, 16, 16)  # 2w channels
+    assert region_features(LargeSceneBackbone(8).eval(), images).shape == (2, 16, 32)  # the same 4x4 regions, 4w channels
+    with pytest.raises(ValueError, match="normalized float images"):
+        LargeSceneBackbone(8)(images)
+    monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path))
+    built = []
+
+    def fake_pretrain(seed, quick, root, download, encoder):
+        built.append(encoder)
+        backbone = encoder_module.ENCODERS[encoder](32).eval().requires_grad_(False)
+        return backbone, {"pretrain_accuracy": 0.5, "pretrain_seconds": 1.0, "pretrain_images": 10, "pretrain_epochs": 1}
+
+    monkeypatch.setattr(encoder_module, "_pretrain", fake_pretrain)
+    encoder_module.pretrain_backbone.cache_clear()
+    try:
+        small, _ = encoder_module.pretrain_backbone(seed=3, quick=True)
+        large, _ = encoder_module.pretrain_backbone(seed=3, quick=True, encoder="large")
+        assert built == ["small", "large"]
+        assert type(small) is SceneBackbone and type(large) is LargeSceneBackbone
+        assert sorted(path.name for path in tmp_path.rglob("*.pt")) == [
+            "generation_encoder_large_v2_seed3_quick.pt", "generation_encoder_v2_seed3_quick.pt"]
+        encoder_module.pretrain_backbone.cache_clear()
+        reloaded, _ = encoder_module.pretrain_backbone(seed=3, quick=True, encoder="large")
+        assert built == ["small", "large"] and type(reloaded) is LargeSceneBackbone
+    finally:
+        encoder_module.pretrain_backbone.cache_clear()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: encoder_module.pretrain_backbone(seed=0, quick=True, encoder="huge"),
+    lambda: encoder_module.GridClassifier(8, encoder="huge"),
+    lambda: caption_data("test", 10, quick=True, encoder="huge"),
+])
+def test_an_unknown_encoder_is_a_clear_error(call):
+    with pytest.raises(ValueError, match="unknown image encoder 'huge'; expected one of small, large"):
+        call()
+
+
+@pytest.mark.parametrize("options", [{"encoder": "large"}, {"mirror": True}])
+def test_the_oracles_regions_refuse_an_encoders_settings(options):
+    with pytest.raises(ValueError, match="the oracle's regions come from the scenes' ground truth"):
+        caption_data("test", 10, quick=True, regions="oracle", **options)
+
+
+def test_the_references_ceiling_needs_no_encoder(tmp_path, monkeypatch):
+    from mmbook.generation.recipe import reference_ceiling
+
+    monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path))  # no encoder cached on disk either
+
+    def no_pretraining(*args):
+        raise AssertionError("the references' agreement pretrained an image encoder it does not read")
+
+    monkeypatch.setattr(encoder_module, "_pretrain", no_pretraining)
+    encoder_module.pretrain_backbone.cache_clear()
+    try:
+        ceiling = reference_ceiling("test", 20, seed=11, quick=True)
+    finally:
+        encoder_module.pretrain_backbone.cache_clear()
+    assert 0 < ceiling["cider_d"] and 0 < ceiling["bleu_4"] <= 1
 
 
 def test_encode_references_frames_every_caption_and_refuses_unknown_words():
@@ -126,6 +207,32 @@ def test_cli_rejects_ngram_blocking_it_cannot_apply(flags, message, capsys):
     assert main(["train", "--task", "scene-captioning", "--quick", "--scenes", "50", "--epochs", "1",
                  "--no-progress", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_trains_on_the_large_encoder_and_says_so(tmp_path, monkeypatch):
+    from mmbook.cli import main
+
+    monkeypatch.setenv("MMBOOK_QUICK", "1")
+    monkeypatch.setenv("MMBOOK_CACHE", str(tmp_path / "cache"))  # the encoder is pretrained here, not found cached
+    out = tmp_path / "out.json"
+    encoder_module.pretrain_backbone.cache_clear()
+    try:
+        assert main(["train", "--task", "scene-captioning", "--quick", "--scenes", "100", "--epochs", "1",
+                     "--pretrained-encoder", "large", "--mirror-regions", "--no-progress", "--json", str(out)]) == 0
+    finally:
+        encoder_module.pretrain_backbone.cache_clear()
+    result = json.loads(out.read_text())
+    assert result["pretrained_encoder"] == "large" and result["mirror_regions"] is True
+    assert [path.name for path in (tmp_path / "cache").rglob("generation_encoder*.pt")] == [
+        "generation_encoder_large_v2_seed0_quick.pt"]
+    assert 0 < result["pretrain_accuracy"] <= 1
+
+
+def test_cli_refuses_the_pretrained_encoder_flag_for_another_task(capsys):
+    from mmbook.cli import main
+
+    assert main(["train", "--task", "scene-vqa", "--quick", "--pretrained-encoder", "large", "--no-progress"]) == 2
+    assert "--pretrained-encoder applies to --task scene-captioning" in capsys.readouterr().err
 
 
 def test_cli_refuses_ngram_blocking_for_another_task(capsys):

@@ -9,6 +9,13 @@ scenes; the classifier reads the backbone's grid through a global max-pool, so e
 learns to say which class it sees. Applied to a 64x64 scene, the backbone gives an 8x8 grid of such
 cells, pooled to 4x4 regions: :func:`region_features` ``(N, 16, C)``, computed once and kept fixed while a decoder learns.
 
+Two encoders (:data:`ENCODERS`): the pages read the ``"small"`` one, the objectives chapter's backbone pretrained
+for 4 epochs (half a minute on a 2-core CPU); the ``"large"`` one,
+:class:`~mmbook.objectives.backbone.LargeSceneBackbone`, sees the pixels at twice the resolution in its first
+convolutions, has one stage more and twice the channels in its last two, and is pretrained for 16 epochs (about
+six times the cost per image: several minutes on a CPU), for the benchmarks that ask how far better recognition
+moves the captions.
+
 :func:`oracle_region_features` gives the same 16 regions as a perfect recogniser would: which classes cover each
 region, and how big their objects are, read from the scene's ground truth. A decoder trained on them shows what
 captioning would be if recognition were solved, and so how much of a captioner's hallucination is the encoder's.
@@ -30,11 +37,18 @@ from torch.nn import functional as F
 
 from mmbook.data.cache import atomic_save
 from mmbook.data.scenes import noisy_background
-from mmbook.objectives.backbone import SceneBackbone
+from mmbook.objectives.backbone import LargeSceneBackbone, SceneBackbone
 
-#: Quick and full settings of :func:`pretrain_backbone`.
-PRETRAIN_DEFAULTS = {False: {"epochs": 4, "width": 32, "batch_size": 128, "lr": 4e-3},
-                     True: {"epochs": 1, "width": 32, "batch_size": 128, "lr": 4e-3}}
+#: The image encoders :func:`pretrain_backbone` can train: the pages' ``"small"`` one, and a ``"large"`` one about six
+#: times its cost per image (:class:`~mmbook.objectives.backbone.LargeSceneBackbone`) that recognises more objects.
+ENCODERS: dict[str, type[nn.Module]] = {"small": SceneBackbone, "large": LargeSceneBackbone}
+#: Full (``False``) and quick (``True``) settings of :func:`pretrain_backbone`, per encoder.
+PRETRAIN_DEFAULTS = {
+    "small": {False: {"epochs": 4, "width": 32, "batch_size": 128, "lr": 4e-3},
+              True: {"epochs": 1, "width": 32, "batch_size": 128, "lr": 4e-3}},
+    "large": {False: {"epochs": 16, "width": 32, "batch_size": 128, "lr": 4e-3},
+              True: {"epochs": 1, "width": 32, "batch_size": 128, "lr": 4e-3}},
+}
 
 
 def shrink_onto_canvas(images: torch.Tensor, seed: int = 0, low: int = 18, high: int = 30) -> torch.Tensor:
@@ -58,12 +72,19 @@ def shrink_onto_canvas(images: torch.Tensor, seed: int = 0, low: int = 18, high:
     return out
 
 
-class GridClassifier(nn.Module):
-    """A :class:`SceneBackbone` and a linear classifier of its max-pooled grid: ``(B, 3, S, S)`` -> ``(B, 10)``."""
+def check_encoder(encoder: str) -> None:
+    """A clear error for an image encoder that is not one of :data:`ENCODERS`."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown image encoder {encoder!r}; expected one of {', '.join(ENCODERS)}")
 
-    def __init__(self, width: int = 32, classes: int = 10) -> None:
+
+class GridClassifier(nn.Module):
+    """A backbone of :data:`ENCODERS` and a linear classifier of its max-pooled grid: ``(B, 3, S, S)`` -> ``(B, 10)``."""
+
+    def __init__(self, width: int = 32, classes: int = 10, encoder: str = "small") -> None:
         super().__init__()
-        self.backbone = SceneBackbone(width)
+        check_encoder(encoder)
+        self.backbone = ENCODERS[encoder](width)
         self.classifier = nn.Linear(self.backbone.out_channels, classes)
 
     def forward(self, batch) -> torch.Tensor:
@@ -76,8 +97,11 @@ _CACHE_VERSION = 2
 
 @functools.lru_cache(maxsize=2)
 def pretrain_backbone(seed: int = 0, quick: bool = False, root: Path | str | None = None,
-                      download: bool = False) -> tuple[SceneBackbone, dict[str, float]]:
+                      download: bool = False, encoder: str = "small") -> tuple[nn.Module, dict[str, float]]:
     """Train :class:`GridClassifier` on shrunk CIFAR-10 training images; return its backbone, frozen, and facts.
+
+    ``encoder`` picks the backbone of :data:`ENCODERS` and its :data:`PRETRAIN_DEFAULTS`: the pages read the
+    ``"small"`` one; the ``"large"`` one takes several minutes on a CPU and is for benchmarks and exercises.
 
     The facts: ``pretrain_accuracy`` (CIFAR-10 test images, shrunk the same way), ``pretrain_seconds``,
     ``pretrain_images``, ``pretrain_epochs``. Training is deterministic given ``seed`` and ``quick``, so
@@ -86,8 +110,10 @@ def pretrain_backbone(seed: int = 0, quick: bool = False, root: Path | str | Non
     """
     from mmbook.data.cifar10 import cache_dir
 
-    path = cache_dir() / f"generation_encoder_v{_CACHE_VERSION}_seed{seed}_{'quick' if quick else 'full'}.pt"
-    backbone = SceneBackbone(PRETRAIN_DEFAULTS[bool(quick)]["width"])
+    check_encoder(encoder)
+    name = "generation_encoder" + ("" if encoder == "small" else f"_{encoder}")
+    path = cache_dir() / f"{name}_v{_CACHE_VERSION}_seed{seed}_{'quick' if quick else 'full'}.pt"
+    backbone = ENCODERS[encoder](PRETRAIN_DEFAULTS[encoder][bool(quick)]["width"])
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -95,25 +121,26 @@ def pretrain_backbone(seed: int = 0, quick: bool = False, root: Path | str | Non
             return backbone.eval().requires_grad_(False), dict(saved["facts"])
         except Exception:  # a partial or corrupt file: train again and overwrite it
             path.unlink(missing_ok=True)
-    backbone, facts = _pretrain(seed, quick, root, download)
+    backbone, facts = _pretrain(seed, quick, root, download, encoder)
     # atomic, with a temporary name per process: an interrupted save never leaves a half-written
     # encoder behind, and two kernels that train it at once do not write into one file
     atomic_save({"backbone": backbone.state_dict(), "facts": facts}, path)
     return backbone, facts
 
 
-def _pretrain(seed: int, quick: bool, root: Path | str | None, download: bool) -> tuple[SceneBackbone, dict[str, float]]:
+def _pretrain(seed: int, quick: bool, root: Path | str | None, download: bool,
+              encoder: str) -> tuple[nn.Module, dict[str, float]]:
     from mmbook.data import DeviceLoader
     from mmbook.data.cifar10 import load_cifar10
     from mmbook.data.loaders import CIFAR10_STATS
     from mmbook.runtime import seed_everything
     from mmbook.training import fit
 
-    settings = PRETRAIN_DEFAULTS[bool(quick)]
+    settings = PRETRAIN_DEFAULTS[encoder][bool(quick)]
     train = load_cifar10("train", quick=quick, root=root, download=download, progress=False)
     test = load_cifar10("test", quick=quick, root=root, download=download, progress=False)
     seed_everything(seed)
-    model = GridClassifier(settings["width"])
+    model = GridClassifier(settings["width"], encoder=encoder)
     train_loader = DeviceLoader({"image": shrink_onto_canvas(train.images, seed), "label": train.labels},
                                 settings["batch_size"], shuffle=True, drop_last=True, augment=True, seed=seed,
                                 **CIFAR10_STATS)
@@ -121,7 +148,7 @@ def _pretrain(seed: int, quick: bool, root: Path | str | None, download: bool) -
                                rank=0, world_size=1, **CIFAR10_STATS)
     started = time.perf_counter()
     history = fit(model, train_loader, test_loader, epochs=settings["epochs"], lr=settings["lr"], progress=False,
-                  description="pretraining the image encoder")
+                  description=f"pretraining the {encoder} image encoder")
     backbone = model.backbone.eval().requires_grad_(False)
     return backbone, {"pretrain_accuracy": history.last["test_accuracy"],
                       "pretrain_seconds": time.perf_counter() - started,
@@ -133,21 +160,34 @@ REGION_GRID = 4
 
 
 @torch.no_grad()
-def region_features(backbone: SceneBackbone, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def region_features(backbone: nn.Module, images: torch.Tensor, batch_size: int = 500,
+                    mirror: bool = False) -> torch.Tensor:
     """uint8 scenes ``(N, 3, 64, 64)`` -> region features ``(N, 16, C)``, row by row.
 
     The backbone's 8x8 grid is max-pooled to :data:`REGION_GRID` x :data:`REGION_GRID` regions of 16x16
     pixels: an object (18-30 pixels) then spans one to four regions, and a decoder attends over 16 regions
     instead of 64 at every word, which makes its training step several times cheaper.
+
+    ``mirror=True`` averages each region's features with those of the same region in the scene's mirror image
+    (flipped left to right, its grid flipped back): test-time flip augmentation, as image classifiers average
+    their predictions over flips. It costs a second pass of the backbone; the regions keep their places.
     """
     from mmbook.data.loaders import CIFAR10_STATS, normalize_images
 
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"expected uint8 scene images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     device = next(backbone.parameters()).device
-    chunks = [F.adaptive_max_pool2d(backbone(normalize_images(images[i : i + batch_size].to(device), **CIFAR10_STATS)),
-                                    REGION_GRID).flatten(2).transpose(1, 2)
-              for i in range(0, len(images), batch_size)]
+
+    def grid(batch: torch.Tensor) -> torch.Tensor:  # (B, C, 4, 4)
+        return F.adaptive_max_pool2d(backbone(normalize_images(batch.to(device), **CIFAR10_STATS)), REGION_GRID)
+
+    chunks = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i : i + batch_size]
+        features = grid(batch)
+        if mirror:
+            features = (features + grid(batch.flip(-1)).flip(-1)) / 2
+        chunks.append(features.flatten(2).transpose(1, 2))
     return torch.cat(chunks).cpu()
 
 

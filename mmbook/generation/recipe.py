@@ -48,38 +48,55 @@ def encode_references(captions: Sequence[str], vocab) -> torch.Tensor:
 
 
 def caption_data(split: str, count: int, seed: int = 0, quick: bool = False, per_scene: int = REFERENCES_PER_SCENE,
-                 root: Path | str | None = None, download: bool = False, regions: str = "encoder"):
+                 root: Path | str | None = None, download: bool = False, regions: str = "encoder",
+                 encoder: str = "small", mirror: bool = False):
     """Scenes, their references, and the loader dict of scenes with their references and region features.
 
     Returns ``(scenes, references, tensors)``: the :class:`~mmbook.data.scenes.SceneSet`, ``N`` lists of
     ``per_scene`` reference strings, and ``{"features": (N, 16, C), "text": (N, per_scene, T)}``: a sample
     is a scene with all its references. With ``regions="encoder"`` the features are those of the frozen
-    encoder :func:`~mmbook.generation.encoder.pretrain_backbone` ``(seed, quick)``; with ``"oracle"`` they are
+    encoder :func:`~mmbook.generation.encoder.pretrain_backbone` ``(seed, quick, encoder=encoder)``, averaged with
+    those of the mirrored scene where ``mirror`` (:func:`~mmbook.generation.encoder.region_features`); with ``"oracle"`` they are
     the scene's ground truth, :func:`~mmbook.generation.encoder.oracle_region_features` ``(C = 11)``. Built once
     per process for the same arguments (everything is deterministic), whether they are passed by position or
     by name.
     """
+    from mmbook.generation.encoder import check_encoder
+
     if regions not in REGION_SOURCES:
         raise ValueError(f"unknown region features {regions!r}; expected one of {', '.join(REGION_SOURCES)}")
-    return _caption_data(split, count, seed, bool(quick), per_scene, root, download, regions)
+    check_encoder(encoder)
+    if regions == "oracle" and (encoder != "small" or mirror):
+        raise ValueError("encoder and mirror choose how an encoder's regions are read; the oracle's regions come from "
+                         "the scenes' ground truth: give regions='encoder', or leave encoder and mirror out")
+    return _caption_data(split, count, seed, bool(quick), per_scene, root, download, regions, encoder, bool(mirror))
 
 
 # Keyed on every argument in one order: lru_cache alone keys positional and keyword calls apart, so the pages'
 # positional calls and the recipe's keyword calls would each build the same scenes and features again.
 @functools.lru_cache(maxsize=8)
-def _caption_data(split: str, count: int, seed: int, quick: bool, per_scene: int, root: Path | str | None,
-                  download: bool, regions: str):
+def _scenes_and_references(split: str, count: int, seed: int, quick: bool, per_scene: int, root: Path | str | None,
+                           download: bool):
     from mmbook.data.scenes import load_scenes
-    from mmbook.generation.encoder import oracle_region_features, pretrain_backbone, region_features
-    from mmbook.generation.references import generation_vocabulary, scene_references
+    from mmbook.generation.references import scene_references
 
     scenes = load_scenes(split, count, seed=seed, quick=quick, root=root, download=download)
-    references = scene_references(scenes, per_scene=per_scene, seed=seed + (7 if split == "test" else 0))
+    return scenes, scene_references(scenes, per_scene=per_scene, seed=seed + (7 if split == "test" else 0))
+
+
+@functools.lru_cache(maxsize=8)
+def _caption_data(split: str, count: int, seed: int, quick: bool, per_scene: int, root: Path | str | None,
+                  download: bool, regions: str, encoder: str, mirror: bool):
+    from mmbook.generation.encoder import oracle_region_features, pretrain_backbone, region_features
+    from mmbook.generation.references import generation_vocabulary
+
+    scenes, references = _scenes_and_references(split, count, seed, quick, per_scene, root, download)
     flat = encode_references([caption for captions in references for caption in captions], generation_vocabulary())
     if regions == "oracle":
         features = oracle_region_features(scenes.boxes, scenes.classes)
     else:
-        features = region_features(pretrain_backbone(seed, quick, root, download)[0], scenes.images)
+        features = region_features(pretrain_backbone(seed, quick, root, download, encoder)[0], scenes.images,
+                                   mirror=mirror)
     tensors = {"features": features,
                "text": flat.reshape(len(scenes), per_scene, -1)}
     return scenes, references, tensors
@@ -92,7 +109,9 @@ def reference_ceiling(split: str, count: int, seed: int = 0, quick: bool = False
     scores against the others, the ceiling of the data. Computed once per process for the same arguments."""
     from mmbook.generation.metrics import leave_one_out
 
-    return leave_one_out(caption_data(split, count, seed, quick, root=root, download=download)[1])
+    # the references alone: no region features (and no encoder) are needed for them
+    return leave_one_out(_scenes_and_references(split, count, seed, bool(quick), REFERENCES_PER_SCENE, root,
+                                                download)[1])
 
 
 def evaluate_captions(captions: Sequence[str], references: Sequence[Sequence[str]], scenes,
@@ -136,6 +155,8 @@ def train_scene_captioning(
     train_index: Sequence[int] | torch.Tensor | None = None,
     track_scenes: int = 0,
     regions: str = "encoder",
+    encoder: str = "small",
+    mirror: bool = False,
 ) -> dict[str, Any]:
     """Train a captioner on scenes with :data:`REFERENCES_PER_SCENE` references each, and judge its captions.
 
@@ -154,6 +175,11 @@ def train_scene_captioning(
         regions: ``"encoder"`` (the frozen pretrained encoder's regions) or ``"oracle"`` (the scenes' ground
             truth, :func:`~mmbook.generation.encoder.oracle_region_features`: recognition solved); a captioner
             built here reads as many channels as the regions have.
+        encoder: with ``regions="encoder"``, which image encoder of
+            :data:`~mmbook.generation.encoder.ENCODERS` is pretrained and read: ``"small"`` (the pages') or
+            ``"large"`` (several minutes of pretraining on a CPU; it recognises more of the objects).
+        mirror: with ``regions="encoder"``, average every region's features with the mirrored scene's
+            (:func:`~mmbook.generation.encoder.region_features`), for training and test scenes alike.
         decoding: ``"greedy"``, ``"beam"`` or ``"sample"`` (:func:`~mmbook.generation.decoding.generate`),
             with ``decoding_options`` (e.g. ``{"width": 3}``).
 
@@ -168,7 +194,7 @@ def train_scene_captioning(
         one reference against the others), ``train_scenes``, ``test_scenes``, ``epochs``, ``train_seconds``,
         ``decode_seconds``, ``track_seconds`` (decoding while tracking), ``final_train_loss``, ``test_loss`` and
         ``test_next_word_accuracy`` (teacher-forced), ``regions``, the encoder's
-        ``pretrain_accuracy`` and ``pretrain_seconds`` (with ``regions="encoder"``), and ``captions``,
+        ``pretrain_accuracy``, ``pretrain_seconds``, ``encoder`` and ``mirror`` (with ``regions="encoder"``), and ``captions``,
         ``references``, ``test_set``, ``model``, ``history``.
     """
     from mmbook.data import DeviceLoader
@@ -187,9 +213,10 @@ def train_scene_captioning(
     vocab = generation_vocabulary()
     check_decoding(decoding, len(vocab), decoding_options)  # a bad setting fails now, not after training
     _, train_references, train_tensors = caption_data("train", scenes, seed, quick, root=root, download=download,
-                                                      regions=regions)
+                                                      regions=regions, encoder=encoder, mirror=mirror)
     test_set, test_references, test_tensors = caption_data("test", test_scenes, seed, quick, root=root,
-                                                           download=download, regions=regions)
+                                                           download=download, regions=regions, encoder=encoder,
+                                                           mirror=mirror)
     if train_index is not None:
         index = torch.as_tensor(train_index, dtype=torch.long).reshape(-1)
         if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= scenes:
@@ -234,7 +261,8 @@ def train_scene_captioning(
     report: dict[str, Any] = evaluate_captions(captions, test_references, test_set, training_captions)
     ceiling = reference_ceiling("test", test_scenes, seed, quick, root=root, download=download)
     if regions == "encoder":
-        report.update(pretrain_backbone(seed, quick, root, download)[1])
+        report.update(pretrain_backbone(seed, quick, root, download, encoder)[1])
+        report.update({"encoder": encoder, "mirror": mirror})
     report.update({
         "reference_bleu_4": ceiling["bleu_4"], "reference_cider_d": ceiling["cider_d"], "regions": regions,
         "train_scenes": len(train_references), "test_scenes": len(test_set), "track_seconds": track_seconds,

@@ -10,7 +10,7 @@ role tagging       :class:`SceneTagger`        :func:`tagging_loss`        :func
 =================  ==========================  ==========================  ===============================
 """
 
-from mmbook.objectives.backbone import SceneBackbone, coordinate_channels
+from mmbook.objectives.backbone import LargeSceneBackbone, SceneBackbone, coordinate_channels
 from mmbook.objectives.calibration import calibration_bins, expected_calibration_error, plot_reliability
 from mmbook.objectives.checks import check_entity_f1, check_iou
 from mmbook.objectives.detection import (
@@ -43,7 +43,7 @@ from mmbook.objectives.tagging import (
 )
 
 __all__ = [
-    "FiLM", "GridDetector", "GroundingModel", "SceneBackbone", "SceneTagger",
+    "FiLM", "GridDetector", "GroundingModel", "LargeSceneBackbone", "SceneBackbone", "SceneTagger",
     "average_precision", "bio_spans", "calibration_bins", "check_entity_f1", "check_iou", "coordinate_channels",
     "decode_boxes", "decode_detections", "decode_tags", "detection_accuracy", "detection_loss",
     "entity_scores", "expected_calibration_error", "flip_scenes", "grid_targets", "ground_truth_list", "grounding_accuracy",

@@ -79,6 +79,8 @@ class Settings:
     decoding: str = "greedy"
     beam_width: int = 3
     no_repeat_ngram: int = 0  # scene-captioning, greedy or beam: never repeat this many words in a row (0: off)
+    pretrained_encoder: str = "small"  # scene-captioning: the frozen image encoder (mmbook.generation.encoder.ENCODERS)
+    mirror_regions: bool = False  # scene-captioning: average each region's features with the mirrored scene's
     # The fusion's options as (name, value) pairs, e.g. (("normalize", True),); a tuple, so that it compares by value.
     fusion_options: tuple[tuple[str, Any], ...] = ()
 
@@ -352,12 +354,15 @@ def _captioning(settings: Settings) -> tuple[Run, dict[str, Any]]:
     result = train_scene_captioning(settings.decoder, scenes=settings.scenes or defaults.train_count, seed=settings.seed,
                                     device=settings.device, progress=settings.progress, quick=settings.quick,
                                     root=settings.data, download=settings.download, decoding=settings.decoding,
-                                    decoding_options=options, **chosen)
+                                    decoding_options=options, encoder=settings.pretrained_encoder,
+                                    mirror=settings.mirror_regions, **chosen)
     for name in ("captions", "references", "test_set"):
         result.pop(name)
     run = _run_of_report(result)
     return run, {"decoder": settings.decoder, "decoding": settings.decoding,
-                 "no_repeat_ngram": settings.no_repeat_ngram, "train_scenes": result["train_scenes"],
+                 "no_repeat_ngram": settings.no_repeat_ngram, "pretrained_encoder": settings.pretrained_encoder,
+                 "mirror_regions": settings.mirror_regions,
+                 "train_scenes": result["train_scenes"],
                  "test_scenes": result["test_scenes"]}
 
 
@@ -451,7 +456,9 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          _retrieval),
     Task("scene-captioning", "the generation chapter's captioner (--decoder blind, global, attention or transformer): "
          "BLEU, CIDEr-D and hallucination (CHAIR)", "cider_d", _captioning_defaults(False), _captioning_defaults(True),
-         frozenset({"scenes", "decoder", "decoding", "beam_width", "no_repeat_ngram"}), _captioning),
+         frozenset({"scenes", "decoder", "decoding", "beam_width", "no_repeat_ngram", "pretrained_encoder",
+                    "mirror_regions"}),
+         _captioning),
     Task("scene-vqa", "the reasoning chapter's visual question answering (--model question, image, concat, attention, "
          "film, relation or vilt; --images shapes or scenes): accuracy per question family", "overall",
          _vqa_defaults("shapes", False), _vqa_defaults("shapes", True),
