@@ -228,14 +228,20 @@ def test_gmu_normalize_trains_both_settings_on_the_same_seeds_and_compares_them(
 # captioning_seeds.py -------------------------------------------------------------------------
 
 
-def test_captioning_seeds_runs_every_system_on_each_seed_and_pairs_the_verdicts(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def captioning_seeds(monkeypatch):
+    """The benchmark script, on tiny quick-mode defaults."""
     from mmbook.generation.recipe import CAPTIONING_DEFAULTS
 
     monkeypatch.setenv("MMBOOK_QUICK", "1")
     monkeypatch.setitem(CAPTIONING_DEFAULTS, True, {"scenes": 60, "test_scenes": 30, "epochs": 1, "batch_size": 16,
                                                      "lr": 3e-3})
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling cli_runs
-    module = load_benchmark("captioning_seeds")
+    return load_benchmark("captioning_seeds")
+
+
+def test_captioning_seeds_runs_every_system_on_each_seed_and_pairs_the_verdicts(tmp_path, captioning_seeds, capsys):
+    module = captioning_seeds
     path = tmp_path / "captioning.json"
     assert module.main(["--quick", "--seeds", "2", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
@@ -247,14 +253,8 @@ def test_captioning_seeds_runs_every_system_on_each_seed_and_pairs_the_verdicts(
     assert all(verdict in out for verdict in result["verdicts"].values())
 
 
-def test_captioning_seeds_with_oracle_regions_gives_every_system_the_ground_truth(tmp_path, monkeypatch):
-    from mmbook.generation.recipe import CAPTIONING_DEFAULTS
-
-    monkeypatch.setenv("MMBOOK_QUICK", "1")
-    monkeypatch.setitem(CAPTIONING_DEFAULTS, True, {"scenes": 60, "test_scenes": 30, "epochs": 1, "batch_size": 16,
-                                                     "lr": 3e-3})
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    module = load_benchmark("captioning_seeds")
+def test_captioning_seeds_with_oracle_regions_gives_every_system_the_ground_truth(tmp_path, captioning_seeds):
+    module = captioning_seeds
     paths = {regions: tmp_path / f"{regions}.json" for regions in ("encoder", "oracle")}
     for regions, path in paths.items():
         assert module.main(["--quick", "--seeds", "1", "--regions", regions, "--json", str(path)]) == 0
@@ -266,15 +266,11 @@ def test_captioning_seeds_with_oracle_regions_gives_every_system_the_ground_trut
     assert precision["oracle"] > precision["encoder"] + 0.2, precision
 
 
-def test_captioning_seeds_reads_the_large_mirrored_encoder_with_more_scenes_and_beams(tmp_path, monkeypatch):
+def test_captioning_seeds_reads_the_large_mirrored_encoder_with_more_scenes_and_beams(tmp_path, captioning_seeds,
+                                                                                    monkeypatch):
     from mmbook.generation import recipe
-    from mmbook.generation.recipe import CAPTIONING_DEFAULTS
 
-    monkeypatch.setenv("MMBOOK_QUICK", "1")
-    monkeypatch.setitem(CAPTIONING_DEFAULTS, True, {"scenes": 60, "test_scenes": 30, "epochs": 1, "batch_size": 16,
-                                                     "lr": 3e-3})
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    module = load_benchmark("captioning_seeds")
+    module = captioning_seeds
     calls = []
     train = recipe.train_scene_captioning
 
@@ -298,11 +294,9 @@ def test_captioning_seeds_reads_the_large_mirrored_encoder_with_more_scenes_and_
 
 @pytest.mark.parametrize("flags", [["--regions", "oracle", "--mirror"], ["--regions", "oracle", "--encoder", "large"],
                                    ["--beam-width", "0"], ["--scenes", "0"]])
-def test_captioning_seeds_refuses_settings_it_cannot_apply(flags, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    module = load_benchmark("captioning_seeds")
+def test_captioning_seeds_refuses_settings_it_cannot_apply(flags, captioning_seeds):
     with pytest.raises(SystemExit) as error:
-        module.main(["--quick", *flags])
+        captioning_seeds.main(["--quick", *flags])
     assert error.value.code == 2
 
 
