@@ -10,7 +10,7 @@ learns to say which class it sees. Applied to a 64x64 scene, the backbone gives 
 cells, pooled to 4x4 regions: :func:`region_features` ``(N, 16, C)``, computed once and kept fixed while a decoder learns.
 
 Two encoders (:data:`ENCODERS`): the pages read the ``"small"`` one, the objectives chapter's backbone pretrained
-for 4 epochs (half a minute on a 2-core CPU); the ``"large"`` one,
+for 4 epochs (under a minute on a 2-core CPU); the ``"large"`` one,
 :class:`~mmbook.objectives.backbone.LargeSceneBackbone`, sees the pixels at twice the resolution in its first
 convolutions, has one stage more and twice the channels in its last two, and is pretrained for 16 epochs (about
 six times the cost per image: several minutes on a CPU), for the benchmarks that ask how far better recognition
